@@ -1,0 +1,23 @@
+"""conv3dt: fast, exact 3D transposed convolution with PaddlePaddle's semantics.
+
+>>> import numpy as np, conv3dt
+>>> y = conv3dt.functional.conv3d_transpose(np.ones((1, 2, 4, 4, 4)), np.ones((2, 3, 3, 3, 3)))
+>>> y.shape
+(1, 3, 6, 6, 6)
+"""
+
+__version__ = "0.1.0"
+
+from . import functional
+from ._kernels import OPENMP as _OPENMP
+from ._threads import get_num_threads, set_num_threads
+from .functional import conv3d_transpose, conv3d_transpose_backward
+
+__all__ = [
+    "__version__",
+    "functional",
+    "conv3d_transpose",
+    "conv3d_transpose_backward",
+    "get_num_threads",
+    "set_num_threads",
+]

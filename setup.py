@@ -1,0 +1,78 @@
+"""Build of conv3dt's Cython kernels, with OpenMP where the compiler supports it.
+
+Environment variables:
+  CONV3DT_NO_OPENMP=1   build without OpenMP (kernels then run on one thread)
+  CONV3DT_DEBUG=1       bounds-checked kernels compiled with AddressSanitizer and UBSan
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _openmp_flags(compiler):
+    """(compile, link) flags enabling OpenMP, or None when this compiler lacks it."""
+    if compiler.compiler_type == "msvc":
+        return ["/openmp"], []
+    candidates = [(["-fopenmp"], ["-fopenmp"])]
+    if sys.platform == "darwin":
+        candidates.append((["-Xpreprocessor", "-fopenmp"], ["-lomp"]))
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "check_openmp.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        for cflags, lflags in candidates:
+            try:
+                objects = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                compiler.link_executable(objects, "check_openmp", output_dir=tmp,
+                                         extra_postargs=lflags)
+                return cflags, lflags
+            except Exception:  # any compile or link error means: not this way
+                continue
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return None
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        flags = None if _flag("CONV3DT_NO_OPENMP") else _openmp_flags(self.compiler)
+        if flags is None and not _flag("CONV3DT_NO_OPENMP"):
+            warnings.warn("conv3dt: the compiler does not support OpenMP; the kernels will "
+                          "run single-threaded")
+        msvc = self.compiler.compiler_type == "msvc"
+        for ext in self.extensions:
+            if flags is not None:
+                ext.extra_compile_args += flags[0]
+                ext.extra_link_args += flags[1]
+            if _flag("CONV3DT_DEBUG") and not msvc:
+                sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+                ext.extra_compile_args += sanitize
+                ext.extra_link_args += sanitize
+            elif not msvc:
+                ext.extra_compile_args += ["-O3"]
+        super().build_extensions()
+
+
+directives = {"language_level": 3}
+if _flag("CONV3DT_DEBUG"):
+    directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
+
+extensions = [Extension("conv3dt._kernels", ["conv3dt/_kernels.pyx"])]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=directives),
+    cmdclass={"build_ext": BuildExt},
+)
