@@ -70,7 +70,7 @@ directives = {"language_level": 3}
 if _flag("CONV3DT_DEBUG"):
     directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
 
-extensions = [Extension("conv3dt._kernels", ["conv3dt/_kernels.pyx"])]
+extensions = [Extension("conv3dt._kernels", ["conv3dt/_kernels.pyx"], include_dirs=["conv3dt"])]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives),

@@ -22,6 +22,11 @@ _B_BYTES = 256 * 1024
 # count, keeps grad_weight bitwise independent of the number of threads).
 _CHUNK_BYTES = 32 * 1024 * 1024
 _MAX_CHUNKS = 32
+# Products too thin for BLAS run as vector loops (see _kernels._gemm, _direct_phase): the
+# forward pass when C_out / groups <= _SMALL_COUT, the gradients when C_in / groups <=
+# _SMALL_CIN. Crossovers measured on the benchmark shapes (benchmarks/RESULTS.md).
+_SMALL_COUT = 12
+_SMALL_CIN = 16
 
 
 def _kblock(rows, ncol, itemsize):
@@ -33,9 +38,14 @@ def _raise_if_failed(code, what):
         raise MemoryError(f"could not allocate the per-thread workspace of {what}")
 
 
+# Output bytes per forward work item (a slab of output depths): the phases interleave their
+# writes within it, so it should stay in the L2 cache.
+_SLAB_BYTES = 256 * 1024
+
+
 @functools.lru_cache(maxsize=128)
-def _forward_schedule(plan):
-    """Phase tables padded into arrays, phase combinations and output tiles of a plan."""
+def _forward_schedule(plan, itemsize):
+    """Phase tables padded into arrays, phase combinations, tap destinations and tiling."""
     tables = phase_tables(plan)
     p_max = max(1, max(len(t.phases) for t in tables))
     t_max = max(1, max(len(t.taps) for t in tables))
@@ -45,45 +55,53 @@ def _forward_schedule(plan):
         phases[a, : len(t.phases)] = t.phases
         taps[a, : len(t.taps)] = t.taps
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
-    combos, tiles = [], []
+    combos = []
     offset = 0
-    q_max = 1
+    plane_max, kc_max = 1, 1
     for pd, row_d in enumerate(tables[0].phases):
         for ph, row_h in enumerate(tables[1].phases):
             for pw, row_w in enumerate(tables[2].phases):
                 ntaps = int(row_d[4] * row_h[4] * row_w[4])
-                count = int(row_d[2] * row_h[2] * row_w[2])
                 combos.append((pd, ph, pw, offset))
                 offset += plan.groups * cog * cig * ntaps
-                q_max = max(q_max, count)
-    ncol = min(_NCOL, q_max)
-    for c, (pd, ph, pw, _) in enumerate(combos):
-        count = int(tables[0].phases[pd, 2] * tables[1].phases[ph, 2] * tables[2].phases[pw, 2])
-        tiles.extend((c, j0) for j0 in range(0, count, ncol))
+                plane_max = max(plane_max, int(row_h[2] * row_w[2]))
+                kc_max = max(kc_max, cig * ntaps)
     combos = np.array(combos, dtype=np.intp).reshape(-1, 4)
-    tiles = np.array(tiles, dtype=np.intp).reshape(-1, 2)
-    fill = not all(t.covers_all for t in tables)
-    kc_max = cig * max((int(tables[0].phases[d, 4] * tables[1].phases[h, 4]
-                            * tables[2].phases[w, 4]) for d, h, w, _ in combos), default=1)
-    for arr in (phases, taps, combos, tiles):
+    # Where each kernel tap lands in the packed weight (see _kernels.pack_forward_weight).
+    tap_dest = np.full((int(np.prod(plan.kernel)), 2), -1, dtype=np.intp)
+    kh, kw = plan.kernel[1], plan.kernel[2]
+    for (pd, ph, pw, base) in combos:
+        rows = [tables[a].taps[p[3]: p[3] + p[4], 0]
+                for a, p in enumerate((tables[0].phases[pd], tables[1].phases[ph],
+                                       tables[2].phases[pw]))]
+        td, th, tw = np.meshgrid(*rows, indexing="ij")
+        tap_dest[((td * kh + th) * kw + tw).ravel()] = np.stack(
+            [base + np.arange(td.size), np.full(td.size, td.size)], axis=1)
+    # Slabs of output depths: a multiple of the depth stride (so every depth phase has rows
+    # in each slab) holding about _SLAB_BYTES of output.
+    s_d = plan.stride[0]
+    row_bytes = cog * plan.out_size[1] * plan.out_size[2] * itemsize
+    slab = max(1, _SLAB_BYTES // (row_bytes * s_d)) * s_d
+    ncol = min(_NCOL, plane_max * max(1, slab // s_d))
+    fill = not all(t.covers_all for t in tables) or len(combos) == 0
+    for arr in (phases, taps, combos, tap_dest):
         arr.setflags(write=False)
-    return phases, taps, combos, tiles, max(offset, 1), fill, ncol, kc_max
+    return phases, taps, combos, tap_dest, max(offset, 1), fill, slab, ncol, kc_max
 
 
 def forward(plan, x, w, bias, out):
     """out[...] = conv3d_transpose(x, w) + bias, all NCDHW (views); w C-contiguous."""
-    phases, taps, combos, tiles, wsize, fill, ncol, kc_max = _forward_schedule(plan)
     dtype = out.dtype
+    phases, taps, combos, tap_dest, wsize, fill, slab, ncol, kc_max = _forward_schedule(
+        plan, dtype.itemsize)
+    n_threads = get_num_threads()
     wpack = np.empty(wsize, dtype=dtype)
-    _kernels.pack_forward_weight(w, wpack, plan.groups, phases, taps, combos)
+    _kernels.pack_forward_weight(w, wpack, plan.groups, tap_dest, n_threads)
     bias = np.empty(0, dtype=dtype) if bias is None else bias
-    if len(tiles) == 0:
-        # No output receives a tap (e.g. a stride larger than the kernel's reach).
-        fill = True
     with blas_single_threaded():
-        code = _kernels.forward(x, wpack, bias, out, plan.groups, phases, taps, combos, tiles,
-                                *plan.stride, fill, ncol, _kblock(kc_max, ncol, dtype.itemsize),
-                                get_num_threads())
+        code = _kernels.forward(x, wpack, bias, out, plan.groups, phases, taps, combos,
+                                *plan.stride, fill, slab, ncol,
+                                _kblock(kc_max, ncol, dtype.itemsize), _SMALL_COUT, n_threads)
     _raise_if_failed(code, "the forward pass")
 
 
@@ -115,7 +133,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     with blas_single_threaded():
         code = _kernels.backward(gy, x, w, gx, chunks, gx_out is not None, gw_out is not None,
                                  plan.groups, geometry, ncol, _kblock(kc, ncol, dtype.itemsize),
-                                 n_chunks, n_threads)
+                                 n_chunks, _SMALL_CIN, n_threads)
     _raise_if_failed(code, "the backward pass")
     if gw_out is not None:
         _kernels.sum_chunks(chunks, gw_out.reshape(-1), n_threads)

@@ -17,3 +17,10 @@ cdef struct Phase3:
     Py_ssize_t o0[3]
     Py_ssize_t ntaps[3]
     const Py_ssize_t* taps[3]
+
+# A run of consecutive tile positions along the last grid axis: grid coordinates of its
+# first position, its length, and its offset among the tile's columns.
+cdef struct Segment:
+    Py_ssize_t j[3]
+    Py_ssize_t length
+    Py_ssize_t offset

@@ -70,17 +70,55 @@ cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noe
     return s
 
 
+cdef extern from "_simd.h" nogil:
+    void _axpy_f "conv3dt_axpy_f"(float* y, const float* x, float a, Py_ssize_t n)
+    void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
+    float _dot_f "conv3dt_dot_f"(const float* x, const float* y, Py_ssize_t n)
+    double _dot_d "conv3dt_dot_d"(const double* x, const double* y, Py_ssize_t n)
+
+
 cdef inline void _gemm(char transa, int m, int n, int k, const floating* a, int lda,
-                       const floating* b, int ldb, floating beta, floating* c,
-                       int ldc) noexcept nogil:
-    """Column-major C[m x n] = op(A) @ B + beta * C, op(A) = A or A^T (transa 'N'/'T')."""
+                       const floating* b, int ldb, floating beta, floating* c, int ldc,
+                       int small_n) noexcept nogil:
+    """Column-major C[m x n] = op(A) @ B + beta * C, op(A) = A or A^T (transa 'N'/'T').
+
+    BLAS, except when n <= small_n: so thin a product runs faster as vector loops over the
+    long m axis (axpy for 'N', dot products for 'T') on operands already in cache.
+    """
     cdef char no = c'N'
     cdef floating one = 1
-    if floating is float:
-        sgemm(&transa, &no, &m, &n, &k, &one, <float*>a, &lda, <float*>b, &ldb, &beta, c, &ldc)
+    cdef Py_ssize_t r, col
+    if n > small_n:
+        if floating is float:
+            sgemm(&transa, &no, &m, &n, &k, &one, <float*>a, &lda, <float*>b, &ldb, &beta, c,
+                  &ldc)
+        else:
+            dgemm(&transa, &no, &m, &n, &k, &one, <double*>a, &lda, <double*>b, &ldb, &beta,
+                  c, &ldc)
+        return
+    if transa == c'N':
+        if beta == 0:
+            for col in range(n):
+                _zero(c + col * ldc, m)
+        for r in range(k):
+            for col in range(n):
+                if floating is float:
+                    _axpy_f(c + col * ldc, a + r * lda, b[col * ldb + r], m)
+                else:
+                    _axpy_d(c + col * ldc, a + r * lda, b[col * ldb + r], m)
     else:
-        dgemm(&transa, &no, &m, &n, &k, &one, <double*>a, &lda, <double*>b, &ldb, &beta, c,
-              &ldc)
+        for col in range(n):
+            for r in range(m):
+                if floating is float:
+                    c[col * ldc + r] = beta * c[col * ldc + r] + _dot_f(a + r * lda, b + col * ldb, k)
+                else:
+                    c[col * ldc + r] = beta * c[col * ldc + r] + _dot_d(a + r * lda, b + col * ldb, k)
+
+
+cdef inline void _zero(floating* dst, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t u
+    for u in range(n):
+        dst[u] = 0
 
 
 cdef inline void _copy_strided(floating* dst, const floating* src, Py_ssize_t step,
@@ -94,92 +132,102 @@ cdef inline void _copy_strided(floating* dst, const floating* src, Py_ssize_t st
             dst[u] = src[u * step]
 
 
+cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
+                          Py_ssize_t nc, Segment* segs) noexcept nogil:
+    """Split the flat positions [j0, j0 + nc) of a (., count_h, count_w) grid into runs
+    along its last axis. Computed once per tile and shared by all rows of the tile.
+
+    OUT segs: (grid coordinates of the run's start, length, offset in the tile).
+    Returns the number of runs (at most nc).
+    """
+    cdef Py_ssize_t jd = j0 // (count_h * count_w)
+    cdef Py_ssize_t jh = (j0 // count_w) % count_h
+    cdef Py_ssize_t jw = j0 % count_w
+    cdef Py_ssize_t done = 0, n = 0, length
+    while done < nc:
+        length = _min(count_w - jw, nc - done)
+        segs[n].j[0] = jd
+        segs[n].j[1] = jh
+        segs[n].j[2] = jw
+        segs[n].length = length
+        segs[n].offset = done
+        n += 1
+        done += length
+        jw = 0
+        jh += 1
+        if jh == count_h:
+            jh = 0
+            jd += 1
+    return n
+
+
 # ------------------------------------------------------------------------ forward pass
 
 cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
                       Py_ssize_t in_w, const Phase3* ph, Py_ssize_t r0, Py_ssize_t nrows,
-                      Py_ssize_t j0, Py_ssize_t nc, floating* B) noexcept nogil:
-    """B[r - r0, j - j0] = x[ci, q(j) - m(tap)] (zero outside the input), row r = (ci, tap).
+                      const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
+                      floating* B) noexcept nogil:
+    """B[r - r0, j] = x[ci, q(j) - m(tap)] (zero outside the input), row r = (ci, tap).
 
-    IN  xg: x at (sample, first channel of the group); ph: the phase combination.
+    IN  xg: x at (sample, first channel of the group); ph: the phase combination;
+        segs: the tile's runs (_segments over the phase grid).
     OUT B: [nrows x nc], row-major.
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
-    cdef Py_ssize_t cnt_h = ph.count[1], cnt_w = ph.count[2]
-    cdef Py_ssize_t r, ci, tap, md, mh, mw, jd, jh, jw, done, seg, i_d, i_h, iw0, lo_u, hi_u
+    cdef Py_ssize_t r, ci, tap, md, mh, mw, k, length, i_d, i_h, iw0, lo_u, hi_u
+    cdef const floating* xc
     cdef floating* dst
     for r in range(r0, r0 + nrows):
         ci = r // nt
         tap = r - ci * nt
-        md = ph.taps[0][2 * (tap // (nth * ntw)) + 1]
-        mh = ph.taps[1][2 * ((tap // ntw) % nth) + 1]
-        mw = ph.taps[2][2 * (tap % ntw) + 1]
-        dst = B + (r - r0) * nc
-        jd = j0 // (cnt_h * cnt_w)
-        jh = (j0 // cnt_w) % cnt_h
-        jw = j0 % cnt_w
-        done = 0
-        while done < nc:
-            seg = _min(cnt_w - jw, nc - done)
-            i_d = ph.q0[0] + jd - md
-            i_h = ph.q0[1] + jh - mh
+        md = ph.q0[0] - ph.taps[0][2 * (tap // (nth * ntw)) + 1]
+        mh = ph.q0[1] - ph.taps[1][2 * ((tap // ntw) % nth) + 1]
+        mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
+        xc = xg + ci * xs.c
+        for k in range(nseg):
+            dst = B + (r - r0) * nc + segs[k].offset
+            length = segs[k].length
+            i_d = segs[k].j[0] + md
+            i_h = segs[k].j[1] + mh
             if 0 <= i_d < in_d and 0 <= i_h < in_h:
-                iw0 = ph.q0[2] + jw - mw
-                lo_u = _clamp(-iw0, 0, seg)
-                hi_u = _clamp(in_w - iw0, lo_u, seg)
-                memset(dst + done, 0, lo_u * sizeof(floating))
-                _copy_strided(dst + done + lo_u,
-                              xg + ci * xs.c + i_d * xs.d + i_h * xs.h + (iw0 + lo_u) * xs.w,
+                iw0 = segs[k].j[2] + mw
+                lo_u = _clamp(-iw0, 0, length)
+                hi_u = _clamp(in_w - iw0, lo_u, length)
+                _zero(dst, lo_u)
+                _copy_strided(dst + lo_u, xc + i_d * xs.d + i_h * xs.h + (iw0 + lo_u) * xs.w,
                               xs.w, hi_u - lo_u)
-                memset(dst + done + hi_u, 0, (seg - hi_u) * sizeof(floating))
+                _zero(dst + hi_u, length - hi_u)
             else:
-                memset(dst + done, 0, seg * sizeof(floating))
-            done += seg
-            jw = 0
-            jh += 1
-            if jh == cnt_h:
-                jh = 0
-                jd += 1
+                _zero(dst, length)
 
 
 cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t cog,
                        const floating* bias, const Phase3* ph, Py_ssize_t stride_d,
-                       Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t j0,
-                       Py_ssize_t nc) noexcept nogil:
-    """y[co, o(j)] = Y[co, j - j0] (+ bias[co]) for the phase's output positions o(j).
+                       Py_ssize_t stride_h, Py_ssize_t stride_w, const Segment* segs,
+                       Py_ssize_t nseg, Py_ssize_t nc) noexcept nogil:
+    """y[co, o(j)] = Y[co, j] (+ bias[co]) for the phase's output positions o(j).
 
     IN  Y: [cog x nc] row-major; bias: NULL or the group's first bias entry.
     OUT yg: y at (sample, first channel of the group).
     """
-    cdef Py_ssize_t cnt_h = ph.count[1], cnt_w = ph.count[2]
-    cdef Py_ssize_t co, jd, jh, jw, done, seg, u, step = stride_w * ys.w
+    cdef Py_ssize_t co, k, u, step = stride_w * ys.w
     cdef const floating* src
     cdef floating* dst
     cdef floating b
     for co in range(cog):
         b = bias[co] if bias != NULL else 0
-        jd = j0 // (cnt_h * cnt_w)
-        jh = (j0 // cnt_w) % cnt_h
-        jw = j0 % cnt_w
-        done = 0
-        while done < nc:
-            seg = _min(cnt_w - jw, nc - done)
-            src = Y + co * nc + done
-            dst = (yg + co * ys.c + (ph.o0[0] + jd * stride_d) * ys.d
-                   + (ph.o0[1] + jh * stride_h) * ys.h + (ph.o0[2] + jw * stride_w) * ys.w)
-            if bias != NULL:
-                for u in range(seg):
-                    dst[u * step] = src[u] + b
+        for k in range(nseg):
+            src = Y + co * nc + segs[k].offset
+            dst = (yg + co * ys.c + (ph.o0[0] + segs[k].j[0] * stride_d) * ys.d
+                   + (ph.o0[1] + segs[k].j[1] * stride_h) * ys.h
+                   + (ph.o0[2] + segs[k].j[2] * stride_w) * ys.w)
+            if step == 1:
+                for u in range(segs[k].length):
+                    dst[u] = src[u] + b
             else:
-                for u in range(seg):
-                    dst[u * step] = src[u]
-            done += seg
-            jw = 0
-            jh += 1
-            if jh == cnt_h:
-                jh = 0
-                jd += 1
+                for u in range(segs[k].length):
+                    dst[u * step] = src[u] + b
 
 
 cdef inline void _load_phase(Phase3* ph, const Py_ssize_t[:, :, ::1] phases,
@@ -195,68 +243,142 @@ cdef inline void _load_phase(Phase3* ph, const Py_ssize_t[:, :, ::1] phases,
         ph.taps[a] = &taps[a, phases[a, p, 3], 0]
 
 
-cdef void _pack_weight_combo(const floating[:, :, :, :, ::1] w, floating* wc,
-                             Py_ssize_t groups, const Phase3* ph) noexcept nogil:
-    """wc[g][co][ci * nt + tap] = w[g * cig + ci, co, t_d, t_h, t_w] for one combination."""
-    cdef Py_ssize_t cig = w.shape[0] // groups, cog = w.shape[1]
-    cdef Py_ssize_t ntd = ph.ntaps[0], nth = ph.ntaps[1], ntw = ph.ntaps[2]
-    cdef Py_ssize_t nt = ntd * nth * ntw, kc = cig * nt
-    cdef Py_ssize_t g, co, ci, a, b, e
-    for g in range(groups):
-        for co in range(cog):
-            for ci in range(cig):
-                for a in range(ntd):
-                    for b in range(nth):
-                        for e in range(ntw):
-                            wc[(g * cog + co) * kc + ci * nt + (a * nth + b) * ntw + e] = w[
-                                g * cig + ci, co, ph.taps[0][2 * a], ph.taps[1][2 * b],
-                                ph.taps[2][2 * e]]
-
-
 def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_g, kD, kH, kW]
                         floating[::1] wpack,                  # OUT weights per combination
                         Py_ssize_t groups,
-                        const Py_ssize_t[:, :, ::1] phases,   # IN  (3, P, 5) phase tables
-                        const Py_ssize_t[:, :, ::1] taps,     # IN  (3, T, 2) tap tables
-                        const Py_ssize_t[:, ::1] combos):     # IN  (C, 4) phases + offset
-    """Gather the weight of each phase combination into a dense [C_out_g x C_in_g*taps]."""
-    cdef Phase3 ph
-    cdef Py_ssize_t c
+                        const Py_ssize_t[:, ::1] tap_dest,    # IN  (K, 2) per tap: base, taps
+                        int n_threads):
+    """Gather each phase combination's weight into dense [C_out_g x C_in_g * taps] blocks.
+
+    Tap t of the kernel belongs to one combination c, where it is tap number `i` of
+    `nt` (tap_dest[t] = (offset of c + i, nt); base -1 for taps that reach no output):
+    wpack[base + ((g * cog + co) * cig + ci) * nt] = w[g * cig + ci, co, t].
+    """
+    cdef Py_ssize_t cig = w.shape[0] // groups, cog = w.shape[1]
+    cdef Py_ssize_t kk = w.shape[2] * w.shape[3] * w.shape[4]
+    cdef const floating* w0 = &w[0, 0, 0, 0, 0]
+    cdef floating* out = &wpack[0]
+    cdef Py_ssize_t pair
     with nogil:
-        for c in range(combos.shape[0]):
-            _load_phase(&ph, phases, taps, combos, c)
-            _pack_weight_combo(w, &wpack[combos[c, 3]], groups, &ph)
+        for pair in prange(w.shape[0] * cog, num_threads=n_threads, schedule='static'):
+            _pack_weight_slab(w0 + pair * kk, out, kk, pair // cog, pair % cog, cig, cog,
+                              &tap_dest[0, 0])
 
 
-cdef void _forward_item(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
-                        Py_ssize_t in_w, const floating* wpack, Py_ssize_t g, floating* yg,
-                        Strides4 ys, Py_ssize_t cig, Py_ssize_t cog, const floating* bias,
-                        const Py_ssize_t[:, :, ::1] phases, const Py_ssize_t[:, :, ::1] taps,
-                        const Py_ssize_t[:, ::1] combos, Py_ssize_t c, Py_ssize_t stride_d,
-                        Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t j0,
-                        Py_ssize_t ncol, Py_ssize_t kblock, floating* B,
+cdef void _pack_weight_slab(const floating* slab, floating* out, Py_ssize_t kk,
+                            Py_ssize_t c_in, Py_ssize_t co, Py_ssize_t cig, Py_ssize_t cog,
+                            const Py_ssize_t* tap_dest) noexcept nogil:
+    cdef Py_ssize_t t, g = c_in // cig, ci = c_in - g * cig
+    for t in range(kk):
+        if tap_dest[2 * t] >= 0:
+            out[tap_dest[2 * t] + ((g * cog + co) * cig + ci) * tap_dest[2 * t + 1]] = slab[t]
+
+
+cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
+                        Py_ssize_t in_w, const Phase3* ph, const floating* wg, Py_ssize_t kc,
+                        Py_ssize_t cog, const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
                         floating* Y) noexcept nogil:
-    """One tile [j0, j0 + ncol) of phase combination c of one (sample, group)."""
-    cdef Phase3 ph
-    _load_phase(&ph, phases, taps, combos, c)
-    cdef Py_ssize_t nc = _min(ncol, ph.count[0] * ph.count[1] * ph.count[2] - j0)
+    """Y [cog x nc] = W_phase @ B without materialising B (few output channels).
+
+    The same product as packing B (_pack_phase) and a GEMM, computed as one axpy per
+    (row of B, run, output channel) straight from x, whose rows must be contiguous
+    (xs.w == 1). For a thin W_phase this saves writing and re-reading B.
+    """
+    cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
+    cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
+    cdef Py_ssize_t r, ci, tap, md, mh, mw, k, co, length, i_d, i_h, iw0, lo_u, hi_u
+    cdef const floating* src
+    _zero(Y, cog * nc)
+    for r in range(kc):
+        ci = r // nt
+        tap = r - ci * nt
+        md = ph.q0[0] - ph.taps[0][2 * (tap // (nth * ntw)) + 1]
+        mh = ph.q0[1] - ph.taps[1][2 * ((tap // ntw) % nth) + 1]
+        mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
+        for k in range(nseg):
+            i_d = segs[k].j[0] + md
+            i_h = segs[k].j[1] + mh
+            if not (0 <= i_d < in_d and 0 <= i_h < in_h):
+                continue
+            length = segs[k].length
+            iw0 = segs[k].j[2] + mw
+            lo_u = _clamp(-iw0, 0, length)
+            hi_u = _clamp(in_w - iw0, lo_u, length)
+            if hi_u == lo_u:
+                continue
+            src = xg + ci * xs.c + i_d * xs.d + i_h * xs.h + iw0 + lo_u
+            for co in range(cog):
+                if floating is float:
+                    _axpy_f(Y + co * nc + segs[k].offset + lo_u, src, wg[co * kc + r],
+                            hi_u - lo_u)
+                else:
+                    _axpy_d(Y + co * nc + segs[k].offset + lo_u, src, wg[co * kc + r],
+                            hi_u - lo_u)
+
+
+cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
+                         Py_ssize_t in_w, const floating* wg, floating* yg, Strides4 ys,
+                         Py_ssize_t cig, Py_ssize_t cog, const floating* bias,
+                         const Phase3* ph, Py_ssize_t stride_d, Py_ssize_t stride_h,
+                         Py_ssize_t stride_w, Py_ssize_t j0, Py_ssize_t nc, Py_ssize_t kblock,
+                         int small_n, floating* B, floating* Y, Segment* segs) noexcept nogil:
+    """Grid positions [j0, j0 + nc) of one phase combination of one (sample, group)."""
+    cdef Py_ssize_t nseg = _segments(ph.count[1], ph.count[2], j0, nc, segs)
     cdef Py_ssize_t kc = cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
-    cdef const floating* wg = wpack + combos[c, 3] + g * cog * kc
     cdef Py_ssize_t kb0 = 0, kb
     cdef floating beta = 0
+    if cog <= small_n and xs.w == 1:
+        _direct_phase(xg, xs, in_d, in_h, in_w, ph, wg, kc, cog, segs, nseg, nc, Y)
+        kb0 = kc
     while kb0 < kc:
         kb = _min(kblock, kc - kb0)
-        _pack_phase(xg, xs, in_d, in_h, in_w, &ph, kb0, kb, j0, nc, B)
+        _pack_phase(xg, xs, in_d, in_h, in_w, ph, kb0, kb, segs, nseg, nc, B)
         # Y [cog x nc] (+)= W_phase[:, kb0:kb0+kb] @ B  (row-major)
         _gemm(c'N', <int>nc, <int>cog, <int>kb, B, <int>nc, wg + kb0, <int>kc, beta, Y,
-              <int>nc)
+              <int>nc, small_n)
         beta = 1
         kb0 += kb
-    _write_phase(Y, yg, ys, cog, bias, &ph, stride_d, stride_h, stride_w, j0, nc)
+    _write_phase(Y, yg, ys, cog, bias, ph, stride_d, stride_h, stride_w, segs, nseg, nc)
 
 
-cdef void _fill_channel(floating* yc, Strides4 ys, Py_ssize_t od, Py_ssize_t oh,
-                        Py_ssize_t ow, floating value) noexcept nogil:
+cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
+                        Py_ssize_t in_w, const floating* wpack, Py_ssize_t g, floating* yg,
+                        Strides4 ys, Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t cig,
+                        Py_ssize_t cog, const floating* bias,
+                        const Py_ssize_t[:, :, ::1] phases, const Py_ssize_t[:, :, ::1] taps,
+                        const Py_ssize_t[:, ::1] combos, Py_ssize_t od_lo, Py_ssize_t od_hi,
+                        bint fill, Py_ssize_t stride_d, Py_ssize_t stride_h,
+                        Py_ssize_t stride_w, Py_ssize_t ncol, Py_ssize_t kblock, int small_n,
+                        floating* B, floating* Y, Segment* segs) noexcept nogil:
+    """Output depths [od_lo, od_hi) of one (sample, group), every phase combination.
+
+    Working slab by slab keeps the output lines that the phases interleave in cache, and
+    gives each thread its own output rows.
+    """
+    cdef Phase3 ph
+    cdef Py_ssize_t c, co, jd_lo, jd_hi, plane, j0, j_end, kc
+    if fill:
+        for co in range(cog):
+            _fill_rows(yg + co * ys.c + od_lo * ys.d, ys, od_hi - od_lo, out_h, out_w,
+                       bias[co] if bias != NULL else 0)
+    for c in range(combos.shape[0]):
+        _load_phase(&ph, phases, taps, combos, c)
+        # Grid rows jd whose output depth o0 + jd * stride lies in the slab.
+        jd_lo = _clamp(-_floordiv(ph.o0[0] - od_lo, stride_d), 0, ph.count[0])
+        jd_hi = _clamp(-_floordiv(ph.o0[0] - od_hi, stride_d), jd_lo, ph.count[0])
+        plane = ph.count[1] * ph.count[2]
+        kc = cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
+        j0 = jd_lo * plane
+        j_end = jd_hi * plane
+        while j0 < j_end:
+            _forward_chunk(xg, xs, in_d, in_h, in_w, wpack + combos[c, 3] + g * cog * kc, yg,
+                           ys, cig, cog, bias, &ph, stride_d, stride_h, stride_w, j0,
+                           _min(ncol, j_end - j0), kblock, small_n, B, Y, segs)
+            j0 += ncol
+
+
+cdef void _fill_rows(floating* yc, Strides4 ys, Py_ssize_t od, Py_ssize_t oh,
+                     Py_ssize_t ow, floating value) noexcept nogil:
     cdef Py_ssize_t a, b, e
     for a in range(od):
         for b in range(oh):
@@ -272,15 +394,19 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             const Py_ssize_t[:, :, ::1] phases,      # IN  (3, P, 5) phase tables
             const Py_ssize_t[:, :, ::1] taps,        # IN  (3, T, 2) tap tables
             const Py_ssize_t[:, ::1] combos,         # IN  (C, 4) phases + weight offset
-            const Py_ssize_t[:, ::1] tiles,          # IN  (M, 2) rows (combination, j0)
             Py_ssize_t stride_d, Py_ssize_t stride_h, Py_ssize_t stride_w,
             bint fill,                               # some outputs get no tap: fill first
-            Py_ssize_t ncol, Py_ssize_t kblock, int n_threads):
-    """y = conv3d_transpose(x, w) (+ bias). Returns 0, or -1 if a workspace malloc failed."""
+            Py_ssize_t slab,                         # output depths per work item
+            Py_ssize_t ncol, Py_ssize_t kblock, int small_n, int n_threads):
+    """y = conv3d_transpose(x, w) (+ bias). Returns 0, or -1 if a workspace malloc failed.
+
+    Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
+    of sample n, group g.
+    """
     cdef Py_ssize_t n_batch = x.shape[0], cig = x.shape[1] // groups
     cdef Py_ssize_t c_out = y.shape[1], cog = c_out // groups
-    cdef Py_ssize_t n_tiles = tiles.shape[0]
-    cdef Py_ssize_t n_items = n_batch * groups * n_tiles
+    cdef Py_ssize_t n_slabs = (y.shape[2] + slab - 1) // slab
+    cdef Py_ssize_t n_items = n_batch * groups * n_slabs
     cdef Strides4 xs = _strides(x.strides, sizeof(floating))
     cdef Strides4 ys = _strides(y.strides, sizeof(floating))
     cdef Py_ssize_t sx_n = x.strides[0] // sizeof(floating)
@@ -289,37 +415,33 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef floating* y0 = &y[0, 0, 0, 0, 0]
     cdef const floating* w0 = &wpack[0]
     cdef const floating* b0 = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef Py_ssize_t it, n, g, t
+    cdef Py_ssize_t it, n, g, sl
     cdef int failed = 0
     cdef int* failed_ptr = &failed
     cdef floating* B
     cdef floating* Y
-
-    if fill:
-        with nogil:
-            for it in prange(n_batch * c_out, num_threads=n_threads, schedule='static'):
-                _fill_channel(y0 + (it // c_out) * sy_n + (it % c_out) * ys.c, ys,
-                              y.shape[2], y.shape[3], y.shape[4],
-                              b0[it % c_out] if b0 != NULL else 0)
+    cdef Segment* segs
 
     with nogil, parallel(num_threads=n_threads):
         B = <floating*>malloc(kblock * ncol * sizeof(floating))
         Y = <floating*>malloc(cog * ncol * sizeof(floating))
-        if B == NULL or Y == NULL:
+        segs = <Segment*>malloc(ncol * sizeof(Segment))
+        if B == NULL or Y == NULL or segs == NULL:
             failed_ptr[0] = 1
         for it in prange(n_items, schedule='dynamic'):
-            if B == NULL or Y == NULL:
+            if B == NULL or Y == NULL or segs == NULL:
                 continue
-            t = it % n_tiles
-            g = (it // n_tiles) % groups
-            n = it // (n_tiles * groups)
-            _forward_item(x0 + n * sx_n + g * cig * xs.c, xs, x.shape[2], x.shape[3],
-                          x.shape[4], w0, g, y0 + n * sy_n + g * cog * ys.c, ys, cig, cog,
-                          b0 + g * cog if b0 != NULL else NULL, phases, taps, combos,
-                          tiles[t, 0], stride_d, stride_h, stride_w, tiles[t, 1], ncol,
-                          kblock, B, Y)
+            sl = it % n_slabs
+            g = (it // n_slabs) % groups
+            n = it // (n_slabs * groups)
+            _forward_slab(x0 + n * sx_n + g * cig * xs.c, xs, x.shape[2], x.shape[3],
+                          x.shape[4], w0, g, y0 + n * sy_n + g * cog * ys.c, ys, y.shape[3],
+                          y.shape[4], cig, cog, b0 + g * cog if b0 != NULL else NULL, phases,
+                          taps, combos, sl * slab, _min(y.shape[2], (sl + 1) * slab), fill,
+                          stride_d, stride_h, stride_w, ncol, kblock, small_n, B, Y, segs)
         free(B)
         free(Y)
+        free(segs)
     return -1 if failed else 0
 
 
@@ -336,111 +458,93 @@ cdef struct Gather:
 
 
 cdef void _pack_gather(const floating* gyg, Strides4 gs, const Gather* G, Py_ssize_t r0,
-                       Py_ssize_t nrows, Py_ssize_t j0, Py_ssize_t nc,
+                       Py_ssize_t nrows, const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
                        floating* B) noexcept nogil:
-    """B[r - r0, j - j0] = grad_y[co, i(j) * s + t * d - lo] (zero outside), r = (co, t).
+    """B[r - r0, j] = grad_y[co, i(j) * s + t * d - lo] (zero outside), row r = (co, t).
 
-    IN  gyg: grad_output at (sample, first channel of the group).
-    OUT B: [nrows x nc], row-major; columns are flat input positions (D, H, W).
+    IN  gyg: grad_output at (sample, first channel of the group); segs: the tile's runs
+        over input positions (D, H, W).
+    OUT B: [nrows x nc], row-major.
     """
     cdef Py_ssize_t kk = G.k[0] * G.k[1] * G.k[2]
-    cdef Py_ssize_t r, co, t, td, th, tw, jd, jh, jw, done, seg, od, oh, off_w
-    cdef Py_ssize_t first, last, lo_u, hi_u
+    cdef Py_ssize_t r, co, t, k, length, od, oh, off_d, off_h, off_w, first, last, lo_u, hi_u
+    cdef const floating* gc
     cdef floating* dst
     for r in range(r0, r0 + nrows):
         co = r // kk
         t = r - co * kk
-        td = t // (G.k[1] * G.k[2])
-        th = (t // G.k[2]) % G.k[1]
-        tw = t % G.k[2]
-        off_w = tw * G.dil[2] - G.lo[2]
+        off_d = (t // (G.k[1] * G.k[2])) * G.dil[0] - G.lo[0]
+        off_h = ((t // G.k[2]) % G.k[1]) * G.dil[1] - G.lo[1]
+        off_w = (t % G.k[2]) * G.dil[2] - G.lo[2]
         # Input columns iw whose output ow = iw * s + off_w lies in [0, out_w).
         first = -_floordiv(off_w, G.s[2])
         last = _floordiv(G.out[2] - 1 - off_w, G.s[2])
-        dst = B + (r - r0) * nc
-        jd = j0 // (G.in_[1] * G.in_[2])
-        jh = (j0 // G.in_[2]) % G.in_[1]
-        jw = j0 % G.in_[2]
-        done = 0
-        while done < nc:
-            seg = _min(G.in_[2] - jw, nc - done)
-            od = jd * G.s[0] + td * G.dil[0] - G.lo[0]
-            oh = jh * G.s[1] + th * G.dil[1] - G.lo[1]
+        gc = gyg + co * gs.c
+        for k in range(nseg):
+            dst = B + (r - r0) * nc + segs[k].offset
+            length = segs[k].length
+            od = segs[k].j[0] * G.s[0] + off_d
+            oh = segs[k].j[1] * G.s[1] + off_h
             if 0 <= od < G.out[0] and 0 <= oh < G.out[1]:
-                lo_u = _clamp(first - jw, 0, seg)
-                hi_u = _clamp(last + 1 - jw, lo_u, seg)
-                memset(dst + done, 0, lo_u * sizeof(floating))
-                _copy_strided(dst + done + lo_u,
-                              gyg + co * gs.c + od * gs.d + oh * gs.h
-                              + ((jw + lo_u) * G.s[2] + off_w) * gs.w,
+                lo_u = _clamp(first - segs[k].j[2], 0, length)
+                hi_u = _clamp(last + 1 - segs[k].j[2], lo_u, length)
+                _zero(dst, lo_u)
+                _copy_strided(dst + lo_u, gc + od * gs.d + oh * gs.h
+                              + ((segs[k].j[2] + lo_u) * G.s[2] + off_w) * gs.w,
                               G.s[2] * gs.w, hi_u - lo_u)
-                memset(dst + done + hi_u, 0, (seg - hi_u) * sizeof(floating))
+                _zero(dst + hi_u, length - hi_u)
             else:
-                memset(dst + done, 0, seg * sizeof(floating))
-            done += seg
-            jw = 0
-            jh += 1
-            if jh == G.in_[1]:
-                jh = 0
-                jd += 1
+                _zero(dst, length)
 
 
 cdef void _tile_io(floating* tile, floating* vol, Strides4 vs, Py_ssize_t nch,
-                   Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t j0, Py_ssize_t nc,
+                   const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
                    bint to_tile) noexcept nogil:
-    """Copy flat positions [j0, j0 + nc) of nch channels between a volume and a tile.
+    """Copy a tile's positions of nch channels between a volume and a tile [nch x nc].
 
-    to_tile: tile[ch, j - j0] = vol[ch, j]; otherwise vol[ch, j] = tile[ch, j - j0].
+    to_tile: tile[ch, j] = vol[ch, pos(j)]; otherwise vol[ch, pos(j)] = tile[ch, j].
     """
-    cdef Py_ssize_t ch, jd, jh, jw, done, seg, u
+    cdef Py_ssize_t ch, k, u
     cdef floating* v
+    cdef floating* t
     for ch in range(nch):
-        jd = j0 // (in_h * in_w)
-        jh = (j0 // in_w) % in_h
-        jw = j0 % in_w
-        done = 0
-        while done < nc:
-            seg = _min(in_w - jw, nc - done)
-            v = vol + ch * vs.c + jd * vs.d + jh * vs.h + jw * vs.w
+        for k in range(nseg):
+            v = vol + ch * vs.c + segs[k].j[0] * vs.d + segs[k].j[1] * vs.h + segs[k].j[2] * vs.w
+            t = tile + ch * nc + segs[k].offset
             if to_tile:
-                _copy_strided(tile + ch * nc + done, v, vs.w, seg)
+                _copy_strided(t, v, vs.w, segs[k].length)
             else:
-                for u in range(seg):
-                    v[u * vs.w] = tile[ch * nc + done + u]
-            done += seg
-            jw = 0
-            jh += 1
-            if jh == in_h:
-                jh = 0
-                jd += 1
+                for u in range(segs[k].length):
+                    v[u * vs.w] = t[u]
 
 
 cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strides4 xs,
                      const floating* wg, floating* gxg, Strides4 gxs, floating* acc,
                      const Gather* G, Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t j0,
-                     Py_ssize_t nc, Py_ssize_t kblock, floating* B, floating* T,
-                     floating* X) noexcept nogil:
+                     Py_ssize_t nc, Py_ssize_t kblock, int small_n, floating* B,
+                     floating* T, floating* X, Segment* segs) noexcept nogil:
     """One tile of input positions of one (sample, group): grad_x and/or grad_w."""
     cdef Py_ssize_t kc = cog * G.k[0] * G.k[1] * G.k[2]
     cdef Py_ssize_t kb0 = 0, kb
     cdef floating beta = 0, one = 1
+    cdef Py_ssize_t nseg = _segments(G.in_[1], G.in_[2], j0, nc, segs)
     if acc != NULL:
-        _tile_io(X, <floating*>xg, xs, cig, G.in_[1], G.in_[2], j0, nc, True)
+        _tile_io(X, <floating*>xg, xs, cig, segs, nseg, nc, True)
     while kb0 < kc:
         kb = _min(kblock, kc - kb0)
-        _pack_gather(gyg, gs, G, kb0, kb, j0, nc, B)
+        _pack_gather(gyg, gs, G, kb0, kb, segs, nseg, nc, B)
         if gxg != NULL:
             # T [cig x nc] (+)= W_g[:, kb0:kb0+kb] @ B  (row-major)
             _gemm(c'N', <int>nc, <int>cig, <int>kb, B, <int>nc, wg + kb0, <int>kc, beta, T,
-                  <int>nc)
+                  <int>nc, small_n)
         if acc != NULL:
             # acc[:, kb0:kb0+kb] += X [cig x nc] @ B^T  (row-major)
             _gemm(c'T', <int>kb, <int>cig, <int>nc, B, <int>nc, X, <int>nc, one, acc + kb0,
-                  <int>kc)
+                  <int>kc, small_n)
         beta = 1
         kb0 += kb
     if gxg != NULL:
-        _tile_io(T, gxg, gxs, cig, G.in_[1], G.in_[2], j0, nc, False)
+        _tile_io(T, gxg, gxs, cig, segs, nseg, nc, False)
 
 
 def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, oW]
@@ -450,7 +554,8 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
              floating[:, ::1] gw_chunks,              # OUT (n_chunks, w.size), zeroed (if need_gw)
              bint need_gx, bint need_gw, Py_ssize_t groups,
              const Py_ssize_t[::1] geometry,          # IN  stride[3], dilation[3], pad_lo[3]
-             Py_ssize_t ncol, Py_ssize_t kblock, Py_ssize_t n_chunks, int n_threads):
+             Py_ssize_t ncol, Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n,
+             int n_threads):
     """grad_x and the per-chunk partial sums of grad_w. Returns 0, or -1 on malloc failure.
 
     Work item it = (g * N + n) * n_tiles + tile; chunk c owns the items
@@ -497,15 +602,17 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     cdef floating* B
     cdef floating* T
     cdef floating* X
+    cdef Segment* segs
 
     with nogil, parallel(num_threads=n_threads):
         B = <floating*>malloc(kblock * ncol * sizeof(floating))
         T = <floating*>malloc(cig * ncol * sizeof(floating))
         X = <floating*>malloc(cig * ncol * sizeof(floating))
-        if B == NULL or T == NULL or X == NULL:
+        segs = <Segment*>malloc(ncol * sizeof(Segment))
+        if B == NULL or T == NULL or X == NULL or segs == NULL:
             failed_ptr[0] = 1
         for ch in prange(n_chunks, schedule='dynamic'):
-            if B == NULL or T == NULL or X == NULL:
+            if B == NULL or T == NULL or X == NULL or segs == NULL:
                 continue
             for it in range(ch * n_items // n_chunks, (ch + 1) * n_items // n_chunks):
                 g = it // (n_batch * n_tiles)
@@ -517,10 +624,12 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                            w0 + g * cig * kc,
                            gx0 + n * sgx_n + g * cig * gxs.c if gx0 != NULL else NULL, gxs,
                            acc0 + ch * acc_stride + g * cig * kc if acc0 != NULL else NULL,
-                           &G, cig, cog, j0, _min(ncol, volume - j0), kblock, B, T, X)
+                           &G, cig, cog, j0, _min(ncol, volume - j0), kblock, small_n, B,
+                           T, X, segs)
         free(B)
         free(T)
         free(X)
+        free(segs)
     return -1 if failed else 0
 
 
