@@ -13,6 +13,15 @@ from ._kernels import OPENMP as _OPENMP
 from ._threads import get_num_threads, set_num_threads
 from .functional import conv3d_transpose, conv3d_transpose_backward
 
+# Paddle-dygraph-style front end
+from . import dygraph, initializer, layers, optimizer, regularizer
+from ._place import CPUPlace, CUDAPlace, is_compiled_with_cuda
+from .autograd import Variable, no_grad
+from .dygraph.base import enabled as in_dygraph_mode
+from .gradcheck import GradcheckError, gradcheck
+from .initializer import seed
+from .param_attr import ParamAttr
+
 __all__ = [
     "__version__",
     "functional",
@@ -20,4 +29,7 @@ __all__ = [
     "conv3d_transpose_backward",
     "get_num_threads",
     "set_num_threads",
+    "dygraph", "initializer", "layers", "optimizer", "regularizer", "CPUPlace", "CUDAPlace",
+    "is_compiled_with_cuda", "Variable", "no_grad", "in_dygraph_mode", "gradcheck",
+    "GradcheckError", "seed", "ParamAttr",
 ]

@@ -1,0 +1,598 @@
+"""A small reverse-mode autograd: ``Variable``, a tape of ``Function`` nodes, ``backward()``.
+
+Read it in one sitting:
+
+- A ``Variable`` wraps an array (NumPy, or CuPy on a GPU) plus ``stop_gradient``.
+- Every operation is a ``Function`` subclass with ``forward(*arrays)`` and
+  ``backward(grad_out, needs) -> one gradient per input``. ``Function.apply`` runs forward
+  and, when some input needs a gradient and recording is on, stores the node on the output
+  (``out._node``). That chain of nodes *is* the tape.
+- ``loss.backward()`` orders the graph topologically, seeds ``d loss/d loss = 1`` and walks
+  it in reverse, asking each node only for the input gradients that are needed (inputs with
+  ``stop_gradient=True`` are skipped, so data never gets a gradient computed). Gradients
+  reaching a leaf (a parameter, or data with ``stop_gradient=False``) are *added* to its
+  ``.gradient()``: they accumulate across backward calls until ``clear_gradient()``.
+- Binary ops broadcast like NumPy; the gradient of a broadcast operand is summed back to
+  its shape (``_unbroadcast``).
+
+Example (d/dx of sum(x*x + 3x) = 2x + 3)::
+
+    >>> import numpy as np
+    >>> from conv3dt.autograd import Variable
+    >>> x = Variable(np.array([1.0, 2.0]), stop_gradient=False)
+    >>> (x * x + 3 * x).sum().backward()
+    >>> x.gradient()
+    array([5., 7.])
+"""
+import contextlib
+import functools
+import threading
+
+import numpy as np
+
+__all__ = ["Variable", "Parameter", "Function", "no_grad", "is_grad_enabled",
+           "set_grad_enabled", "array_module", "unique_name"]
+
+
+from ._backend import array_module  # numpy, or cupy for arrays on a GPU
+
+
+# ---------------------------------------------------------------------------------------
+# Recording switch and unique names
+# ---------------------------------------------------------------------------------------
+
+# Thread-local, as in PyTorch: a no_grad block in one thread must not silently stop
+# recording in another thread that is training.
+_state = threading.local()
+
+
+def is_grad_enabled():
+    """Whether operations are being recorded for backward (False inside ``no_grad``)."""
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def set_grad_enabled(mode):
+    """Context manager turning recording on or off; the previous mode comes back on exit."""
+    previous = is_grad_enabled()
+    _state.grad_enabled = bool(mode)
+    try:
+        yield
+    finally:
+        _state.grad_enabled = previous
+
+
+class no_grad:
+    """Don't record operations: results get ``stop_gradient=True`` and no graph is kept.
+
+    Usable as ``with no_grad():``, as ``@no_grad`` and as ``@no_grad()``::
+
+        >>> import numpy as np
+        >>> from conv3dt.autograd import Variable, no_grad
+        >>> w = Variable(np.ones(2), stop_gradient=False)
+        >>> with no_grad():
+        ...     y = w * 2
+        >>> y.stop_gradient
+        True
+    """
+
+    def __init__(self, func=None):
+        self._func = func
+        self._contexts = []
+        if func is not None:
+            functools.update_wrapper(self, func)
+
+    def __enter__(self):
+        context = set_grad_enabled(False)
+        context.__enter__()
+        self._contexts.append(context)  # a stack, so one instance may be re-entered
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._contexts.pop().__exit__(*exc_info)
+
+    def __call__(self, *args, **kwargs):
+        if self._func is None:  # @no_grad() form: called once with the function
+            if len(args) == 1 and not kwargs and callable(args[0]):
+                return no_grad(args[0])
+            raise TypeError("no_grad() used as a decorator takes exactly one function")
+        with set_grad_enabled(False):
+            return self._func(*args, **kwargs)
+
+    def __get__(self, instance, owner):  # so @no_grad also works on methods
+        if instance is None or self._func is None:
+            return self
+        return functools.partial(self.__call__, instance)
+
+
+# Paddle names things "<prefix>_<n>"; dygraph.guard() swaps in a fresh counter table so
+# that names restart in each guard, as they do in Paddle.
+_name_counters = {}
+
+
+def unique_name(prefix):
+    """``prefix_0``, ``prefix_1``, ... (per prefix, within the current name table)."""
+    n = _name_counters.get(prefix, 0)
+    _name_counters[prefix] = n + 1
+    return f"{prefix}_{n}"
+
+
+@contextlib.contextmanager
+def fresh_names():
+    """Use a new, empty name table inside the block; restore the old one after."""
+    global _name_counters
+    previous, _name_counters = _name_counters, {}
+    try:
+        yield
+    finally:
+        _name_counters = previous
+
+
+# ---------------------------------------------------------------------------------------
+# Function: one recorded operation
+# ---------------------------------------------------------------------------------------
+
+class Function:
+    """Base class of all operations.
+
+    Subclasses implement ``forward(self, *arrays)`` (arrays in, one array out; keep what
+    backward needs with ``self.save(...)``) and ``backward(self, grad, needs)``, returning
+    one gradient per input, ``None`` where ``needs[i]`` is False. Attributes passed to
+    ``apply`` as keywords are set on the node before forward runs.
+    """
+
+    def __init__(self, inputs, attrs):
+        self.inputs = inputs
+        self.saved = ()
+        self.freed = False
+        for key, value in attrs.items():
+            setattr(self, key, value)
+
+    def save(self, *arrays):
+        self.saved = arrays
+
+    def release(self):
+        # Free saved arrays as soon as they are used, unless retain_graph asks otherwise;
+        # activations of big volumes are the memory that matters.
+        self.saved = None
+        self.freed = True
+
+    @classmethod
+    def apply(cls, *inputs, **attrs):
+        node = cls(inputs, attrs)
+        out = node.forward(*(v._data for v in inputs))
+        record = is_grad_enabled() and any(not v.stop_gradient for v in inputs)
+        result = Variable(out, stop_gradient=not record)
+        if record:
+            result._node = node
+        return result
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, grad, needs):
+        raise NotImplementedError
+
+
+def _unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes NumPy broadcasting added or stretched, back to ``shape``."""
+    if grad.shape == tuple(shape):
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and grad.shape[lead + i] != 1)
+    return grad.sum(axis=axes).reshape(shape)
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, g, needs):
+        return tuple(_unbroadcast(g, s) if n else None for s, n in zip(self.shapes, needs))
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a - b
+
+    def backward(self, g, needs):
+        return (_unbroadcast(g, self.shapes[0]) if needs[0] else None,
+                _unbroadcast(-g, self.shapes[1]) if needs[1] else None)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.save(a, b)
+        return a * b
+
+    def backward(self, g, needs):
+        a, b = self.saved
+        return (_unbroadcast(g * b, a.shape) if needs[0] else None,
+                _unbroadcast(g * a, b.shape) if needs[1] else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.save(a, b)
+        return a / b
+
+    def backward(self, g, needs):
+        a, b = self.saved
+        return (_unbroadcast(g / b, a.shape) if needs[0] else None,
+                _unbroadcast(-g * a / (b * b), b.shape) if needs[1] else None)
+
+
+class Pow(Function):
+    # d(a^b)/da = b a^(b-1);  d(a^b)/db = a^b log(a)
+    def forward(self, a, b):
+        out = a ** b
+        self.save(a, b, out)
+        return out
+
+    def backward(self, g, needs):
+        a, b, out = self.saved
+        xp = array_module(a)
+        return (_unbroadcast(g * b * a ** (b - 1), a.shape) if needs[0] else None,
+                _unbroadcast(g * out * xp.log(a), b.shape) if needs[1] else None)
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, g, needs):
+        return (-g,)
+
+
+class Sum(Function):
+    # attrs: axis (None, int or tuple), keepdim
+    def forward(self, a):
+        self.shape = a.shape
+        return a.sum(axis=self.axis, keepdims=self.keepdim)
+
+    def backward(self, g, needs):
+        xp = array_module(g)
+        if not self.keepdim and self.axis is not None:
+            axes = (self.axis,) if np.isscalar(self.axis) else self.axis
+            g = xp.expand_dims(g, tuple(ax % len(self.shape) for ax in axes))
+        return (xp.broadcast_to(g, self.shape).copy(),)
+
+
+class Mean(Sum):
+    def forward(self, a):
+        out = super().forward(a)
+        self.count = a.size // max(out.size, 1)
+        return out / self.count
+
+    def backward(self, g, needs):
+        return (super().backward(g, needs)[0] / self.count,)
+
+
+class Reshape(Function):
+    def forward(self, a):
+        self.in_shape = a.shape
+        return a.reshape(self.shape)
+
+    def backward(self, g, needs):
+        return (g.reshape(self.in_shape),)
+
+
+class Cast(Function):
+    def forward(self, a):
+        self.in_dtype = a.dtype
+        return a.astype(self.dtype)
+
+    def backward(self, g, needs):
+        return (g.astype(self.in_dtype),)
+
+
+class GetItem(Function):
+    # attrs: index (anything NumPy indexing accepts)
+    def forward(self, a):
+        self.shape, self.dtype = a.shape, a.dtype
+        return a[self.index]
+
+    def backward(self, g, needs):
+        xp = array_module(g)
+        full = xp.zeros(self.shape, dtype=self.dtype)
+        # add.at, not +=: with repeated integer indices every occurrence must count.
+        if xp is np:
+            np.add.at(full, self.index, g)
+        else:
+            import cupyx
+            cupyx.scatter_add(full, self.index, g)
+        return (full,)
+
+
+class Activation(Function):
+    # attrs: act (a name of conv3dt._activations.ACTIVATIONS), params (its attributes)
+    def forward(self, x):
+        from ._activations import ACTIVATIONS
+        forward, self.derivative, _ = ACTIVATIONS[self.act]
+        y = forward(array_module(x), x, **self.params)
+        self.save(x, y)
+        return y
+
+    def backward(self, g, needs):
+        x, y = self.saved
+        return (g * self.derivative(array_module(x), x, y, **self.params),)
+
+
+# ---------------------------------------------------------------------------------------
+# Variable
+# ---------------------------------------------------------------------------------------
+
+class Variable:
+    """An array with a gradient, PaddlePaddle dygraph's ``VarBase``.
+
+    Create them with ``conv3dt.dygraph.to_variable``. ``stop_gradient`` is True for data
+    (no gradient is computed for it) and False for parameters. The result of an operation
+    has ``stop_gradient=False`` when any input has.
+
+    ``x.backward()`` computes d x / d leaf for every leaf with ``stop_gradient=False``,
+    seeding with ones (so for a non-scalar ``x`` it differentiates ``sum(x)``);
+    ``leaf.gradient()`` returns it as a NumPy array. Only leaves keep gradients.
+    """
+
+    # Make ndarray (op) Variable dispatch to our reflected operators instead of NumPy
+    # turning the Variable into an object array.
+    __array_ufunc__ = None
+
+    def __init__(self, data, name=None, stop_gradient=True):
+        self._data = data
+        self._grad = None
+        self._node = None  # the Function that produced this Variable (None for leaves)
+        self.name = name if name is not None else unique_name("generated_var")
+        self.stop_gradient = bool(stop_gradient)
+
+    # --- inspection -------------------------------------------------------------------
+    @property
+    def shape(self):
+        """The shape as a tuple (Paddle returns a list; indexing and len() behave alike)."""
+        return tuple(self._data.shape)
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def ndim(self):
+        return self._data.ndim
+
+    @property
+    def size(self):
+        return int(self._data.size)
+
+    @property
+    def place(self):
+        from ._place import place_of
+        return place_of(self._data)
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    def numpy(self):
+        """A NumPy copy of the value (copied from the GPU for CuPy data)."""
+        if hasattr(self._data, "__cuda_array_interface__"):
+            return self._data.get()
+        return np.array(self._data, copy=True)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def item(self):
+        return self.numpy().item()
+
+    def __float__(self):
+        if self.size != 1:
+            raise TypeError(f"only a one-element Variable converts to float, '{self.name}' "
+                            f"has shape {self.shape}")
+        return float(self.numpy().reshape(-1)[0])
+
+    def __len__(self):
+        return len(self._data)
+
+    def __repr__(self):
+        return (f"Variable(name={self.name!r}, shape={self.shape}, dtype={self.dtype}, "
+                f"stop_gradient={self.stop_gradient},\n{self.numpy()!r})")
+
+    def set_value(self, value):
+        """Replace the value in place (same shape and dtype; stays on its device)."""
+        value = value.numpy() if isinstance(value, Variable) else value
+        value = np.asarray(value) if not hasattr(value, "__cuda_array_interface__") else value
+        if tuple(value.shape) != self.shape:
+            raise ValueError(f"set_value of '{self.name}': shape {tuple(value.shape)} "
+                             f"does not match {self.shape}")
+        if value.dtype != self.dtype:
+            raise ValueError(f"set_value of '{self.name}': dtype {value.dtype} "
+                             f"does not match {self.dtype}")
+        xp = array_module(self._data)
+        self._data = xp.array(value, copy=True) if xp is np else xp.asarray(value).copy()
+
+    # --- gradients --------------------------------------------------------------------
+    def gradient(self):
+        """d(loss)/d(self) accumulated by backward calls, as a NumPy array."""
+        if self._grad is None:
+            why = ("it has stop_gradient=True" if self.stop_gradient else
+                   "it is not a leaf (only leaves keep gradients)" if self._node is not None
+                   else "no backward() reached it since it was created or cleared")
+            raise ValueError(f"Variable '{self.name}' has no gradient: {why}")
+        g = self._grad
+        return g.get() if hasattr(g, "__cuda_array_interface__") else np.array(g, copy=True)
+
+    def clear_gradient(self, set_to_zero=True):
+        """Zero the accumulated gradient (Paddle's behaviour), or drop it (``set_to_zero=False``,
+        after which ``gradient()`` raises until the next backward)."""
+        if self._grad is not None and set_to_zero:
+            self._grad = array_module(self._grad).zeros_like(self._grad)
+        else:
+            self._grad = None
+
+    def detach(self):
+        """The same value, cut from the graph (``stop_gradient=True``, shares memory)."""
+        return Variable(self._data, stop_gradient=True)
+
+    def backward(self, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf that needs a gradient.
+
+        The graph's saved arrays are freed afterwards unless ``retain_graph=True``; going
+        through a freed graph again raises RuntimeError.
+        """
+        if self.stop_gradient:
+            raise RuntimeError(f"backward() on '{self.name}', which has stop_gradient=True: "
+                               "no input of its graph needs a gradient")
+        order = self._topological_order()
+        xp = array_module(self._data)
+        grads = {id(self): xp.ones_like(self._data)}
+        for var in reversed(order):  # every consumer of var is handled before var
+            g = grads.pop(id(var), None)
+            if g is None:
+                continue
+            node = var._node
+            if node is None:  # a leaf: keep the gradient, in the leaf's dtype
+                g = g.astype(var.dtype, copy=False)
+                var._grad = g.copy() if var._grad is None else var._grad + g
+                continue
+            if node.freed:
+                raise RuntimeError(f"backward() through the graph of '{var.name}' a second "
+                                   "time: its saved arrays were freed; pass "
+                                   "retain_graph=True to the first backward()")
+            needs = tuple(not v.stop_gradient for v in node.inputs)
+            for parent, pg in zip(node.inputs, node.backward(g, needs)):
+                if pg is not None and not parent.stop_gradient:
+                    grads[id(parent)] = pg if id(parent) not in grads else grads[id(parent)] + pg
+            if not retain_graph:
+                node.release()
+
+    def _topological_order(self):
+        # Iterative post-order DFS (deep graphs must not hit the recursion limit): a
+        # variable is appended only after everything it depends on. Variables with
+        # stop_gradient=True are not entered: nothing behind them needs a gradient.
+        order, visited, stack = [], set(), [(self, False)]
+        while stack:
+            var, done = stack.pop()
+            if done:
+                order.append(var)
+                continue
+            if id(var) in visited:
+                continue
+            visited.add(id(var))
+            stack.append((var, True))
+            if var._node is not None:
+                for parent in var._node.inputs:
+                    if not parent.stop_gradient and id(parent) not in visited:
+                        stack.append((parent, False))
+        return order
+
+    # --- operators --------------------------------------------------------------------
+    def _operand(self, other):
+        """``other`` as a Variable; scalars and arrays become constants of our dtype (so
+        ``x * 2`` stays float32, as in Paddle)."""
+        if isinstance(other, Variable):
+            if other.dtype != self.dtype:
+                raise TypeError(f"dtype mismatch: '{self.name}' is {self.dtype}, "
+                                f"'{other.name}' is {other.dtype}; cast one with astype()")
+            return other
+        xp = array_module(self._data)
+        try:
+            value = xp.asarray(other, dtype=self.dtype)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"unsupported operand of type {type(other).__name__} "
+                            "for a Variable") from exc
+        return Variable(value, stop_gradient=True)
+
+    def __add__(self, other):
+        return Add.apply(self, self._operand(other))
+
+    def __radd__(self, other):
+        return Add.apply(self._operand(other), self)
+
+    def __sub__(self, other):
+        return Sub.apply(self, self._operand(other))
+
+    def __rsub__(self, other):
+        return Sub.apply(self._operand(other), self)
+
+    def __mul__(self, other):
+        return Mul.apply(self, self._operand(other))
+
+    def __rmul__(self, other):
+        return Mul.apply(self._operand(other), self)
+
+    def __truediv__(self, other):
+        return Div.apply(self, self._operand(other))
+
+    def __rtruediv__(self, other):
+        return Div.apply(self._operand(other), self)
+
+    def __pow__(self, other):
+        return Pow.apply(self, self._operand(other))
+
+    def __rpow__(self, other):
+        return Pow.apply(self._operand(other), self)
+
+    def __neg__(self):
+        return Neg.apply(self)
+
+    def __pos__(self):
+        return self
+
+    def __getitem__(self, index):
+        """``x[index]`` with NumPy indexing; the gradient scatters back (repeats add up)."""
+        if isinstance(index, Variable):
+            index = index._data
+        elif isinstance(index, tuple):
+            index = tuple(i._data if isinstance(i, Variable) else i for i in index)
+        return GetItem.apply(self, index=index)
+
+    def sum(self, axis=None, keepdim=False):
+        """Sum over ``axis`` (None: all), NumPy-style (a full sum has shape ())."""
+        return Sum.apply(self, axis=_axis(axis), keepdim=keepdim)
+
+    def mean(self, axis=None, keepdim=False):
+        return Mean.apply(self, axis=_axis(axis), keepdim=keepdim)
+
+    def reshape(self, *shape):
+        """``x.reshape(2, -1)`` or ``x.reshape((2, -1))``."""
+        if len(shape) == 1 and not np.isscalar(shape[0]):
+            shape = shape[0]
+        return Reshape.apply(self, shape=tuple(int(n) for n in shape))
+
+    def astype(self, dtype):
+        dtype = np.dtype(dtype)
+        return self if dtype == self.dtype else Cast.apply(self, dtype=dtype)
+
+
+def _axis(axis):
+    if axis is None or np.isscalar(axis):
+        return axis
+    return tuple(int(a) for a in axis)
+
+
+class Parameter(Variable):
+    """A trainable Variable owned by a Layer (``stop_gradient=False`` unless not trainable).
+
+    ``optimize_attr['learning_rate']`` scales the optimizer's learning rate and
+    ``regularizer`` overrides the optimizer's, as with Paddle's ParamAttr.
+    """
+
+    def __init__(self, data, name=None, trainable=True, learning_rate=1.0, regularizer=None):
+        super().__init__(data, name=name, stop_gradient=not trainable)
+        self.optimize_attr = {"learning_rate": float(learning_rate)}
+        self.regularizer = regularizer
+
+    @property
+    def trainable(self):
+        return not self.stop_gradient
+
+    @trainable.setter
+    def trainable(self, value):
+        self.stop_gradient = not value
+
+    def __repr__(self):
+        return "Parameter" + super().__repr__()[len("Variable"):]

@@ -1,0 +1,98 @@
+"""``guard``, ``enabled``, ``no_grad`` and ``to_variable``, as in ``paddle.fluid.dygraph.base``.
+
+conv3dt always runs eagerly, so ``guard()`` is not needed for anything to work; it exists
+so that Paddle code runs unchanged, and it does what matters here:
+
+- ``enabled()`` is True inside a guard, False outside (Paddle's ``in_dygraph_mode``);
+- its ``place`` (``CPUPlace()`` / ``CUDAPlace(i)``) decides where new parameters and
+  ``to_variable`` results live; ``place=None`` keeps the enclosing guard's place (none at
+  the top: arrays stay where they are, parameters are made on the CPU);
+- names restart inside each guard (``conv3d_transpose_0`` ...), as in Paddle.
+
+Guards nest; leaving one, normally or by an exception, restores the previous state.
+
+Example::
+
+    >>> import numpy as np
+    >>> from conv3dt import dygraph
+    >>> with dygraph.guard():
+    ...     x = dygraph.to_variable(np.ones((2, 3), "float32"))
+    ...     inside = dygraph.enabled()
+    >>> inside, dygraph.enabled(), x.shape, x.stop_gradient
+    (True, False, (2, 3), True)
+"""
+import contextlib
+
+import numpy as np
+
+from .. import _place
+from ..autograd import Variable, fresh_names, no_grad
+
+__all__ = ["guard", "enabled", "no_grad", "to_variable", "current_place"]
+
+# The guard stack: one entry (place) per active guard, innermost last.
+_guards = []
+
+
+def enabled():
+    """True inside ``dygraph.guard()``."""
+    return bool(_guards)
+
+
+def current_place():
+    """The place of the innermost guard that named one, else None."""
+    for place in reversed(_guards):
+        if place is not None:
+            return place
+    return None
+
+
+@contextlib.contextmanager
+def guard(place=None):
+    """Enter dygraph mode, with new parameters and variables living on ``place``."""
+    _place._check_place(place)
+    if isinstance(place, _place.CUDAPlace):
+        _place._import_cupy()  # fail at the guard, not at the first parameter
+    _guards.append(place)
+    try:
+        with fresh_names():
+            yield
+    finally:
+        _guards.pop()
+
+
+def to_variable(value, name=None, zero_copy=None, dtype=None):
+    """Wrap data in a Variable with ``stop_gradient=True``.
+
+    ``value``: numpy.ndarray, list, tuple, a CuPy array, or a Variable (returned as is).
+    The array is copied (``zero_copy=True`` shares a NumPy array's memory instead, when no
+    place or dtype change forces a copy). ``dtype`` casts (e.g. ``'float32'``). The result
+    lives on the current guard's place.
+
+    >>> import numpy as np
+    >>> from conv3dt.dygraph import to_variable
+    >>> float(to_variable([[1, 2], [3, 4]], dtype="float64").numpy().sum())
+    10.0
+    """
+    if isinstance(value, Variable):
+        return value
+    on_gpu = hasattr(value, "__cuda_array_interface__")
+    if not (isinstance(value, (np.ndarray, list, tuple)) or on_gpu):
+        raise TypeError("The type of 'value' in fluid.dygraph.to_variable must be np.ndarray, "
+                        f"list, tuple, or Variable, but received {type(value)}")
+    if on_gpu:
+        array = value.copy() if not zero_copy else value
+    elif isinstance(value, np.ndarray):
+        array = value if zero_copy else np.array(value, copy=True)
+    else:
+        try:
+            array = np.array(value)
+        except ValueError:  # ragged nesting: NumPy refuses it
+            array = np.empty(0, dtype=object)
+        if array.dtype == object:
+            raise TypeError("to_variable: the list/tuple does not form a numeric array "
+                            "(ragged or non-numeric elements)")
+    if dtype is not None:
+        array = array.astype(np.dtype(dtype), copy=False)
+    array = _place.to_place(array, current_place())
+    return Variable(array, name=name, stop_gradient=True)

@@ -1,0 +1,231 @@
+"""``Layer``: the base class of models, as ``paddle.fluid.dygraph.Layer``.
+
+Assigning a ``Parameter`` or a ``Layer`` to an attribute registers it, so ``parameters()``,
+``state_dict()`` and ``set_dict()`` find it; ``layer(x)`` calls ``forward(x)``.
+
+Example::
+
+    >>> import numpy as np
+    >>> from conv3dt.dygraph import Layer, Conv3DTranspose, to_variable
+    >>> class Net(Layer):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.up = Conv3DTranspose(2, 2, filter_size=2, stride=2)
+    ...     def forward(self, x):
+    ...         return self.up(x) * 2
+    >>> net = Net()
+    >>> sorted(net.state_dict())
+    ['up.bias', 'up.weight']
+    >>> net(to_variable(np.ones((1, 2, 3, 3, 3), "float32"))).shape
+    (1, 2, 6, 6, 6)
+"""
+import collections
+import re
+
+import numpy as np
+
+from .. import _place
+from ..autograd import Parameter, Variable, unique_name
+from ..initializer import Constant, Xavier
+from ..param_attr import ParamAttr
+from . import base
+
+__all__ = ["Layer"]
+
+
+def _snake_case(name):
+    # Conv3DTranspose -> conv3d_transpose, as Paddle names its layers.
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    name = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
+    return name.lower()
+
+
+class Layer:
+    """Base class for layers and models.
+
+    - ``name_scope``: prefix of the layer's parameter names (default: the class name in
+      snake case); ``full_name()`` is it made unique, e.g. ``conv3d_transpose_0``.
+    - ``dtype``: the default dtype of ``create_parameter``.
+    """
+
+    def __init__(self, name_scope=None, dtype="float32"):
+        # Set through object.__setattr__: our __setattr__ looks these dicts up.
+        object.__setattr__(self, "_parameters", collections.OrderedDict())
+        object.__setattr__(self, "_sub_layers", collections.OrderedDict())
+        self.training = True
+        self._full_name = unique_name(name_scope or _snake_case(type(self).__name__))
+        self._dtype = dtype
+        self._param_counter = {"w": 0, "b": 0}
+
+    def full_name(self):
+        return self._full_name
+
+    def forward(self, *inputs, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def __call__(self, *inputs, **kwargs):
+        return self.forward(*inputs, **kwargs)
+
+    # --- parameters -------------------------------------------------------------------
+    def create_parameter(self, shape, attr=None, dtype=None, is_bias=False,
+                         default_initializer=None):
+        """A new Parameter of ``shape`` on the current place, or None when ``attr`` is False.
+
+        Initializer: ``attr.initializer``, else ``default_initializer``, else ``Constant(0)``
+        for a bias and ``Xavier()`` (uniform) for a weight, as in Paddle.
+        """
+        attr = ParamAttr._to_attr(attr)
+        if attr is False:
+            return None
+        dtype = np.dtype(dtype or self._dtype)
+        init = attr.initializer or default_initializer or (Constant(0.0) if is_bias else Xavier())
+        kind = "b" if is_bias else "w"
+        name = attr.name or f"{self._full_name}.{kind}_{self._param_counter[kind]}"
+        self._param_counter[kind] += 1
+        param = Parameter(np.zeros(tuple(shape), dtype), name=name, trainable=attr.trainable,
+                          learning_rate=attr.learning_rate, regularizer=attr.regularizer)
+        init(param)
+        param._data = _place.to_place(param._data, base.current_place())
+        return param
+
+    def add_parameter(self, name, parameter):
+        if parameter is not None and not isinstance(parameter, Parameter):
+            raise TypeError(f"add_parameter('{name}'): expected a Parameter, "
+                            f"but received {type(parameter).__name__}")
+        self._sub_layers.pop(name, None)
+        self.__dict__.pop(name, None)
+        self._parameters[name] = parameter
+        return parameter
+
+    def add_sublayer(self, name, sublayer):
+        if not isinstance(sublayer, Layer):
+            raise TypeError(f"add_sublayer('{name}'): expected a Layer, "
+                            f"but received {type(sublayer).__name__}")
+        self._parameters.pop(name, None)
+        self.__dict__.pop(name, None)
+        self._sub_layers[name] = sublayer
+        return sublayer
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call "
+                               "super().__init__() before assigning attributes")
+        if isinstance(value, Parameter):
+            self.add_parameter(name, value)
+        elif isinstance(value, Layer):
+            self.add_sublayer(name, value)
+        elif value is None and name in self._parameters:
+            self._parameters[name] = None  # a parameter slot not created yet
+        else:
+            self._parameters.pop(name, None)
+            self._sub_layers.pop(name, None)
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails, i.e. for registered parameters/sublayers.
+        for table in ("_parameters", "_sub_layers"):
+            entries = self.__dict__.get(table)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        if name in self._parameters:
+            del self._parameters[name]
+        elif name in self._sub_layers:
+            del self._sub_layers[name]
+        else:
+            object.__delattr__(self, name)
+
+    def named_sublayers(self, prefix="", include_sublayers=True):
+        """``(dotted name, layer)`` for every sublayer, depth first."""
+        for name, layer in self._sub_layers.items():
+            full = f"{prefix}.{name}" if prefix else name
+            yield full, layer
+            if include_sublayers:
+                yield from layer.named_sublayers(full, True)
+
+    def sublayers(self, include_sublayers=True):
+        return [layer for _, layer in self.named_sublayers(include_sublayers=include_sublayers)]
+
+    def named_parameters(self, prefix="", include_sublayers=True):
+        """``(dotted name, parameter)`` for this layer's parameters, then its sublayers'."""
+        for name, param in self._parameters.items():
+            if param is not None:
+                yield (f"{prefix}.{name}" if prefix else name), param
+        if include_sublayers:
+            for name, layer in self._sub_layers.items():
+                yield from layer.named_parameters(f"{prefix}.{name}" if prefix else name, True)
+
+    def parameters(self, include_sublayers=True):
+        return [p for _, p in self.named_parameters(include_sublayers=include_sublayers)]
+
+    def _deferred_parameters(self):
+        """Names of parameters created at the first call (layers that infer shapes)."""
+        return []
+
+    # --- modes and gradients ----------------------------------------------------------
+    def train(self):
+        """Training mode (``self.training = True``) for this layer and its sublayers."""
+        for layer in [self] + self.sublayers():
+            layer.training = True
+        return self
+
+    def eval(self):
+        """Evaluation mode (``self.training = False``); Conv3DTranspose behaves the same in both."""
+        for layer in [self] + self.sublayers():
+            layer.training = False
+        return self
+
+    def clear_gradients(self):
+        for param in self.parameters():
+            param.clear_gradient()
+
+    # --- state ------------------------------------------------------------------------
+    def state_dict(self, destination=None, include_sublayers=True):
+        """``OrderedDict`` of dotted attribute name -> Parameter (``'weight'``, ``'sub.bias'``)."""
+        destination = collections.OrderedDict() if destination is None else destination
+        destination.update(self.named_parameters(include_sublayers=include_sublayers))
+        return destination
+
+    def set_dict(self, stat_dict, include_sublayers=True):
+        """Copy values from ``stat_dict`` (names as in ``state_dict()``; NumPy arrays or
+        Variables) into the parameters. Every parameter must be present with the same
+        shape and dtype (ValueError otherwise, naming it); extra entries are ignored, as in
+        Paddle. A layer whose parameters are made at its first call must be called once
+        first (ValueError otherwise)."""
+        pending = [(prefix, layer) for prefix, layer in
+                   [("", self)] + (list(self.named_sublayers()) if include_sublayers else [])
+                   if layer._deferred_parameters()]
+        if pending:
+            prefix, layer = pending[0]
+            raise ValueError(f"set_dict: layer '{prefix or type(layer).__name__}' creates its "
+                             f"parameters {layer._deferred_parameters()} at its first call; call "
+                             "it once on an input (or give num_channels and filter_size) first")
+        values = []
+        for name, param in self.named_parameters(include_sublayers=include_sublayers):
+            if name not in stat_dict:
+                raise ValueError(f"set_dict: parameter '{name}' is missing from the state dict "
+                                 f"(it has {sorted(stat_dict)})")
+            value = stat_dict[name]
+            value = value.numpy() if isinstance(value, Variable) else value
+            if not hasattr(value, "__cuda_array_interface__"):
+                value = np.asarray(value)
+            if tuple(value.shape) != param.shape:
+                raise ValueError(f"set_dict: parameter '{name}' has shape {param.shape}, "
+                                 f"the state dict has {tuple(value.shape)}")
+            if value.dtype != param.dtype:
+                raise ValueError(f"set_dict: parameter '{name}' has dtype {param.dtype}, "
+                                 f"the state dict has {value.dtype}")
+            values.append((param, value))
+        for param, value in values:  # all checked first: a failed load changes nothing
+            param.set_value(value)
+
+    load_dict = set_dict
+    set_state_dict = set_dict
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self._full_name})"]
+        for name, layer in self._sub_layers.items():
+            lines.append(f"  ({name}): " + repr(layer).replace("\n", "\n  "))
+        return "\n".join(lines)

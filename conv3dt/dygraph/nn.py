@@ -1,0 +1,199 @@
+"""``Conv3DTranspose``, the layer of ``paddle.fluid.dygraph.nn``, on conv3dt's kernels."""
+import numbers
+
+import numpy as np
+
+from .. import _activations, functional
+from .._geometry import kernel_size_from_output_size
+from ..autograd import Activation, Function, Variable
+from .base import to_variable
+from .layers import Layer
+
+__all__ = ["Conv3DTranspose"]
+
+
+class Conv3DTransposeFunction(Function):
+    """Autograd node of ``functional.conv3d_transpose``; inputs (x, weight[, bias]).
+
+    attrs: ``conv`` (the keyword arguments shared by forward and backward).
+    """
+
+    def forward(self, x, weight, bias=None):
+        self.save(x, weight)
+        self.has_bias = bias is not None
+        return functional.conv3d_transpose(x, weight, bias, **self.conv)
+
+    def backward(self, grad, needs):
+        x, weight = self.saved
+        want = (needs[0], needs[1], self.has_bias and needs[2])
+        gx, gw, gb = functional.conv3d_transpose_backward(grad, x, weight, needs=want, **self.conv)
+        return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+
+def _as_triple(value, name):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,) * 3
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or 3 ints, but received {value!r}") from None
+    if len(value) != 3 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                  and v > 0 for v in value):
+        raise ValueError(f"{name} must be a positive int or 3 positive ints, "
+                         f"but received {value!r}")
+    return tuple(int(v) for v in value)
+
+
+class Conv3DTranspose(Layer):
+    """3D transposed convolution ("deconvolution") layer, as Paddle's dygraph
+    ``Conv3DTranspose``: ``out = act(conv3d_transpose(x, weight) + bias)``.
+
+    Shapes (NCDHW; NDHWC with ``data_format="NDHWC"``): input ``[N, C_in, D, H, W]``,
+    weight ``[C_in, C_out/groups, kD, kH, kW]``, bias ``[C_out]``, output
+    ``[N, C_out, D_out, H_out, W_out]`` with, per spatial dim,
+
+        D_out = (D - 1) * stride - pad_lo - pad_hi + dilation * (kD - 1) + 1 (+ output_padding)
+
+    Arguments:
+
+    - ``num_channels``: C_in. A str instead is Paddle 1.5's ``name_scope`` form: C_in is
+      then read from the first input, and the parameters are created at that first call.
+    - ``num_filters``: C_out.
+    - ``filter_size``: int or 3 ints. None requires ``output_size``: the kernel is then
+      ``k = (out - (in-1)*stride + pad_lo + pad_hi - 1) // dilation + 1`` from the first
+      input (parameters are created at the first call). Neither given is a ValueError.
+    - ``output_size``: int or 3 ints, with ``filter_size`` it picks an output size in
+      ``[D_out, D_out + stride)`` (checked at each call; ValueError naming the range).
+    - ``padding``: int, 3 ints, 6 ints ``[d_lo, d_hi, h_lo, h_hi, w_lo, w_hi]``, 5 pairs,
+      ``'SAME'``/``'VALID'`` (Paddle's), ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's).
+    - ``stride``, ``dilation``: int or 3 ints. ``groups``: None means 1.
+    - ``param_attr``, ``bias_attr``: ParamAttr (or None for defaults). ``bias_attr=False``
+      means no bias. Default init: weight Xavier-uniform with
+      ``limit = sqrt(6 / (fan_in + fan_out))``, ``fan_in = C_out/groups * kD*kH*kW``,
+      ``fan_out = C_in * kD*kH*kW``; bias 0.
+    - ``use_cudnn``: must be a bool; ignored (there is no cuDNN here).
+    - ``act``: None or one of relu, relu6, leaky_relu, elu, selu, gelu, sigmoid,
+      hard_sigmoid, swish, hard_swish, tanh, softplus, softsign, with Paddle's default
+      attributes (e.g. leaky_relu alpha 0.02); applied after the bias, with its gradient.
+    - ``dtype``: ``'float32'`` or ``'float64'``; inputs must have it.
+    - keyword-only extras: ``output_padding`` (int or 3 ints) and ``data_format``
+      (``'NCDHW'``/``'NDHWC'``).
+
+    Difference from Paddle 1.8: its dygraph Conv3DTranspose silently skipped the bias
+    although its docs say one is added; here a bias (``bias_attr`` None or a ParamAttr) is
+    added, as the docs say. Use ``bias_attr=False`` for Paddle 1.8's numbers.
+
+    Example (Paddle's own, with only the import changed)::
+
+        >>> import numpy
+        >>> import conv3dt as fluid
+        >>> import conv3dt.dygraph
+        >>> with fluid.dygraph.guard():
+        ...     data = numpy.random.random((5, 3, 12, 32, 32)).astype('float32')
+        ...     conv3dTranspose = fluid.dygraph.nn.Conv3DTranspose(
+        ...         'Conv3DTranspose', num_filters=12, filter_size=12, use_cudnn=False)
+        ...     ret = conv3dTranspose(fluid.dygraph.base.to_variable(data))
+        >>> ret.shape
+        (5, 12, 23, 43, 43)
+    """
+
+    def __init__(self, num_channels, num_filters, filter_size=None, output_size=None,
+                 padding=0, stride=1, dilation=1, groups=None, param_attr=None,
+                 bias_attr=None, use_cudnn=True, act=None, name=None, dtype="float32", *,
+                 output_padding=0, data_format="NCDHW"):
+        name_scope = num_channels if isinstance(num_channels, str) else None
+        super().__init__(name_scope=name or name_scope, dtype=dtype)
+        if not isinstance(use_cudnn, bool):
+            raise TypeError("use_cudnn should be True or False")
+        try:
+            self._dtype = np.dtype(dtype)
+        except TypeError:
+            self._dtype = None
+        if self._dtype not in (np.float32, np.float64):
+            raise TypeError(f"Conv3DTranspose: dtype must be 'float32' or 'float64', "
+                            f"but received {dtype!r}")
+        groups = 1 if groups is None else groups
+        for label, value in (("num_filters", num_filters), ("groups", groups)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+                raise ValueError(f"Conv3DTranspose: {label} must be a positive int, "
+                                 f"but received {value!r}")
+        if name_scope is None:
+            if (isinstance(num_channels, bool) or not isinstance(num_channels, numbers.Integral)
+                    or num_channels <= 0):
+                raise ValueError("Conv3DTranspose: num_channels must be a positive int (or a "
+                                 f"name-scope str), but received {num_channels!r}")
+            if num_channels % groups:
+                raise ValueError(f"Conv3DTranspose: num_channels ({num_channels}) must be "
+                                 f"divisible by groups ({groups})")
+        if num_filters % groups:
+            raise ValueError(f"Conv3DTranspose: num_filters ({num_filters}) must be divisible "
+                             f"by groups ({groups})")
+        if filter_size is None and output_size is None:
+            raise ValueError("Conv3DTranspose: filter_size and output_size cannot both be None; "
+                             "give the kernel size, or the output size to derive it from")
+        self._num_channels = None if name_scope is not None else int(num_channels)
+        self._num_filters = int(num_filters)
+        self._filter_size = None if filter_size is None else _as_triple(filter_size, "filter_size")
+        self._groups = int(groups)
+        self._act = _activations.check_name(act)
+        self._param_attr = param_attr
+        self._bias_attr = bias_attr
+        self._use_cudnn = use_cudnn
+        # Everything the core needs, passed through untouched: the core validates it.
+        self._conv = dict(stride=stride, padding=padding, output_padding=output_padding,
+                          groups=self._groups, dilation=dilation, output_size=output_size,
+                          data_format=data_format)
+        # When filter_size is given, output_size only selects among valid sizes; when it is
+        # not, output_size defines the kernel and is then implied by it.
+        self.add_parameter("weight", None)  # slots, filled now or at the first call
+        self.add_parameter("bias", None)
+        if self._num_channels is not None and self._filter_size is not None:
+            self._create_parameters(self._num_channels, self._filter_size)
+
+    def _create_parameters(self, num_channels, filter_size):
+        if num_channels % self._groups:
+            raise ValueError(f"Conv3DTranspose: input channels ({num_channels}) must be "
+                             f"divisible by groups ({self._groups})")
+        self._num_channels, self._filter_size = num_channels, filter_size
+        shape = [num_channels, self._num_filters // self._groups, *filter_size]
+        self.weight = self.create_parameter(shape, attr=self._param_attr, dtype=self._dtype)
+        self.bias = self.create_parameter([self._num_filters], attr=self._bias_attr,
+                                          dtype=self._dtype, is_bias=True)
+
+    def _deferred_parameters(self):
+        if self.weight is not None:
+            return []
+        return ["weight"] + (["bias"] if self._bias_attr is not False else [])
+
+    def forward(self, input):
+        x = input if isinstance(input, Variable) else to_variable(input)
+        if x.ndim != 5:
+            raise ValueError(f"Conv3DTranspose: input must be 5-D ({self._conv['data_format']}), "
+                             f"but has shape {x.shape}")
+        if x.dtype != self._dtype:
+            raise TypeError(f"Conv3DTranspose: input dtype {x.dtype} does not match the "
+                            f"layer dtype {self._dtype}; cast with astype('{self._dtype}')")
+        channels_last = str(self._conv["data_format"]).upper() == "NDHWC"
+        channels = x.shape[-1] if channels_last else x.shape[1]
+        if self.weight is None:  # first call of a layer that infers its shapes
+            filter_size = self._filter_size
+            if filter_size is None:
+                spatial = x.shape[1:4] if channels_last else x.shape[2:]
+                c = self._conv
+                filter_size = tuple(kernel_size_from_output_size(
+                    spatial, c["output_size"], c["stride"], c["padding"], c["dilation"],
+                    c["data_format"]))
+            self._create_parameters(channels, filter_size)
+        elif channels != self._num_channels:
+            raise ValueError(f"Conv3DTranspose: input has {channels} channels, the layer "
+                             f"expects num_channels={self._num_channels}")
+        inputs = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
+        out = Conv3DTransposeFunction.apply(*inputs, conv=self._conv)
+        if self._act is None:
+            return out
+        return Activation.apply(out, act=self._act, params=_activations.attrs_for(self._act))
+
+    def __repr__(self):
+        return (f"Conv3DTranspose({self._num_channels}, {self._num_filters}, "
+                f"filter_size={self._filter_size}, groups={self._groups}, act={self._act!r}, "
+                + ", ".join(f"{k}={v!r}" for k, v in self._conv.items()) + ")")

@@ -1,0 +1,173 @@
+"""Functions on Variables for building losses, named as in ``paddle.fluid.layers``.
+
+Reductions follow Paddle 1.8: reducing over all dims (``dim=None``) without ``keep_dim``
+gives shape ``[1]``, not ``()``.
+
+Activations take Paddle's fluid defaults (``leaky_relu`` alpha 0.02, ...); the formulas
+are in ``conv3dt._activations``.
+
+Example (a mean squared error)::
+
+    >>> import numpy as np
+    >>> import conv3dt.layers as L
+    >>> from conv3dt.dygraph import to_variable
+    >>> pred = to_variable(np.array([1.0, 2.0]))
+    >>> L.mse_loss(pred, to_variable(np.array([0.0, 0.0]))).numpy()
+    array([2.5])
+"""
+import numbers
+
+import numpy as np
+
+from . import _activations
+from .autograd import Activation, Variable
+
+__all__ = ["reduce_sum", "reduce_mean", "square", "elementwise_add", "elementwise_sub",
+           "elementwise_mul", "mse_loss"] + list(_activations.ACTIVATIONS)
+
+
+def _variable(x, label):
+    if not isinstance(x, Variable):
+        raise TypeError(f"{label} must be a Variable (see dygraph.to_variable), "
+                        f"but received {type(x).__name__}")
+    return x
+
+
+def _reduce(method, input, dim, keep_dim, label):
+    input = _variable(input, f"{label}: input")
+    if dim is None or (not isinstance(dim, numbers.Integral) and len(dim) == 0):
+        out = getattr(input, method)(axis=None, keepdim=keep_dim)
+        return out if keep_dim else out.reshape(1)  # Paddle 1.8's shape [1]
+    dims = [dim] if isinstance(dim, numbers.Integral) else list(dim)
+    for d in dims:
+        if not -input.ndim <= d < input.ndim:
+            raise ValueError(f"{label}: dim {d} is out of range for a {input.ndim}-D input")
+    out = getattr(input, method)(axis=tuple(dims), keepdim=keep_dim)
+    return out if out.ndim else out.reshape(1)
+
+
+def reduce_sum(input, dim=None, keep_dim=False, name=None):
+    """Sum over ``dim`` (int, list, or None for all dims)."""
+    return _reduce("sum", input, dim, keep_dim, "reduce_sum")
+
+
+def reduce_mean(input, dim=None, keep_dim=False, name=None):
+    """Mean over ``dim`` (int, list, or None for all dims)."""
+    return _reduce("mean", input, dim, keep_dim, "reduce_mean")
+
+
+def square(x, name=None):
+    """``x * x``."""
+    x = _variable(x, "square: x")
+    return x * x
+
+
+def _align(x, y, axis, label):
+    # Paddle's elementwise axis: y's dims line up with x's dims starting at `axis`
+    # (-1: trailing dims, i.e. NumPy broadcasting).
+    x = _variable(x, f"{label}: x")
+    y = _variable(y, f"{label}: y")
+    if axis == -1 or y.ndim == x.ndim:
+        return x, y
+    if not 0 <= axis <= x.ndim - y.ndim or any(
+            n not in (1, m) for n, m in zip(y.shape, x.shape[axis:axis + y.ndim])):
+        raise ValueError(f"{label}: axis {axis} does not fit y of shape {y.shape} into x of "
+                         f"shape {x.shape}")
+    return x, y.reshape((1,) * axis + y.shape + (1,) * (x.ndim - axis - y.ndim))
+
+
+def _maybe_act(out, act):
+    return out if act is None else _apply(act, out)
+
+
+def elementwise_add(x, y, axis=-1, act=None, name=None):
+    """``x + y`` (broadcasting y along ``axis``), then optional ``act``."""
+    x, y = _align(x, y, axis, "elementwise_add")
+    return _maybe_act(x + y, act)
+
+
+def elementwise_sub(x, y, axis=-1, act=None, name=None):
+    """``x - y`` (broadcasting y along ``axis``), then optional ``act``."""
+    x, y = _align(x, y, axis, "elementwise_sub")
+    return _maybe_act(x - y, act)
+
+
+def elementwise_mul(x, y, axis=-1, act=None, name=None):
+    """``x * y`` (broadcasting y along ``axis``), then optional ``act``."""
+    x, y = _align(x, y, axis, "elementwise_mul")
+    return _maybe_act(x * y, act)
+
+
+def mse_loss(input, label):
+    """``mean((input - label)^2)``, shape ``[1]``."""
+    return reduce_mean(square(elementwise_sub(input, label)))
+
+
+def _apply(act, x, **attrs):
+    x = _variable(x, f"{act}: x")
+    return Activation.apply(x, act=act, params=_activations.attrs_for(act, **attrs))
+
+
+def relu(x, name=None):
+    """``max(x, 0)``."""
+    return _apply("relu", x)
+
+
+def relu6(x, threshold=6.0, name=None):
+    """``min(max(x, 0), threshold)``."""
+    return _apply("relu6", x, threshold=threshold)
+
+
+def leaky_relu(x, alpha=0.02, name=None):
+    """``x if x > 0 else alpha * x``."""
+    return _apply("leaky_relu", x, alpha=alpha)
+
+
+def elu(x, alpha=1.0, name=None):
+    """``x if x > 0 else alpha * (exp(x) - 1)``."""
+    return _apply("elu", x, alpha=alpha)
+
+
+def selu(x, scale=None, alpha=None, name=None):
+    """``scale * (x if x > 0 else alpha * (exp(x) - 1))``, scale 1.0507..., alpha 1.6732..."""
+    return _apply("selu", x, scale=scale, alpha=alpha)
+
+
+def gelu(x, approximate=False):
+    """``0.5 x (1 + erf(x / sqrt 2))``; tanh approximation when ``approximate``."""
+    return _apply("gelu", x, approximate=approximate)
+
+
+def sigmoid(x, name=None):
+    """``1 / (1 + exp(-x))``."""
+    return _apply("sigmoid", x)
+
+
+def hard_sigmoid(x, slope=0.2, offset=0.5, name=None):
+    """``clip(slope * x + offset, 0, 1)``."""
+    return _apply("hard_sigmoid", x, slope=slope, offset=offset)
+
+
+def swish(x, beta=1.0, name=None):
+    """``x * sigmoid(beta * x)``."""
+    return _apply("swish", x, beta=beta)
+
+
+def hard_swish(x, threshold=6.0, scale=6.0, offset=3.0, name=None):
+    """``x * min(max(x + offset, 0), threshold) / scale``."""
+    return _apply("hard_swish", x, threshold=threshold, scale=scale, offset=offset)
+
+
+def tanh(x, name=None):
+    """``tanh(x)``."""
+    return _apply("tanh", x)
+
+
+def softplus(x, name=None):
+    """``log(1 + exp(x))``."""
+    return _apply("softplus", x)
+
+
+def softsign(x, name=None):
+    """``x / (1 + |x|)``."""
+    return _apply("softsign", x)
