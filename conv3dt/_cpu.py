@@ -29,6 +29,17 @@ _SMALL_COUT = 12
 _SMALL_CIN = 16
 
 
+# Below this many multiply-adds a pass runs on one thread: waking threads costs more.
+_SERIAL_MACS = 1 << 20
+
+
+def _n_threads(plan):
+    """Threads for one pass of ``plan``: the configured count, or 1 for tiny problems."""
+    macs = (plan.n * plan.c_in * (plan.c_out // plan.groups) * int(np.prod(plan.kernel))
+            * int(np.prod(plan.in_size)))
+    return 1 if macs < _SERIAL_MACS else get_num_threads()
+
+
 def _kblock(rows, ncol, itemsize):
     return max(1, min(rows, _B_BYTES // (ncol * itemsize)))
 
@@ -94,7 +105,7 @@ def forward(plan, x, w, bias, out):
     dtype = out.dtype
     phases, taps, combos, tap_dest, wsize, fill, slab, ncol, kc_max = _forward_schedule(
         plan, dtype.itemsize)
-    n_threads = get_num_threads()
+    n_threads = _n_threads(plan)
     wpack = np.empty(wsize, dtype=dtype)
     _kernels.pack_forward_weight(w, wpack, plan.groups, tap_dest, n_threads)
     bias = np.empty(0, dtype=dtype) if bias is None else bias
@@ -110,7 +121,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
 
     gy, x, gx_out: NCDHW views; w, gw_out: C-contiguous [C_in, C_out_g, kD, kH, kW].
     """
-    n_threads = get_num_threads()
+    n_threads = _n_threads(plan)
     dtype = gy.dtype
     if gb_out is not None:
         _kernels.bias_grad(gy, gb_out, n_threads)

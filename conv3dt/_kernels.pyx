@@ -327,8 +327,19 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
     cdef Py_ssize_t kc = cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
     cdef Py_ssize_t kb0 = 0, kb
     cdef floating beta = 0
+    cdef Py_ssize_t start_d = ph.q0[0] - ph.taps[0][1]
     if cog <= small_n and xs.w == 1:
         _direct_phase(xg, xs, in_d, in_h, in_w, ph, wg, kc, cog, segs, nseg, nc, Y)
+        kb0 = kc
+    elif (kc == cig and xs.w == 1 and xs.h == in_w and xs.d == in_h * in_w
+          and xs.c <= 0x7fffffff and ph.count[1] == in_h and ph.count[2] == in_w
+          and ph.q0[1] == ph.taps[1][1] and ph.q0[2] == ph.taps[2][1]
+          and start_d >= 0 and start_d + ph.count[0] <= in_d):
+        # One tap whose window is x itself, shifted only in depth (kernel == stride): the
+        # packed B would be a copy of x's channel rows, so the GEMM reads x in place.
+        _gemm(c'N', <int>nc, <int>cog, <int>cig, xg + start_d * xs.d
+              + (segs[0].j[0] * in_h + segs[0].j[1]) * in_w + segs[0].j[2], <int>xs.c, wg,
+              <int>kc, beta, Y, <int>nc, small_n)
         kb0 = kc
     while kb0 < kc:
         kb = _min(kblock, kc - kb0)
