@@ -95,7 +95,8 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     out = xp.empty(plan.y_shape, dtype=x.dtype)
     if out.size == 0:
         return out
-    backend.forward(plan, _ncdhw(x, plan.data_format), xp.ascontiguousarray(weight), bias,
+    backend.forward(plan, _ncdhw(x, plan.data_format), xp.ascontiguousarray(weight),
+                    None if bias is None else xp.ascontiguousarray(bias),
                     _ncdhw(out, plan.data_format))
     return out
 

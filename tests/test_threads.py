@@ -1,0 +1,145 @@
+"""Thread count control, and results that do not depend on the number of threads.
+
+Every result (forward and all three gradients, float32 and float64) must be bitwise
+identical with 1, 2 and 3 threads; shapes are large enough to span several tiles.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from reference import ref_backward, ref_conv3d_transpose, rel_err, resolve
+
+
+@pytest.fixture
+def restore_threads(conv3dt):
+    before = conv3dt.get_num_threads()
+    yield
+    conv3dt.set_num_threads(before)
+    assert conv3dt.get_num_threads() == before
+
+
+CASES = {
+    # name: (x shape NCDHW, C_out, kernel, kwargs)
+    "dense_s2": ((2, 16, 12, 12, 12), 16, (3, 3, 3), dict(stride=2, padding=1,
+                                                         output_padding=1)),
+    "grouped_dilated": ((2, 16, 12, 12, 12), 16, (3, 3, 3),
+                        dict(stride=[2, 1, 2], padding=[1, 2, 0, 1, 2, 2], groups=4,
+                             dilation=[1, 2, 2])),
+    "k_eq_s_ndhwc": ((2, 12, 10, 11, 12), 8, (2, 2, 2), dict(stride=2,
+                                                            data_format="NDHWC")),
+}
+
+
+def _arrays(name, dtype):
+    xshape, cout, ks, kw = CASES[name]
+    r = np.random.default_rng(sorted(CASES).index(name))
+    groups = kw.get("groups", 1)
+    x = r.standard_normal(xshape).astype(dtype)
+    if kw.get("data_format") == "NDHWC":
+        x = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 4, 1)))
+    w = r.standard_normal((xshape[1], cout // groups) + ks).astype(dtype)
+    b = r.standard_normal(cout).astype(dtype)
+    return r, x, w, b, kw
+
+
+def _all_results(F, x, w, b, gy, kw):
+    y = F.conv3d_transpose(x, w, b, **kw)
+    gx, gw, gb = F.conv3d_transpose_backward(gy, x, w, **kw)
+    return [y, gx, gw, gb]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_results_independent_of_thread_count(conv3dt, F, restore_threads, name, dtype):
+    r, x, w, b, kw = _arrays(name, dtype)
+    conv3dt.set_num_threads(1)
+    y1 = F.conv3d_transpose(x, w, b, **kw)
+    gy = r.standard_normal(y1.shape).astype(dtype)
+    base = _all_results(F, x, w, b, gy, kw)
+    for n in (2, 3, 1):
+        conv3dt.set_num_threads(n)
+        assert conv3dt.get_num_threads() == n
+        for _ in range(2):  # and repeatable with the same count
+            got = _all_results(F, x, w, b, gy, kw)
+            for label, a, e in zip(("y", "gx", "gw", "gb"), got, base):
+                assert a.dtype == e.dtype
+                assert np.array_equal(a, e), "%s differs with %d threads" % (label, n)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_multithreaded_matches_reference(conv3dt, F, restore_threads, name):
+    """The multi-threaded, multi-tile path is also correct (float64)."""
+    r, x, w, b, kw = _arrays(name, np.float64)
+    conv3dt.set_num_threads(2)
+    df = kw.get("data_format", "NCDHW")
+    x_ncdhw = x if df == "NCDHW" else np.transpose(x, (0, 4, 1, 2, 3))
+    s, lo, hi, d, out = resolve(x_ncdhw.shape[2:], w.shape[2:], kw.get("stride", 1),
+                                kw.get("padding", 0), kw.get("output_padding", 0),
+                                kw.get("dilation", 1), None, df)
+    groups = kw.get("groups", 1)
+    ref = ref_conv3d_transpose(x_ncdhw, w, b, s, lo, hi, d, groups, out)
+    y = F.conv3d_transpose(x, w, b, **kw)
+    y_ncdhw = y if df == "NCDHW" else np.transpose(y, (0, 4, 1, 2, 3))
+    assert rel_err(y_ncdhw, ref) <= 1e-10
+    gy_ncdhw = r.standard_normal(ref.shape)
+    gy = gy_ncdhw if df == "NCDHW" else np.transpose(gy_ncdhw, (0, 2, 3, 4, 1))
+    gx, gw, gb = F.conv3d_transpose_backward(gy, x, w, **kw)
+    rgx, rgw, rgb = ref_backward(gy_ncdhw, x_ncdhw, w, s, lo, hi, d, groups, out)
+    gx_ncdhw = gx if df == "NCDHW" else np.transpose(gx, (0, 4, 1, 2, 3))
+    assert rel_err(gx_ncdhw, rgx) <= 1e-10
+    assert rel_err(gw, rgw) <= 1e-10
+    assert rel_err(gb, rgb) <= 1e-10
+
+
+def test_set_get_round_trip(conv3dt, restore_threads):
+    for n in (1, 2, 3, 7, 1):
+        conv3dt.set_num_threads(n)
+        assert conv3dt.get_num_threads() == n
+    conv3dt.set_num_threads(np.int64(2))
+    assert conv3dt.get_num_threads() == 2
+    assert isinstance(conv3dt.get_num_threads(), int)
+
+
+@pytest.mark.parametrize("bad", [0, -1, -8])
+def test_bad_thread_count_value(conv3dt, restore_threads, bad):
+    conv3dt.set_num_threads(2)
+    with pytest.raises(ValueError) as ei:
+        conv3dt.set_num_threads(bad)
+    assert str(bad) in str(ei.value)
+    assert conv3dt.get_num_threads() == 2  # unchanged by the failed call
+
+
+@pytest.mark.parametrize("bad", ["a", 1.5, None, [2]])
+def test_bad_thread_count_type(conv3dt, restore_threads, bad):
+    conv3dt.set_num_threads(2)
+    with pytest.raises((TypeError, ValueError)):
+        conv3dt.set_num_threads(bad)
+    assert conv3dt.get_num_threads() == 2
+
+
+def _threads_in_subprocess(env_value):
+    env = dict(os.environ)
+    env.pop("CONV3DT_NUM_THREADS", None)
+    if env_value is not None:
+        env["CONV3DT_NUM_THREADS"] = env_value
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    code = "import conv3dt; print(conv3dt.get_num_threads())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, cwd=root, timeout=120)
+
+
+def test_env_var_sets_default(conv3dt):
+    p = _threads_in_subprocess("3")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "3"
+
+
+def test_default_without_env_var_is_positive(conv3dt):
+    p = _threads_in_subprocess(None)
+    assert p.returncode == 0, p.stderr
+    assert int(p.stdout.strip()) >= 1
