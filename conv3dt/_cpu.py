@@ -16,8 +16,8 @@ from ._threads import blas_single_threaded, get_num_threads
 
 # Tile sizes: columns per GEMM tile and rows of the packed column block. B [kblock x ncol]
 # is sized to stay in the L2 cache next to the GEMM's other operand.
-_NCOL = 256
-_B_BYTES = 256 * 1024
+_NCOL = 512
+_B_BYTES = 512 * 1024
 # Partial grad_weight sums may use this much memory (a fixed chunk count, not a thread
 # count, keeps grad_weight bitwise independent of the number of threads).
 _CHUNK_BYTES = 32 * 1024 * 1024
@@ -25,8 +25,9 @@ _MAX_CHUNKS = 32
 # Products too thin for BLAS run as vector loops (see _kernels._gemm, _direct_phase): the
 # forward pass when C_out / groups <= _SMALL_COUT, the gradients when C_in / groups <=
 # _SMALL_CIN. Crossovers measured on the benchmark shapes (benchmarks/RESULTS.md).
-_SMALL_COUT = 12
-_SMALL_CIN = 16
+_DIRECT_COUT = 2
+_SMALL_COUT = 32
+_SMALL_CIN = 8
 
 
 # Below this many multiply-adds a pass runs on one thread: waking threads costs more.
@@ -112,7 +113,8 @@ def forward(plan, x, w, bias, out):
     with blas_single_threaded():
         code = _kernels.forward(x, wpack, bias, out, plan.groups, phases, taps, combos,
                                 *plan.stride, fill, slab, ncol,
-                                _kblock(kc_max, ncol, dtype.itemsize), _SMALL_COUT, n_threads)
+                                _kblock(kc_max, ncol, dtype.itemsize), _DIRECT_COUT, _SMALL_COUT,
+                                n_threads)
     _raise_if_failed(code, "the forward pass")
 
 

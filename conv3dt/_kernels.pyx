@@ -75,6 +75,14 @@ cdef extern from "_simd.h" nogil:
     void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
     float _dot_f "conv3dt_dot_f"(const float* x, const float* y, Py_ssize_t n)
     double _dot_d "conv3dt_dot_d"(const double* x, const double* y, Py_ssize_t n)
+    void _thin_gemm_f "conv3dt_thin_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                            const float* a, Py_ssize_t lda, const float* b,
+                                            Py_ssize_t ldb, float beta, float* c,
+                                            Py_ssize_t ldc)
+    void _thin_gemm_d "conv3dt_thin_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                            const double* a, Py_ssize_t lda, const double* b,
+                                            Py_ssize_t ldb, double beta, double* c,
+                                            Py_ssize_t ldc)
 
 
 cdef inline void _gemm(char transa, int m, int n, int k, const floating* a, int lda,
@@ -97,15 +105,10 @@ cdef inline void _gemm(char transa, int m, int n, int k, const floating* a, int 
                   c, &ldc)
         return
     if transa == c'N':
-        if beta == 0:
-            for col in range(n):
-                _zero(c + col * ldc, m)
-        for r in range(k):
-            for col in range(n):
-                if floating is float:
-                    _axpy_f(c + col * ldc, a + r * lda, b[col * ldb + r], m)
-                else:
-                    _axpy_d(c + col * ldc, a + r * lda, b[col * ldb + r], m)
+        if floating is float:
+            _thin_gemm_f(m, n, k, a, lda, b, ldb, beta, c, ldc)
+        else:
+            _thin_gemm_d(m, n, k, a, lda, b, ldb, beta, c, ldc)
     else:
         for col in range(n):
             for r in range(m):
@@ -321,14 +324,15 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
                          Py_ssize_t cig, Py_ssize_t cog, const floating* bias,
                          const Phase3* ph, Py_ssize_t stride_d, Py_ssize_t stride_h,
                          Py_ssize_t stride_w, Py_ssize_t j0, Py_ssize_t nc, Py_ssize_t kblock,
-                         int small_n, floating* B, floating* Y, Segment* segs) noexcept nogil:
+                         int direct_n, int small_n, floating* B, floating* Y,
+                         Segment* segs) noexcept nogil:
     """Grid positions [j0, j0 + nc) of one phase combination of one (sample, group)."""
     cdef Py_ssize_t nseg = _segments(ph.count[1], ph.count[2], j0, nc, segs)
     cdef Py_ssize_t kc = cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
     cdef Py_ssize_t kb0 = 0, kb
     cdef floating beta = 0
     cdef Py_ssize_t start_d = ph.q0[0] - ph.taps[0][1]
-    if cog <= small_n and xs.w == 1:
+    if cog <= direct_n and xs.w == 1:
         _direct_phase(xg, xs, in_d, in_h, in_w, ph, wg, kc, cog, segs, nseg, nc, Y)
         kb0 = kc
     elif (kc == cig and xs.w == 1 and xs.h == in_w and xs.d == in_h * in_w
@@ -339,7 +343,7 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
         # packed B would be a copy of x's channel rows, so the GEMM reads x in place.
         _gemm(c'N', <int>nc, <int>cog, <int>cig, xg + start_d * xs.d
               + (segs[0].j[0] * in_h + segs[0].j[1]) * in_w + segs[0].j[2], <int>xs.c, wg,
-              <int>kc, beta, Y, <int>nc, small_n)
+              <int>kc, beta, Y, <int>nc, 0)  # BLAS: it packs the far-apart rows of x
         kb0 = kc
     while kb0 < kc:
         kb = _min(kblock, kc - kb0)
@@ -359,8 +363,8 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                         const Py_ssize_t[:, :, ::1] phases, const Py_ssize_t[:, :, ::1] taps,
                         const Py_ssize_t[:, ::1] combos, Py_ssize_t od_lo, Py_ssize_t od_hi,
                         bint fill, Py_ssize_t stride_d, Py_ssize_t stride_h,
-                        Py_ssize_t stride_w, Py_ssize_t ncol, Py_ssize_t kblock, int small_n,
-                        floating* B, floating* Y, Segment* segs) noexcept nogil:
+                        Py_ssize_t stride_w, Py_ssize_t ncol, Py_ssize_t kblock, int direct_n,
+                        int small_n, floating* B, floating* Y, Segment* segs) noexcept nogil:
     """Output depths [od_lo, od_hi) of one (sample, group), every phase combination.
 
     Working slab by slab keeps the output lines that the phases interleave in cache, and
@@ -384,7 +388,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
         while j0 < j_end:
             _forward_chunk(xg, xs, in_d, in_h, in_w, wpack + combos[c, 3] + g * cog * kc, yg,
                            ys, cig, cog, bias, &ph, stride_d, stride_h, stride_w, j0,
-                           _min(ncol, j_end - j0), kblock, small_n, B, Y, segs)
+                           _min(ncol, j_end - j0), kblock, direct_n, small_n, B, Y, segs)
             j0 += ncol
 
 
@@ -408,7 +412,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             Py_ssize_t stride_d, Py_ssize_t stride_h, Py_ssize_t stride_w,
             bint fill,                               # some outputs get no tap: fill first
             Py_ssize_t slab,                         # output depths per work item
-            Py_ssize_t ncol, Py_ssize_t kblock, int small_n, int n_threads):
+            Py_ssize_t ncol, Py_ssize_t kblock, int direct_n, int small_n, int n_threads):
     """y = conv3d_transpose(x, w) (+ bias). Returns 0, or -1 if a workspace malloc failed.
 
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
@@ -449,7 +453,8 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
                           x.shape[4], w0, g, y0 + n * sy_n + g * cog * ys.c, ys, y.shape[3],
                           y.shape[4], cig, cog, b0 + g * cog if b0 != NULL else NULL, phases,
                           taps, combos, sl * slab, _min(y.shape[2], (sl + 1) * slab), fill,
-                          stride_d, stride_h, stride_w, ncol, kblock, small_n, B, Y, segs)
+                          stride_d, stride_h, stride_w, ncol, kblock, direct_n, small_n, B,
+                          Y, segs)
         free(B)
         free(Y)
         free(segs)
