@@ -379,7 +379,7 @@ def test_import_never_needs_cupy():
     root = os.path.dirname(os.path.dirname(os.path.abspath(_cuda.__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=60)
+                         env=env, cwd=root, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "(1, 1, 4, 4, 4)" in out.stdout
 

@@ -125,8 +125,11 @@ def _threads_in_subprocess(env_value):
     env.pop("CONV3DT_NUM_THREADS", None)
     if env_value is not None:
         env["CONV3DT_NUM_THREADS"] = env_value
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(here)
+    import conv3dt
+
+    # The directory holding the conv3dt under test (a checkout or site-packages): the
+    # child imports the same package, whatever its working directory holds.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(conv3dt.__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     code = "import conv3dt; print(conv3dt.get_num_threads())"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
