@@ -71,6 +71,9 @@ cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noe
 
 
 cdef extern from "_simd.h" nogil:
+    void _copy_f "conv3dt_copy_f"(float* dst, const float* src, Py_ssize_t step, Py_ssize_t n)
+    void _copy_d "conv3dt_copy_d"(double* dst, const double* src, Py_ssize_t step,
+                                  Py_ssize_t n)
     void _axpy_f "conv3dt_axpy_f"(float* y, const float* x, float a, Py_ssize_t n)
     void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
     float _dot_f "conv3dt_dot_f"(const float* x, const float* y, Py_ssize_t n)
@@ -126,13 +129,11 @@ cdef inline void _zero(floating* dst, Py_ssize_t n) noexcept nogil:
 
 cdef inline void _copy_strided(floating* dst, const floating* src, Py_ssize_t step,
                                Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t u
-    if step == 1:
-        for u in range(n):
-            dst[u] = src[u]
+    """dst[u] = src[u * step] for u < n."""
+    if floating is float:
+        _copy_f(dst, src, step, n)
     else:
-        for u in range(n):
-            dst[u] = src[u * step]
+        _copy_d(dst, src, step, n)
 
 
 cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,

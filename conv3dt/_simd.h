@@ -109,6 +109,24 @@
 CONV3DT_THIN_GEMM(conv3dt_thin_gemm_f, float, conv3dt_v8f, 8)
 CONV3DT_THIN_GEMM(conv3dt_thin_gemm_d, double, conv3dt_v4d, 4)
 
+/* dst[u] = src[u * step], u < n: the inner copy of the packing loops. Runs are often
+ * short (a row of a small volume), so the contiguous case copies whole vectors inline
+ * instead of calling memcpy for each run. */
+#define CONV3DT_COPY(name, T, W)                                                 \
+    static inline void name(T *restrict dst, const T *restrict src,              \
+                            ptrdiff_t step, ptrdiff_t n) {                       \
+        ptrdiff_t u = 0;                                                          \
+        if (step == 1) {                                                          \
+            for (; u + W <= n; u += W) __builtin_memcpy(dst + u, src + u, W * sizeof(T)); \
+            for (; u < n; u++) dst[u] = src[u];                                   \
+        } else {                                                                  \
+            for (; u < n; u++) dst[u] = src[u * step];                            \
+        }                                                                         \
+    }
+
+CONV3DT_COPY(conv3dt_copy_f, float, 8)
+CONV3DT_COPY(conv3dt_copy_d, double, 4)
+
 CONV3DT_AXPY(conv3dt_axpy_f, float)
 CONV3DT_AXPY(conv3dt_axpy_d, double)
 CONV3DT_DOT(conv3dt_dot_f, float)
