@@ -22,11 +22,11 @@ _B_BYTES = 512 * 1024
 # count, keeps grad_weight bitwise independent of the number of threads).
 _CHUNK_BYTES = 32 * 1024 * 1024
 _MAX_CHUNKS = 32
-# Products too thin for BLAS run as vector loops (see _kernels._gemm, _direct_phase): the
-# forward pass when C_out / groups <= _SMALL_COUT, the gradients when C_in / groups <=
-# _SMALL_CIN. Crossovers measured on the benchmark shapes (benchmarks/RESULTS.md).
+# Few output channels: the forward pass accumulates straight from x (_direct_phase) when
+# C_out / groups <= _DIRECT_COUT; the gradients' thin products run as vector loops instead
+# of BLAS when C_in / groups <= _SMALL_CIN (see _kernels._gemm). Crossovers measured on
+# the benchmark shapes (benchmarks/RESULTS.md).
 _DIRECT_COUT = 2
-_SMALL_COUT = 32
 _SMALL_CIN = 8
 
 
@@ -80,15 +80,19 @@ def _forward_schedule(plan, itemsize):
                 kc_max = max(kc_max, cig * ntaps)
     combos = np.array(combos, dtype=np.intp).reshape(-1, 4)
     # Where each kernel tap lands in the packed weight (see _kernels.pack_forward_weight).
-    tap_dest = np.full((int(np.prod(plan.kernel)), 2), -1, dtype=np.intp)
+    cog_panels = -(-cog // _kernels.PANEL_NR) * _kernels.PANEL_NR
+    tap_dest = np.full((int(np.prod(plan.kernel)), 4), -1, dtype=np.intp)
     kh, kw = plan.kernel[1], plan.kernel[2]
     for (pd, ph, pw, base) in combos:
         rows = [tables[a].taps[p[3]: p[3] + p[4], 0]
                 for a, p in enumerate((tables[0].phases[pd], tables[1].phases[ph],
                                        tables[2].phases[pw]))]
         td, th, tw = np.meshgrid(*rows, indexing="ij")
+        nt = td.size
         tap_dest[((td * kh + th) * kw + tw).ravel()] = np.stack(
-            [base + np.arange(td.size), np.full(td.size, td.size)], axis=1)
+            [np.full(nt, base), np.full(nt, base // cog * cog_panels), np.full(nt, nt),
+             np.arange(nt)], axis=1)
+    panel_size = max(offset, 1) // cog * cog_panels if offset else 1
     # Slabs of output depths: a multiple of the depth stride (so every depth phase has rows
     # in each slab) holding about _SLAB_BYTES of output.
     s_d = plan.stride[0]
@@ -98,23 +102,23 @@ def _forward_schedule(plan, itemsize):
     fill = not all(t.covers_all for t in tables) or len(combos) == 0
     for arr in (phases, taps, combos, tap_dest):
         arr.setflags(write=False)
-    return phases, taps, combos, tap_dest, max(offset, 1), fill, slab, ncol, kc_max
+    return phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill, slab, ncol, kc_max
 
 
 def forward(plan, x, w, bias, out):
     """out[...] = conv3d_transpose(x, w) + bias, all NCDHW (views); w C-contiguous."""
     dtype = out.dtype
-    phases, taps, combos, tap_dest, wsize, fill, slab, ncol, kc_max = _forward_schedule(
-        plan, dtype.itemsize)
+    (phases, taps, combos, tap_dest, wsize, panel_size, fill, slab, ncol,
+     kc_max) = _forward_schedule(plan, dtype.itemsize)
     n_threads = _n_threads(plan)
     wpack = np.empty(wsize, dtype=dtype)
-    _kernels.pack_forward_weight(w, wpack, plan.groups, tap_dest, n_threads)
+    wpanel = np.zeros(panel_size, dtype=dtype)
+    _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, tap_dest, n_threads)
     bias = np.empty(0, dtype=dtype) if bias is None else bias
     with blas_single_threaded():
-        code = _kernels.forward(x, wpack, bias, out, plan.groups, phases, taps, combos,
+        code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
                                 *plan.stride, fill, slab, ncol,
-                                _kblock(kc_max, ncol, dtype.itemsize), _DIRECT_COUT, _SMALL_COUT,
-                                n_threads)
+                                _kblock(kc_max, ncol, dtype.itemsize), _DIRECT_COUT, n_threads)
     _raise_if_failed(code, "the forward pass")
 
 

@@ -71,6 +71,15 @@ cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noe
 
 
 cdef extern from "_simd.h" nogil:
+    void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                              const float* a, Py_ssize_t lda,
+                                              const float* wp, Py_ssize_t wps, float beta,
+                                              float* c, Py_ssize_t ldc)
+    void _panel_gemm_d "conv3dt_panel_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                              const double* a, Py_ssize_t lda,
+                                              const double* wp, Py_ssize_t wps, double beta,
+                                              double* c, Py_ssize_t ldc)
+    int CONV3DT_NR
     void _copy_f "conv3dt_copy_f"(float* dst, const float* src, Py_ssize_t step, Py_ssize_t n)
     void _copy_d "conv3dt_copy_d"(double* dst, const double* src, Py_ssize_t step,
                                   Py_ssize_t n)
@@ -86,6 +95,10 @@ cdef extern from "_simd.h" nogil:
                                             const double* a, Py_ssize_t lda, const double* b,
                                             Py_ssize_t ldb, double beta, double* c,
                                             Py_ssize_t ldc)
+
+
+#: Output channels per panel of the forward pass's packed weight (pack_forward_weight).
+PANEL_NR = CONV3DT_NR
 
 
 cdef inline void _gemm(char transa, int m, int n, int k, const floating* a, int lda,
@@ -167,21 +180,56 @@ cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
 
 # ------------------------------------------------------------------------ forward pass
 
+cdef inline Py_ssize_t _panel_rows(floating* dummy) noexcept nogil:
+    """Rows of a packed panel of B (the panel GEMM's MR): two vectors of 256 bits."""
+    return 16 if floating is float else 8
+
+
+cdef inline void _put_run(floating* B, Py_ssize_t nrows, Py_ssize_t row, Py_ssize_t mr,
+                          Py_ssize_t nc, Py_ssize_t col, Py_ssize_t length,
+                          const floating* src, Py_ssize_t step, Py_ssize_t lo_u,
+                          Py_ssize_t hi_u) noexcept nogil:
+    """Store one run of a row of B: columns [col, col + length) of row `row`, zero outside
+    [lo_u, hi_u) of the run and src[(u - lo_u) * step] inside.
+
+    Layout: row-major [nrows x nc] when mr == 0; else panels of mr columns, element
+    (row, j) at ((j // mr) * nrows + row) * mr + j % mr (the panel GEMM's layout).
+    """
+    cdef floating* dst
+    cdef Py_ssize_t p = 0, piece, a, b, j
+    if mr == 0:
+        dst = B + row * nc + col
+        _zero(dst, lo_u)
+        _copy_strided(dst + lo_u, src, step, hi_u - lo_u)
+        _zero(dst + hi_u, length - hi_u)
+        return
+    while p < length:
+        j = col + p
+        piece = _min(length - p, mr - j % mr)
+        dst = B + ((j // mr) * nrows + row) * mr + j % mr
+        a = _clamp(lo_u - p, 0, piece)
+        b = _clamp(hi_u - p, a, piece)
+        _zero(dst, a)
+        _copy_strided(dst + a, src + (p + a - lo_u) * step, step, b - a)
+        _zero(dst + b, piece - b)
+        p += piece
+
+
 cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
                       Py_ssize_t in_w, const Phase3* ph, Py_ssize_t r0, Py_ssize_t nrows,
-                      const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
+                      const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc, Py_ssize_t mr,
                       floating* B) noexcept nogil:
     """B[r - r0, j] = x[ci, q(j) - m(tap)] (zero outside the input), row r = (ci, tap).
 
     IN  xg: x at (sample, first channel of the group); ph: the phase combination;
         segs: the tile's runs (_segments over the phase grid).
-    OUT B: [nrows x nc], row-major.
+    OUT B: [nrows x nc], row-major (mr == 0) or in panels of mr columns (see _put_run),
+        the last panel zero-padded.
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
     cdef Py_ssize_t r, ci, tap, md, mh, mw, k, length, i_d, i_h, iw0, lo_u, hi_u
     cdef const floating* xc
-    cdef floating* dst
     for r in range(r0, r0 + nrows):
         ci = r // nt
         tap = r - ci * nt
@@ -190,7 +238,6 @@ cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize
         mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
         xc = xg + ci * xs.c
         for k in range(nseg):
-            dst = B + (r - r0) * nc + segs[k].offset
             length = segs[k].length
             i_d = segs[k].j[0] + md
             i_h = segs[k].j[1] + mh
@@ -198,12 +245,12 @@ cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize
                 iw0 = segs[k].j[2] + mw
                 lo_u = _clamp(-iw0, 0, length)
                 hi_u = _clamp(in_w - iw0, lo_u, length)
-                _zero(dst, lo_u)
-                _copy_strided(dst + lo_u, xc + i_d * xs.d + i_h * xs.h + (iw0 + lo_u) * xs.w,
-                              xs.w, hi_u - lo_u)
-                _zero(dst + hi_u, length - hi_u)
+                _put_run(B, nrows, r - r0, mr, nc, segs[k].offset, length,
+                         xc + i_d * xs.d + i_h * xs.h + (iw0 + lo_u) * xs.w, xs.w, lo_u, hi_u)
             else:
-                _zero(dst, length)
+                _put_run(B, nrows, r - r0, mr, nc, segs[k].offset, length, xc, 0, 0, 0)
+        if mr != 0 and nc % mr != 0:
+            _zero(B + ((nc // mr) * nrows + r - r0) * mr + nc % mr, mr - nc % mr)
 
 
 cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t cog,
@@ -248,34 +295,43 @@ cdef inline void _load_phase(Phase3* ph, const Py_ssize_t[:, :, ::1] phases,
 
 
 def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_g, kD, kH, kW]
-                        floating[::1] wpack,                  # OUT weights per combination
+                        floating[::1] wpack,                  # OUT row-major blocks
+                        floating[::1] wpanel,                 # OUT the same in panels, zeroed
                         Py_ssize_t groups,
-                        const Py_ssize_t[:, ::1] tap_dest,    # IN  (K, 2) per tap: base, taps
+                        const Py_ssize_t[:, ::1] tap_dest,    # IN  (K, 4) see below
                         int n_threads):
-    """Gather each phase combination's weight into dense [C_out_g x C_in_g * taps] blocks.
+    """Gather each phase combination's weight W_c [C_out_g x C_in_g * nt] per group.
 
-    Tap t of the kernel belongs to one combination c, where it is tap number `i` of
-    `nt` (tap_dest[t] = (offset of c + i, nt); base -1 for taps that reach no output):
-    wpack[base + ((g * cog + co) * cig + ci) * nt] = w[g * cig + ci, co, t].
+    Kernel tap t is tap number i of the nt taps of one combination c:
+    tap_dest[t] = (row-major offset of c, panel offset of c, nt, i); -1 first for taps
+    that reach no output. Row r = ci * nt + i of W_c, column co:
+      wpack  [off + ((g * cog + co) * cig + ci) * nt + i]                 (row-major)
+      wpanel [poff + g * cogp * kc + (co // NR) * kc * NR + r * NR + co % NR]  (panels)
+    with kc = cig * nt and cogp = cog rounded up to a multiple of NR = CONV3DT_NR.
     """
     cdef Py_ssize_t cig = w.shape[0] // groups, cog = w.shape[1]
     cdef Py_ssize_t kk = w.shape[2] * w.shape[3] * w.shape[4]
     cdef const floating* w0 = &w[0, 0, 0, 0, 0]
-    cdef floating* out = &wpack[0]
     cdef Py_ssize_t pair
     with nogil:
         for pair in prange(w.shape[0] * cog, num_threads=n_threads, schedule='static'):
-            _pack_weight_slab(w0 + pair * kk, out, kk, pair // cog, pair % cog, cig, cog,
-                              &tap_dest[0, 0])
+            _pack_weight_slab(w0 + pair * kk, &wpack[0], &wpanel[0], kk, pair // cog,
+                              pair % cog, cig, cog, &tap_dest[0, 0])
 
 
-cdef void _pack_weight_slab(const floating* slab, floating* out, Py_ssize_t kk,
-                            Py_ssize_t c_in, Py_ssize_t co, Py_ssize_t cig, Py_ssize_t cog,
-                            const Py_ssize_t* tap_dest) noexcept nogil:
-    cdef Py_ssize_t t, g = c_in // cig, ci = c_in - g * cig
+cdef void _pack_weight_slab(const floating* slab, floating* wpack, floating* wpanel,
+                            Py_ssize_t kk, Py_ssize_t c_in, Py_ssize_t co, Py_ssize_t cig,
+                            Py_ssize_t cog, const Py_ssize_t* tap_dest) noexcept nogil:
+    cdef Py_ssize_t t, nt, kc, g = c_in // cig, ci = c_in - g * cig
+    cdef Py_ssize_t nr = CONV3DT_NR, cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     for t in range(kk):
-        if tap_dest[2 * t] >= 0:
-            out[tap_dest[2 * t] + ((g * cog + co) * cig + ci) * tap_dest[2 * t + 1]] = slab[t]
+        if tap_dest[4 * t] < 0:
+            continue
+        nt = tap_dest[4 * t + 2]
+        kc = cig * nt
+        wpack[tap_dest[4 * t] + ((g * cog + co) * cig + ci) * nt + tap_dest[4 * t + 3]] = slab[t]
+        wpanel[tap_dest[4 * t + 1] + g * cogp * kc + (co // nr) * kc * nr
+               + (ci * nt + tap_dest[4 * t + 3]) * nr + co % nr] = slab[t]
 
 
 cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
@@ -321,16 +377,20 @@ cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
 
 
 cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
-                         Py_ssize_t in_w, const floating* wg, floating* yg, Strides4 ys,
-                         Py_ssize_t cig, Py_ssize_t cog, const floating* bias,
-                         const Phase3* ph, Py_ssize_t stride_d, Py_ssize_t stride_h,
-                         Py_ssize_t stride_w, Py_ssize_t j0, Py_ssize_t nc, Py_ssize_t kblock,
-                         int direct_n, int small_n, floating* B, floating* Y,
-                         Segment* segs) noexcept nogil:
-    """Grid positions [j0, j0 + nc) of one phase combination of one (sample, group)."""
+                         Py_ssize_t in_w, const floating* wg, const floating* wpg,
+                         floating* yg, Strides4 ys, Py_ssize_t cig, Py_ssize_t cog,
+                         const floating* bias, const Phase3* ph, Py_ssize_t stride_d,
+                         Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t j0,
+                         Py_ssize_t nc, Py_ssize_t kblock, int direct_n, floating* B,
+                         floating* Y, Segment* segs) noexcept nogil:
+    """Grid positions [j0, j0 + nc) of one phase combination of one (sample, group).
+
+    wg: the combination's weight for this group, row-major [cog x kc]; wpg: the same in
+    panels of CONV3DT_NR output channels (see pack_forward_weight).
+    """
     cdef Py_ssize_t nseg = _segments(ph.count[1], ph.count[2], j0, nc, segs)
     cdef Py_ssize_t kc = cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
-    cdef Py_ssize_t kb0 = 0, kb
+    cdef Py_ssize_t kb0 = 0, kb, mr = _panel_rows(B)
     cdef floating beta = 0
     cdef Py_ssize_t start_d = ph.q0[0] - ph.taps[0][1]
     if cog <= direct_n and xs.w == 1:
@@ -341,31 +401,36 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
           and ph.q0[1] == ph.taps[1][1] and ph.q0[2] == ph.taps[2][1]
           and start_d >= 0 and start_d + ph.count[0] <= in_d):
         # One tap whose window is x itself, shifted only in depth (kernel == stride): the
-        # packed B would be a copy of x's channel rows, so the GEMM reads x in place.
+        # packed B would be a copy of x's channel rows, so BLAS reads x in place.
         _gemm(c'N', <int>nc, <int>cog, <int>cig, xg + start_d * xs.d
               + (segs[0].j[0] * in_h + segs[0].j[1]) * in_w + segs[0].j[2], <int>xs.c, wg,
-              <int>kc, beta, Y, <int>nc, 0)  # BLAS: it packs the far-apart rows of x
+              <int>kc, beta, Y, <int>nc, 0)
         kb0 = kc
     while kb0 < kc:
         kb = _min(kblock, kc - kb0)
-        _pack_phase(xg, xs, in_d, in_h, in_w, ph, kb0, kb, segs, nseg, nc, B)
+        _pack_phase(xg, xs, in_d, in_h, in_w, ph, kb0, kb, segs, nseg, nc, 0, B)
         # Y [cog x nc] (+)= W_phase[:, kb0:kb0+kb] @ B  (row-major)
-        _gemm(c'N', <int>nc, <int>cog, <int>kb, B, <int>nc, wg + kb0, <int>kc, beta, Y,
-              <int>nc, small_n)
+        if floating is float:
+            _panel_gemm_f(nc, cog, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR, beta, Y,
+                          nc)
+        else:
+            _panel_gemm_d(nc, cog, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR, beta, Y,
+                          nc)
         beta = 1
         kb0 += kb
     _write_phase(Y, yg, ys, cog, bias, ph, stride_d, stride_h, stride_w, segs, nseg, nc)
 
 
 cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
-                        Py_ssize_t in_w, const floating* wpack, Py_ssize_t g, floating* yg,
-                        Strides4 ys, Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t cig,
+                        Py_ssize_t in_w, const floating* wpack, const floating* wpanel,
+                        Py_ssize_t g, floating* yg, Strides4 ys, Py_ssize_t out_h,
+                        Py_ssize_t out_w, Py_ssize_t cig,
                         Py_ssize_t cog, const floating* bias,
                         const Py_ssize_t[:, :, ::1] phases, const Py_ssize_t[:, :, ::1] taps,
                         const Py_ssize_t[:, ::1] combos, Py_ssize_t od_lo, Py_ssize_t od_hi,
                         bint fill, Py_ssize_t stride_d, Py_ssize_t stride_h,
                         Py_ssize_t stride_w, Py_ssize_t ncol, Py_ssize_t kblock, int direct_n,
-                        int small_n, floating* B, floating* Y, Segment* segs) noexcept nogil:
+                        floating* B, floating* Y, Segment* segs) noexcept nogil:
     """Output depths [od_lo, od_hi) of one (sample, group), every phase combination.
 
     Working slab by slab keeps the output lines that the phases interleave in cache, and
@@ -373,6 +438,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
     """
     cdef Phase3 ph
     cdef Py_ssize_t c, co, jd_lo, jd_hi, plane, j0, j_end, kc
+    cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     if fill:
         for co in range(cog):
             _fill_rows(yg + co * ys.c + od_lo * ys.d, ys, od_hi - od_lo, out_h, out_w,
@@ -387,9 +453,10 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
         j0 = jd_lo * plane
         j_end = jd_hi * plane
         while j0 < j_end:
-            _forward_chunk(xg, xs, in_d, in_h, in_w, wpack + combos[c, 3] + g * cog * kc, yg,
-                           ys, cig, cog, bias, &ph, stride_d, stride_h, stride_w, j0,
-                           _min(ncol, j_end - j0), kblock, direct_n, small_n, B, Y, segs)
+            _forward_chunk(xg, xs, in_d, in_h, in_w, wpack + combos[c, 3] + g * cog * kc,
+                           wpanel + combos[c, 3] // cog * cogp + g * cogp * kc, yg, ys, cig,
+                           cog, bias, &ph, stride_d, stride_h, stride_w, j0,
+                           _min(ncol, j_end - j0), kblock, direct_n, B, Y, segs)
             j0 += ncol
 
 
@@ -403,7 +470,8 @@ cdef void _fill_rows(floating* yc, Strides4 ys, Py_ssize_t od, Py_ssize_t oh,
 
 
 def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
-            const floating[::1] wpack,               # IN  pack_forward_weight's output
+            const floating[::1] wpack,               # IN  pack_forward_weight's outputs
+            const floating[::1] wpanel,
             const floating[::1] bias,                # IN  [C_out], or empty: no bias
             floating[:, :, :, :, :] y,               # OUT [N, C_out, oD, oH, oW]
             Py_ssize_t groups,
@@ -413,7 +481,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             Py_ssize_t stride_d, Py_ssize_t stride_h, Py_ssize_t stride_w,
             bint fill,                               # some outputs get no tap: fill first
             Py_ssize_t slab,                         # output depths per work item
-            Py_ssize_t ncol, Py_ssize_t kblock, int direct_n, int small_n, int n_threads):
+            Py_ssize_t ncol, Py_ssize_t kblock, int direct_n, int n_threads):
     """y = conv3d_transpose(x, w) (+ bias). Returns 0, or -1 if a workspace malloc failed.
 
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
@@ -430,6 +498,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef const floating* x0 = &x[0, 0, 0, 0, 0]
     cdef floating* y0 = &y[0, 0, 0, 0, 0]
     cdef const floating* w0 = &wpack[0]
+    cdef const floating* wp0 = &wpanel[0]
     cdef const floating* b0 = &bias[0] if bias.shape[0] > 0 else NULL
     cdef Py_ssize_t it, n, g, sl
     cdef int failed = 0
@@ -439,7 +508,8 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef Segment* segs
 
     with nogil, parallel(num_threads=n_threads):
-        B = <floating*>malloc(kblock * ncol * sizeof(floating))
+        # B holds kblock rows of ncol columns, padded to whole panels (_pack_phase).
+        B = <floating*>malloc(kblock * (ncol + 16) * sizeof(floating))
         Y = <floating*>malloc(cog * ncol * sizeof(floating))
         segs = <Segment*>malloc(ncol * sizeof(Segment))
         if B == NULL or Y == NULL or segs == NULL:
@@ -451,11 +521,10 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             g = (it // n_slabs) % groups
             n = it // (n_slabs * groups)
             _forward_slab(x0 + n * sx_n + g * cig * xs.c, xs, x.shape[2], x.shape[3],
-                          x.shape[4], w0, g, y0 + n * sy_n + g * cog * ys.c, ys, y.shape[3],
+                          x.shape[4], w0, wp0, g, y0 + n * sy_n + g * cog * ys.c, ys, y.shape[3],
                           y.shape[4], cig, cog, b0 + g * cog if b0 != NULL else NULL, phases,
                           taps, combos, sl * slab, _min(y.shape[2], (sl + 1) * slab), fill,
-                          stride_d, stride_h, stride_w, ncol, kblock, direct_n, small_n, B,
-                          Y, segs)
+                          stride_d, stride_h, stride_w, ncol, kblock, direct_n, B, Y, segs)
         free(B)
         free(Y)
         free(segs)

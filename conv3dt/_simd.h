@@ -109,6 +109,67 @@
 CONV3DT_THIN_GEMM(conv3dt_thin_gemm_f, float, conv3dt_v8f, 8)
 CONV3DT_THIN_GEMM(conv3dt_thin_gemm_d, double, conv3dt_v4d, 4)
 
+/* The forward pass's matrix product, column-major like BLAS:
+ *     C[j + col * ldc] = beta * C[...] + sum_r A[j + r * lda] * W(r, col),  j < m, col < n
+ * A is the kernels' packed B, read in place: a block of 2 vectors of j over all r. W is
+ * packed in panels of CONV3DT_NR columns, W(r, q * NR + c) at Wp[q * wps + r * NR + c],
+ * zero-padded past n, so its broadcasts are read front to back. A register block of
+ * 2 vectors x NR accumulators runs over all of k: one load per vector of A, one
+ * broadcast per element of W, and no second copy of A as a BLAS would make. beta is 0 or
+ * 1. */
+#define CONV3DT_PANEL_GEMM(name, T, V, W)                                         \
+    CONV3DT_CLONES static void name(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,        \
+                                    const T *restrict A, ptrdiff_t lda,          \
+                                    const T *restrict Wp, ptrdiff_t wps, T beta, \
+                                    T *restrict C, ptrdiff_t ldc) {              \
+        for (ptrdiff_t jb = 0; jb < m; jb += 2 * W) {                             \
+            const T *a = A + jb;                                                  \
+            ptrdiff_t mr = m - jb < 2 * W ? m - jb : 2 * W;                       \
+            for (ptrdiff_t cb = 0; cb < n; cb += CONV3DT_NR) {                    \
+                const T *w = Wp + (cb / CONV3DT_NR) * wps;                        \
+                ptrdiff_t nr = n - cb < CONV3DT_NR ? n - cb : CONV3DT_NR;         \
+                V acc[CONV3DT_NR][2];                                             \
+                for (int c = 0; c < CONV3DT_NR; c++) {                            \
+                    acc[c][0] = (V){0};                                           \
+                    acc[c][1] = (V){0};                                           \
+                }                                                                 \
+                for (ptrdiff_t r = 0; r < k; r++) {                               \
+                    V a0, a1;                                                     \
+                    __builtin_memcpy(&a0, a + r * lda, sizeof(V));                \
+                    __builtin_memcpy(&a1, a + r * lda + W, sizeof(V));            \
+                    for (int c = 0; c < CONV3DT_NR; c++) {                        \
+                        T b = w[r * CONV3DT_NR + c];                              \
+                        acc[c][0] += a0 * b;                                      \
+                        acc[c][1] += a1 * b;                                      \
+                    }                                                             \
+                }                                                                 \
+                for (int c = 0; c < nr; c++) {                                    \
+                    T *dst = C + (cb + c) * ldc + jb;                             \
+                    if (mr == 2 * W) {                                            \
+                        if (beta != 0) {                                          \
+                            V old0, old1;                                         \
+                            __builtin_memcpy(&old0, dst, sizeof(V));              \
+                            __builtin_memcpy(&old1, dst + W, sizeof(V));          \
+                            acc[c][0] += old0;                                    \
+                            acc[c][1] += old1;                                    \
+                        }                                                         \
+                        __builtin_memcpy(dst, &acc[c][0], sizeof(V));             \
+                        __builtin_memcpy(dst + W, &acc[c][1], sizeof(V));         \
+                    } else {                                                      \
+                        T tmp[2 * W];                                             \
+                        __builtin_memcpy(tmp, &acc[c][0], sizeof(V));             \
+                        __builtin_memcpy(tmp + W, &acc[c][1], sizeof(V));         \
+                        for (ptrdiff_t i = 0; i < mr; i++)                        \
+                            dst[i] = (beta != 0 ? dst[i] : 0) + tmp[i];           \
+                    }                                                             \
+                }                                                                 \
+            }                                                                     \
+        }                                                                         \
+    }
+
+CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_f, float, conv3dt_v8f, 8)
+CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_d, double, conv3dt_v4d, 4)
+
 /* dst[u] = src[u * step], u < n: the inner copy of the packing loops. Runs are often
  * short (a row of a small volume), so the contiguous case copies whole vectors inline
  * instead of calling memcpy for each run. */
