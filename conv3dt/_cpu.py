@@ -45,9 +45,16 @@ def _kblock(rows, ncol, itemsize):
     return max(1, min(rows, _B_BYTES // (ncol * itemsize)))
 
 
-def _raise_if_failed(code, what):
+# Bytes of a run descriptor (conv3dt._kernels.Segment: five Py_ssize_t).
+_SEGMENT_BYTES = 5 * np.dtype(np.intp).itemsize
+
+
+def _raise_if_failed(code, what, n_threads, elements, ncol):
+    """MemoryError stating the per-thread workspace the kernel could not allocate."""
     if code != 0:
-        raise MemoryError(f"could not allocate the per-thread workspace of {what}")
+        nbytes = elements + ncol * _SEGMENT_BYTES
+        raise MemoryError(f"could not allocate the per-thread workspace of {what}: "
+                          f"{n_threads} x {nbytes} bytes")
 
 
 # Output bytes per forward work item (a slab of output depths): the phases interleave their
@@ -115,11 +122,25 @@ def forward(plan, x, w, bias, out):
     wpanel = np.zeros(panel_size, dtype=dtype)
     _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, tap_dest, n_threads)
     bias = np.empty(0, dtype=dtype) if bias is None else bias
+    kblock = _kblock(kc_max, ncol, dtype.itemsize)
     with blas_single_threaded():
         code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
-                                *plan.stride, fill, slab, ncol,
-                                _kblock(kc_max, ncol, dtype.itemsize), _DIRECT_COUT, n_threads)
-    _raise_if_failed(code, "the forward pass")
+                                *plan.stride, fill, slab, ncol, kblock, _DIRECT_COUT, n_threads)
+    # Per thread: B [kblock x ncol], Y [C_out_g x ncol] and the run table.
+    _raise_if_failed(code, "the forward pass", n_threads,
+                     (kblock + plan.c_out // plan.groups) * ncol * dtype.itemsize, ncol)
+
+
+def _weight_panels(w, groups):
+    """W_g [C_in_g x C_out_g * K] of each group in panels of PANEL_NR rows (grad_x's
+    product, see _simd.h): element (ci, r) at [g][ci // NR][r][ci % NR], zero-padded."""
+    nr = _kernels.PANEL_NR
+    cig = w.shape[0] // groups
+    cigp = -(-cig // nr) * nr
+    padded = np.zeros((groups, cigp, w[0].size), dtype=w.dtype)
+    padded[:, :cig] = w.reshape(groups, cig, -1)
+    return np.ascontiguousarray(
+        padded.reshape(groups, cigp // nr, nr, -1).transpose(0, 1, 3, 2)).reshape(-1)
 
 
 def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
@@ -146,11 +167,15 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
         n_chunks = n_items
         chunks = np.empty((0, 1), dtype=dtype)
     gx = gx_out if gx_out is not None else np.empty((0,) * 5, dtype=dtype)
+    wpanel = _weight_panels(w, plan.groups) if gx_out is not None else np.empty(1, dtype)
     geometry = np.array(plan.stride + plan.dilation + plan.pad_lo, dtype=np.intp)
     with blas_single_threaded():
-        code = _kernels.backward(gy, x, w, gx, chunks, gx_out is not None, gw_out is not None,
+        code = _kernels.backward(gy, x, w, wpanel, gx, chunks, gx_out is not None,
+                                 gw_out is not None,
                                  plan.groups, geometry, ncol, _kblock(kc, ncol, dtype.itemsize),
                                  n_chunks, _SMALL_CIN, n_threads)
-    _raise_if_failed(code, "the backward pass")
+    _raise_if_failed(code, "the backward pass", n_threads,
+                     (_kblock(kc, ncol, dtype.itemsize) + 2 * (plan.c_in // plan.groups))
+                     * ncol * dtype.itemsize, ncol)
     if gw_out is not None:
         _kernels.sum_chunks(chunks, gw_out.reshape(-1), n_threads)

@@ -31,6 +31,10 @@ DATA_FORMATS = ("NCDHW", "NDHWC")
 PADDING_ALGORITHMS = ("SAME", "VALID", "SAME_UPPER", "SAME_LOWER")
 # Largest extent of one BLAS operand dimension (BLAS takes 32-bit ints).
 _BLAS_INT_MAX = 2**31 - 1
+# Largest stride, dilation, padding, output_padding or output_size per dimension (Paddle's
+# attributes are 32-bit ints). It keeps every index the kernels compute, such as
+# i * stride + t * dilation - pad_lo, far inside the 64-bit range.
+ARG_MAX = 2**31 - 1
 
 
 class Plan(NamedTuple):
@@ -99,6 +103,8 @@ def _triple(value, name, minimum):
         raise ValueError(f"{name} must be an int or a sequence of 3 ints, got {value!r}")
     if any(v < minimum for v in values):
         raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
+    if any(v > ARG_MAX for v in values):
+        raise ValueError(f"{name} must be <= {ARG_MAX} in every dimension, got {value!r}")
     return values
 
 
@@ -148,6 +154,8 @@ def _explicit_padding(padding, data_format):
         )
     if min(lo + hi) < 0:
         raise ValueError(f"padding must be non-negative, got {padding!r}")
+    if max(lo + hi) > ARG_MAX:
+        raise ValueError(f"padding must be <= {ARG_MAX} in every dimension, got {padding!r}")
     return lo, hi
 
 

@@ -71,14 +71,6 @@ cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noe
 
 
 cdef extern from "_simd.h" nogil:
-    void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                                              const float* a, Py_ssize_t lda,
-                                              const float* wp, Py_ssize_t wps, float beta,
-                                              float* c, Py_ssize_t ldc)
-    void _panel_gemm_d "conv3dt_panel_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                                              const double* a, Py_ssize_t lda,
-                                              const double* wp, Py_ssize_t wps, double beta,
-                                              double* c, Py_ssize_t ldc)
     int CONV3DT_NR
     void _copy_f "conv3dt_copy_f"(float* dst, const float* src, Py_ssize_t step, Py_ssize_t n)
     void _copy_d "conv3dt_copy_d"(double* dst, const double* src, Py_ssize_t step,
@@ -87,14 +79,14 @@ cdef extern from "_simd.h" nogil:
     void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
     float _dot_f "conv3dt_dot_f"(const float* x, const float* y, Py_ssize_t n)
     double _dot_d "conv3dt_dot_d"(const double* x, const double* y, Py_ssize_t n)
-    void _thin_gemm_f "conv3dt_thin_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                                            const float* a, Py_ssize_t lda, const float* b,
-                                            Py_ssize_t ldb, float beta, float* c,
-                                            Py_ssize_t ldc)
-    void _thin_gemm_d "conv3dt_thin_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                                            const double* a, Py_ssize_t lda, const double* b,
-                                            Py_ssize_t ldb, double beta, double* c,
-                                            Py_ssize_t ldc)
+    void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                              const float* a, Py_ssize_t lda,
+                                              const float* wp, Py_ssize_t wps, float beta,
+                                              float* c, Py_ssize_t ldc)
+    void _panel_gemm_d "conv3dt_panel_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                              const double* a, Py_ssize_t lda,
+                                              const double* wp, Py_ssize_t wps, double beta,
+                                              double* c, Py_ssize_t ldc)
 
 
 #: Output channels per panel of the forward pass's packed weight (pack_forward_weight).
@@ -106,13 +98,13 @@ cdef inline void _gemm(char transa, int m, int n, int k, const floating* a, int 
                        int small_n) noexcept nogil:
     """Column-major C[m x n] = op(A) @ B + beta * C, op(A) = A or A^T (transa 'N'/'T').
 
-    BLAS, except when n <= small_n: so thin a product runs faster as vector loops over the
-    long m axis (axpy for 'N', dot products for 'T') on operands already in cache.
+    BLAS, except for op(A) = A^T with n <= small_n: so thin a product (grad_weight of few
+    input channels) runs faster as dot products on operands already in cache.
     """
     cdef char no = c'N'
     cdef floating one = 1
     cdef Py_ssize_t r, col
-    if n > small_n:
+    if transa == c'N' or n > small_n:
         if floating is float:
             sgemm(&transa, &no, &m, &n, &k, &one, <float*>a, &lda, <float*>b, &ldb, &beta, c,
                   &ldc)
@@ -120,18 +112,12 @@ cdef inline void _gemm(char transa, int m, int n, int k, const floating* a, int 
             dgemm(&transa, &no, &m, &n, &k, &one, <double*>a, &lda, <double*>b, &ldb, &beta,
                   c, &ldc)
         return
-    if transa == c'N':
-        if floating is float:
-            _thin_gemm_f(m, n, k, a, lda, b, ldb, beta, c, ldc)
-        else:
-            _thin_gemm_d(m, n, k, a, lda, b, ldb, beta, c, ldc)
-    else:
-        for col in range(n):
-            for r in range(m):
-                if floating is float:
-                    c[col * ldc + r] = beta * c[col * ldc + r] + _dot_f(a + r * lda, b + col * ldb, k)
-                else:
-                    c[col * ldc + r] = beta * c[col * ldc + r] + _dot_d(a + r * lda, b + col * ldb, k)
+    for col in range(n):
+        for r in range(m):
+            if floating is float:
+                c[col * ldc + r] = beta * c[col * ldc + r] + _dot_f(a + r * lda, b + col * ldb, k)
+            else:
+                c[col * ldc + r] = beta * c[col * ldc + r] + _dot_d(a + r * lda, b + col * ldb, k)
 
 
 cdef inline void _zero(floating* dst, Py_ssize_t n) noexcept nogil:
@@ -180,56 +166,29 @@ cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
 
 # ------------------------------------------------------------------------ forward pass
 
-cdef inline Py_ssize_t _panel_rows(floating* dummy) noexcept nogil:
-    """Rows of a packed panel of B (the panel GEMM's MR): two vectors of 256 bits."""
-    return 16 if floating is float else 8
-
-
-cdef inline void _put_run(floating* B, Py_ssize_t nrows, Py_ssize_t row, Py_ssize_t mr,
-                          Py_ssize_t nc, Py_ssize_t col, Py_ssize_t length,
-                          const floating* src, Py_ssize_t step, Py_ssize_t lo_u,
-                          Py_ssize_t hi_u) noexcept nogil:
-    """Store one run of a row of B: columns [col, col + length) of row `row`, zero outside
-    [lo_u, hi_u) of the run and src[(u - lo_u) * step] inside.
-
-    Layout: row-major [nrows x nc] when mr == 0; else panels of mr columns, element
-    (row, j) at ((j // mr) * nrows + row) * mr + j % mr (the panel GEMM's layout).
-    """
-    cdef floating* dst
-    cdef Py_ssize_t p = 0, piece, a, b, j
-    if mr == 0:
-        dst = B + row * nc + col
-        _zero(dst, lo_u)
-        _copy_strided(dst + lo_u, src, step, hi_u - lo_u)
-        _zero(dst + hi_u, length - hi_u)
-        return
-    while p < length:
-        j = col + p
-        piece = _min(length - p, mr - j % mr)
-        dst = B + ((j // mr) * nrows + row) * mr + j % mr
-        a = _clamp(lo_u - p, 0, piece)
-        b = _clamp(hi_u - p, a, piece)
-        _zero(dst, a)
-        _copy_strided(dst + a, src + (p + a - lo_u) * step, step, b - a)
-        _zero(dst + b, piece - b)
-        p += piece
+cdef inline void _put_run(floating* dst, const floating* src, Py_ssize_t step,
+                          Py_ssize_t lo_u, Py_ssize_t hi_u, Py_ssize_t length) noexcept nogil:
+    """dst[u] = src[(u - lo_u) * step] for lo_u <= u < hi_u, zero elsewhere in [0, length)."""
+    _zero(dst, lo_u)
+    _copy_strided(dst + lo_u, src, step, hi_u - lo_u)
+    _zero(dst + hi_u, length - hi_u)
 
 
 cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
                       Py_ssize_t in_w, const Phase3* ph, Py_ssize_t r0, Py_ssize_t nrows,
-                      const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc, Py_ssize_t mr,
+                      const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
                       floating* B) noexcept nogil:
     """B[r - r0, j] = x[ci, q(j) - m(tap)] (zero outside the input), row r = (ci, tap).
 
     IN  xg: x at (sample, first channel of the group); ph: the phase combination;
         segs: the tile's runs (_segments over the phase grid).
-    OUT B: [nrows x nc], row-major (mr == 0) or in panels of mr columns (see _put_run),
-        the last panel zero-padded.
+    OUT B: [nrows x nc], row-major.
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
     cdef Py_ssize_t r, ci, tap, md, mh, mw, k, length, i_d, i_h, iw0, lo_u, hi_u
     cdef const floating* xc
+    cdef floating* dst
     for r in range(r0, r0 + nrows):
         ci = r // nt
         tap = r - ci * nt
@@ -238,6 +197,7 @@ cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize
         mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
         xc = xg + ci * xs.c
         for k in range(nseg):
+            dst = B + (r - r0) * nc + segs[k].offset
             length = segs[k].length
             i_d = segs[k].j[0] + md
             i_h = segs[k].j[1] + mh
@@ -245,12 +205,10 @@ cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize
                 iw0 = segs[k].j[2] + mw
                 lo_u = _clamp(-iw0, 0, length)
                 hi_u = _clamp(in_w - iw0, lo_u, length)
-                _put_run(B, nrows, r - r0, mr, nc, segs[k].offset, length,
-                         xc + i_d * xs.d + i_h * xs.h + (iw0 + lo_u) * xs.w, xs.w, lo_u, hi_u)
+                _put_run(dst, xc + i_d * xs.d + i_h * xs.h + (iw0 + lo_u) * xs.w, xs.w, lo_u,
+                         hi_u, length)
             else:
-                _put_run(B, nrows, r - r0, mr, nc, segs[k].offset, length, xc, 0, 0, 0)
-        if mr != 0 and nc % mr != 0:
-            _zero(B + ((nc // mr) * nrows + r - r0) * mr + nc % mr, mr - nc % mr)
+                _zero(dst, length)
 
 
 cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t cog,
@@ -390,7 +348,7 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
     """
     cdef Py_ssize_t nseg = _segments(ph.count[1], ph.count[2], j0, nc, segs)
     cdef Py_ssize_t kc = cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
-    cdef Py_ssize_t kb0 = 0, kb, mr = _panel_rows(B)
+    cdef Py_ssize_t kb0 = 0, kb
     cdef floating beta = 0
     cdef Py_ssize_t start_d = ph.q0[0] - ph.taps[0][1]
     if cog <= direct_n and xs.w == 1:
@@ -408,7 +366,7 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
         kb0 = kc
     while kb0 < kc:
         kb = _min(kblock, kc - kb0)
-        _pack_phase(xg, xs, in_d, in_h, in_w, ph, kb0, kb, segs, nseg, nc, 0, B)
+        _pack_phase(xg, xs, in_d, in_h, in_w, ph, kb0, kb, segs, nseg, nc, B)
         # Y [cog x nc] (+)= W_phase[:, kb0:kb0+kb] @ B  (row-major)
         if floating is float:
             _panel_gemm_f(nc, cog, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR, beta, Y,
@@ -508,8 +466,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef Segment* segs
 
     with nogil, parallel(num_threads=n_threads):
-        # B holds kblock rows of ncol columns, padded to whole panels (_pack_phase).
-        B = <floating*>malloc(kblock * (ncol + 16) * sizeof(floating))
+        B = <floating*>malloc(kblock * ncol * sizeof(floating))
         Y = <floating*>malloc(cog * ncol * sizeof(floating))
         segs = <Segment*>malloc(ncol * sizeof(Segment))
         if B == NULL or Y == NULL or segs == NULL:
@@ -574,11 +531,9 @@ cdef void _pack_gather(const floating* gyg, Strides4 gs, const Gather* G, Py_ssi
             if 0 <= od < G.out[0] and 0 <= oh < G.out[1]:
                 lo_u = _clamp(first - segs[k].j[2], 0, length)
                 hi_u = _clamp(last + 1 - segs[k].j[2], lo_u, length)
-                _zero(dst, lo_u)
-                _copy_strided(dst + lo_u, gc + od * gs.d + oh * gs.h
-                              + ((segs[k].j[2] + lo_u) * G.s[2] + off_w) * gs.w,
-                              G.s[2] * gs.w, hi_u - lo_u)
-                _zero(dst + hi_u, length - hi_u)
+                _put_run(dst, gc + od * gs.d + oh * gs.h
+                         + ((segs[k].j[2] + lo_u) * G.s[2] + off_w) * gs.w, G.s[2] * gs.w,
+                         lo_u, hi_u, length)
             else:
                 _zero(dst, length)
 
@@ -605,7 +560,7 @@ cdef void _tile_io(floating* tile, floating* vol, Strides4 vs, Py_ssize_t nch,
 
 
 cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strides4 xs,
-                     const floating* wg, floating* gxg, Strides4 gxs, floating* acc,
+                     const floating* wpg, floating* gxg, Strides4 gxs, floating* acc,
                      const Gather* G, Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t j0,
                      Py_ssize_t nc, Py_ssize_t kblock, int small_n, floating* B,
                      floating* T, floating* X, Segment* segs) noexcept nogil:
@@ -620,9 +575,13 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
         kb = _min(kblock, kc - kb0)
         _pack_gather(gyg, gs, G, kb0, kb, segs, nseg, nc, B)
         if gxg != NULL:
-            # T [cig x nc] (+)= W_g[:, kb0:kb0+kb] @ B  (row-major)
-            _gemm(c'N', <int>nc, <int>cig, <int>kb, B, <int>nc, wg + kb0, <int>kc, beta, T,
-                  <int>nc, small_n)
+            # T [cig x nc] (+)= W_g[:, kb0:kb0+kb] @ B  (row-major), W_g in panels
+            if floating is float:
+                _panel_gemm_f(nc, cig, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
+                              beta, T, nc)
+            else:
+                _panel_gemm_d(nc, cig, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
+                              beta, T, nc)
         if acc != NULL:
             # acc[:, kb0:kb0+kb] += X [cig x nc] @ B^T  (row-major)
             _gemm(c'T', <int>kb, <int>cig, <int>nc, B, <int>nc, X, <int>nc, one, acc + kb0,
@@ -636,6 +595,7 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
 def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, oW]
              const floating[:, :, :, :, :] x,         # IN  [N, C_in, D, H, W]
              const floating[:, :, :, :, ::1] w,       # IN  [C_in, C_out_g, kD, kH, kW]
+             const floating[::1] wpanel,              # IN  pack_backward_weight(w)
              floating[:, :, :, :, :] gx,              # OUT [N, C_in, D, H, W] (if need_gx)
              floating[:, ::1] gw_chunks,              # OUT (n_chunks, w.size), zeroed (if need_gw)
              bint need_gx, bint need_gw, Py_ssize_t groups,
@@ -671,7 +631,8 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     cdef Py_ssize_t sgx_n = 0
     cdef const floating* gy0 = &gy[0, 0, 0, 0, 0]
     cdef const floating* x0 = &x[0, 0, 0, 0, 0]
-    cdef const floating* w0 = &w[0, 0, 0, 0, 0]
+    cdef const floating* wp0 = &wpanel[0]
+    cdef Py_ssize_t cigp = (cig + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     cdef floating* gx0 = NULL
     cdef floating* acc0 = NULL
     cdef Py_ssize_t acc_stride = 0
@@ -707,7 +668,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                 j0 = (rem - n * n_tiles) * ncol
                 _grad_item(gy0 + n * sgy_n + g * cog * gs.c, gs,
                            x0 + n * sx_n + g * cig * xs.c, xs,
-                           w0 + g * cig * kc,
+                           wp0 + g * cigp * kc,
                            gx0 + n * sgx_n + g * cig * gxs.c if gx0 != NULL else NULL, gxs,
                            acc0 + ch * acc_stride + g * cig * kc if acc0 != NULL else NULL,
                            &G, cig, cog, j0, _min(ncol, volume - j0), kblock, small_n, B,

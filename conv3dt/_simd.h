@@ -40,76 +40,9 @@
         return s[0];                                                            \
     }
 
-/* Thin matrix product, column-major like BLAS ('N', 'N'):
- *     C[j + col * ldc] = beta * C[...] + sum_r A[j + r * lda] * B[r + col * ldb]
- * for j < m, col < n, r < k, beta 0 or 1. Meant for small n (output channels): a block of
- * 2 vectors of j by CONV3DT_NR columns lives in registers while r runs over all of k, so
- * every element of A is loaded once per block of columns and C is written once. */
 #define CONV3DT_NR 6
-#define CONV3DT_THIN_GEMM(name, T, V, W)                                          \
-    typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
-    CONV3DT_CLONES static void name(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,        \
-                                    const T *restrict A, ptrdiff_t lda,          \
-                                    const T *restrict B, ptrdiff_t ldb, T beta,  \
-                                    T *restrict C, ptrdiff_t ldc) {              \
-        ptrdiff_t j = 0;                                                          \
-        for (; j + 2 * W <= m; j += 2 * W) {                                      \
-            for (ptrdiff_t col = 0; col < n; col += CONV3DT_NR) {                 \
-                ptrdiff_t nr = n - col < CONV3DT_NR ? n - col : CONV3DT_NR;       \
-                V acc[CONV3DT_NR][2];                                             \
-                for (int c = 0; c < CONV3DT_NR; c++) {                            \
-                    acc[c][0] = (V){0};                                           \
-                    acc[c][1] = (V){0};                                           \
-                }                                                                 \
-                if (nr == CONV3DT_NR) {                                           \
-                    for (ptrdiff_t r = 0; r < k; r++) {                           \
-                        V a0, a1;                                                 \
-                        __builtin_memcpy(&a0, A + r * lda + j, sizeof(V));        \
-                        __builtin_memcpy(&a1, A + r * lda + j + W, sizeof(V));    \
-                        for (int c = 0; c < CONV3DT_NR; c++) {                    \
-                            T b = B[r + (col + c) * ldb];                         \
-                            acc[c][0] += a0 * b;                                  \
-                            acc[c][1] += a1 * b;                                  \
-                        }                                                         \
-                    }                                                             \
-                } else {                                                          \
-                    for (ptrdiff_t r = 0; r < k; r++) {                           \
-                        V a0, a1;                                                 \
-                        __builtin_memcpy(&a0, A + r * lda + j, sizeof(V));        \
-                        __builtin_memcpy(&a1, A + r * lda + j + W, sizeof(V));    \
-                        for (int c = 0; c < nr; c++) {                            \
-                            T b = B[r + (col + c) * ldb];                         \
-                            acc[c][0] += a0 * b;                                  \
-                            acc[c][1] += a1 * b;                                  \
-                        }                                                         \
-                    }                                                             \
-                }                                                                 \
-                for (int c = 0; c < nr; c++) {                                    \
-                    T *dst = C + (col + c) * ldc + j;                             \
-                    if (beta != 0) {                                              \
-                        V old0, old1;                                             \
-                        __builtin_memcpy(&old0, dst, sizeof(V));                  \
-                        __builtin_memcpy(&old1, dst + W, sizeof(V));              \
-                        acc[c][0] += old0;                                        \
-                        acc[c][1] += old1;                                        \
-                    }                                                             \
-                    __builtin_memcpy(dst, &acc[c][0], sizeof(V));                 \
-                    __builtin_memcpy(dst + W, &acc[c][1], sizeof(V));             \
-                }                                                                 \
-            }                                                                     \
-        }                                                                         \
-        for (; j < m; j++)                                                        \
-            for (ptrdiff_t col = 0; col < n; col++) {                             \
-                T s = 0;                                                          \
-                for (ptrdiff_t r = 0; r < k; r++) s += A[j + r * lda] * B[r + col * ldb]; \
-                C[j + col * ldc] = (beta != 0 ? C[j + col * ldc] : 0) + s;        \
-            }                                                                     \
-    }
 
-CONV3DT_THIN_GEMM(conv3dt_thin_gemm_f, float, conv3dt_v8f, 8)
-CONV3DT_THIN_GEMM(conv3dt_thin_gemm_d, double, conv3dt_v4d, 4)
-
-/* The forward pass's matrix product, column-major like BLAS:
+/* The product of the forward pass and of grad_x, column-major like BLAS:
  *     C[j + col * ldc] = beta * C[...] + sum_r A[j + r * lda] * W(r, col),  j < m, col < n
  * A is the kernels' packed B, read in place: a block of 2 vectors of j over all r. W is
  * packed in panels of CONV3DT_NR columns, W(r, q * NR + c) at Wp[q * wps + r * NR + c],
@@ -118,6 +51,7 @@ CONV3DT_THIN_GEMM(conv3dt_thin_gemm_d, double, conv3dt_v4d, 4)
  * broadcast per element of W, and no second copy of A as a BLAS would make. beta is 0 or
  * 1. */
 #define CONV3DT_PANEL_GEMM(name, T, V, W)                                         \
+    typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
     CONV3DT_CLONES static void name(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,        \
                                     const T *restrict A, ptrdiff_t lda,          \
                                     const T *restrict Wp, ptrdiff_t wps, T beta, \

@@ -62,16 +62,43 @@ def get_num_threads():
         raise ValueError(f"{ENV_VAR} must be a positive integer, got {value!r}") from None
 
 
-@contextlib.contextmanager
-def blas_single_threaded():
-    """Limit all loaded BLAS libraries to one thread inside the block."""
+# Kernel calls in flight (from any Python thread) and the limiter that holds BLAS at one
+# thread for them: the first call to enter limits BLAS, the last to leave restores it.
+# Without the count, two overlapping calls could each save the other's limit and leave the
+# process's BLAS single-threaded for good.
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
+def _blas_controller():
     global _blas
     if _blas is None:
         from threadpoolctl import ThreadpoolController
 
         _blas = ThreadpoolController().select(user_api="blas")
-    if all(lib.num_threads == 1 for lib in _blas.lib_controllers):
+    return _blas
+
+
+@contextlib.contextmanager
+def blas_single_threaded():
+    """Limit all loaded BLAS libraries to one thread inside the block.
+
+    Safe to enter from several Python threads at once: the original limits are restored
+    when the last block exits.
+    """
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            controller = _blas_controller()
+            if not all(lib.num_threads == 1 for lib in controller.lib_controllers):
+                _blas_limiter = controller.limit(limits=1)
+        _blas_users += 1
+    try:
         yield
-        return
-    with _blas.limit(limits=1):
-        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limiter is not None:
+                limiter, _blas_limiter = _blas_limiter, None
+                limiter.restore_original_limits()

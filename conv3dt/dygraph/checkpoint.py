@@ -81,22 +81,51 @@ def save_dygraph(state_dict, model_path):
         raise
 
 
+def _read_member(archive, info):
+    """One ``.npy`` member of a checkpoint, checked before anything is allocated.
+
+    The header must describe a numeric or bool array whose size matches the member's
+    stored size, so a corrupt header cannot make the reader allocate terabytes.
+    """
+    fmt = np.lib.format
+    with archive.open(info) as f:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"entry '{info.filename}' has unsupported .npy version {version}")
+        if dtype.hasobject or dtype.kind not in "biuf":
+            raise ValueError(f"entry '{info.filename}' has non-numeric dtype {dtype}")
+        header_bytes = f.tell()
+        data_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if header_bytes + data_bytes != info.file_size:
+            raise ValueError(
+                f"entry '{info.filename}' is corrupt: its header describes {shape} {dtype} "
+                f"({data_bytes} bytes) but it holds {info.file_size - header_bytes} bytes")
+        array = np.frombuffer(f.read(data_bytes), dtype=dtype, count=int(np.prod(shape)))
+        if len(array) * dtype.itemsize != data_bytes:
+            raise ValueError(f"entry '{info.filename}' is truncated")
+    return array.reshape(shape, order="F" if fortran else "C").copy()
+
+
 def _load_npz(path):
     try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
+        if not zipfile.is_zipfile(path):
             raise ValueError("not an .npz archive")
-        with z:
-            out = {}
-            for key in z.files:
-                array = z[key]
-                if array.dtype.kind not in "biuf":
-                    raise ValueError(f"entry '{key}' has non-numeric dtype {array.dtype}")
-                out[key] = array
-            return out
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
-        # np.load raises ValueError for pickled object arrays, BadZipFile / EOFError / OSError
-        # for truncation: all mean "this is not a checkpoint we can trust".
+        out = {}
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise ValueError(f"entry '{info.filename}' is not an .npy array")
+                out[info.filename[:-4]] = _read_member(archive, info)
+        return out
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+            RuntimeError, NotImplementedError) as exc:
+        # Pickled or non-numeric entries, truncation, bad headers, unsupported compression:
+        # all mean "this is not a checkpoint we can trust". (Pickles are never unpickled:
+        # an object dtype is refused from its header.)
         raise ValueError(f"load_dygraph: cannot read {path!r}: {exc}") from exc
 
 
