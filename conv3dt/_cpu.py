@@ -126,9 +126,10 @@ def forward(plan, x, w, bias, out):
     with blas_single_threaded():
         code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
                                 *plan.stride, fill, slab, ncol, kblock, _DIRECT_COUT, n_threads)
-    # Per thread: B [kblock x ncol], Y [C_out_g x ncol] and the run table.
+    # Per thread: B [kblock x ncol], Y [C_out_g x ncol], the run table and B's row list.
     _raise_if_failed(code, "the forward pass", n_threads,
-                     (kblock + plan.c_out // plan.groups) * ncol * dtype.itemsize, ncol)
+                     (kblock + plan.c_out // plan.groups) * ncol * dtype.itemsize
+                     + kblock * np.dtype(np.intp).itemsize, ncol)
 
 
 def _weight_panels(w, groups):

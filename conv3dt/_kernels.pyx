@@ -81,12 +81,14 @@ cdef extern from "_simd.h" nogil:
     double _dot_d "conv3dt_dot_d"(const double* x, const double* y, Py_ssize_t n)
     void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                               const float* a, Py_ssize_t lda,
-                                              const float* wp, Py_ssize_t wps, float beta,
-                                              float* c, Py_ssize_t ldc)
+                                              const float* wp, Py_ssize_t wps,
+                                              const Py_ssize_t* rows, float beta, float* c,
+                                              Py_ssize_t ldc)
     void _panel_gemm_d "conv3dt_panel_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                               const double* a, Py_ssize_t lda,
-                                              const double* wp, Py_ssize_t wps, double beta,
-                                              double* c, Py_ssize_t ldc)
+                                              const double* wp, Py_ssize_t wps,
+                                              const Py_ssize_t* rows, double beta, double* c,
+                                              Py_ssize_t ldc)
 
 
 #: Output channels per panel of the forward pass's packed weight (pack_forward_weight).
@@ -174,11 +176,23 @@ cdef inline void _put_run(floating* dst, const floating* src, Py_ssize_t step,
     _zero(dst + hi_u, length - hi_u)
 
 
+cdef inline bint _row_reaches(const Phase3* ph, Py_ssize_t tap, Py_ssize_t in_d,
+                              Py_ssize_t in_h, Py_ssize_t jd_lo, Py_ssize_t jd_hi,
+                              Py_ssize_t jh_lo, Py_ssize_t jh_hi) noexcept nogil:
+    """Whether tap `tap` reads inside x for some grid row jd in [jd_lo, jd_hi] and jh in
+    [jh_lo, jh_hi]: otherwise its row of B is zero for the whole tile."""
+    cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
+    cdef Py_ssize_t md = ph.q0[0] - ph.taps[0][2 * (tap // (nth * ntw)) + 1]
+    cdef Py_ssize_t mh = ph.q0[1] - ph.taps[1][2 * ((tap // ntw) % nth) + 1]
+    return jd_hi + md >= 0 and jd_lo + md < in_d and jh_hi + mh >= 0 and jh_lo + mh < in_h
+
+
 cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
-                      Py_ssize_t in_w, const Phase3* ph, Py_ssize_t r0, Py_ssize_t nrows,
-                      const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
+                      Py_ssize_t in_w, const Phase3* ph, const Py_ssize_t* rows,
+                      Py_ssize_t nrows, const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
                       floating* B) noexcept nogil:
-    """B[r - r0, j] = x[ci, q(j) - m(tap)] (zero outside the input), row r = (ci, tap).
+    """B[i, j] = x[ci, q(j) - m(tap)] (zero outside the input) for row r = rows[i] =
+    (ci, tap) of the phase's W.
 
     IN  xg: x at (sample, first channel of the group); ph: the phase combination;
         segs: the tile's runs (_segments over the phase grid).
@@ -186,10 +200,11 @@ cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
-    cdef Py_ssize_t r, ci, tap, md, mh, mw, k, length, i_d, i_h, iw0, lo_u, hi_u
+    cdef Py_ssize_t i, r, ci, tap, md, mh, mw, k, length, i_d, i_h, iw0, lo_u, hi_u
     cdef const floating* xc
     cdef floating* dst
-    for r in range(r0, r0 + nrows):
+    for i in range(nrows):
+        r = rows[i]
         ci = r // nt
         tap = r - ci * nt
         md = ph.q0[0] - ph.taps[0][2 * (tap // (nth * ntw)) + 1]
@@ -197,7 +212,7 @@ cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize
         mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
         xc = xg + ci * xs.c
         for k in range(nseg):
-            dst = B + (r - r0) * nc + segs[k].offset
+            dst = B + i * nc + segs[k].offset
             length = segs[k].length
             i_d = segs[k].j[0] + md
             i_h = segs[k].j[1] + mh
@@ -340,7 +355,7 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
                          const floating* bias, const Phase3* ph, Py_ssize_t stride_d,
                          Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t j0,
                          Py_ssize_t nc, Py_ssize_t kblock, int direct_n, floating* B,
-                         floating* Y, Segment* segs) noexcept nogil:
+                         floating* Y, Segment* segs, Py_ssize_t* rows) noexcept nogil:
     """Grid positions [j0, j0 + nc) of one phase combination of one (sample, group).
 
     wg: the combination's weight for this group, row-major [cog x kc]; wpg: the same in
@@ -364,18 +379,29 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
               + (segs[0].j[0] * in_h + segs[0].j[1]) * in_w + segs[0].j[2], <int>xs.c, wg,
               <int>kc, beta, Y, <int>nc, 0)
         kb0 = kc
-    while kb0 < kc:
-        kb = _min(kblock, kc - kb0)
-        _pack_phase(xg, xs, in_d, in_h, in_w, ph, kb0, kb, segs, nseg, nc, B)
-        # Y [cog x nc] (+)= W_phase[:, kb0:kb0+kb] @ B  (row-major)
+    # The tile's grid rows: taps that read outside x for all of them give all-zero rows of
+    # B, which are left out (with their columns of W) instead of multiplied.
+    cdef Py_ssize_t jd_lo = segs[0].j[0], jd_hi = segs[nseg - 1].j[0]
+    cdef Py_ssize_t jh_lo = 0, jh_hi = ph.count[1] - 1
+    cdef Py_ssize_t nt = ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2], r = kb0
+    if jd_lo == jd_hi:
+        jh_lo = segs[0].j[1]
+        jh_hi = segs[nseg - 1].j[1]
+    while r < kc or kb0 == 0:
+        kb = 0
+        while r < kc and kb < kblock:
+            if _row_reaches(ph, r % nt, in_d, in_h, jd_lo, jd_hi, jh_lo, jh_hi):
+                rows[kb] = r
+                kb += 1
+            r += 1
+        _pack_phase(xg, xs, in_d, in_h, in_w, ph, rows, kb, segs, nseg, nc, B)
+        # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major)
         if floating is float:
-            _panel_gemm_f(nc, cog, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR, beta, Y,
-                          nc)
+            _panel_gemm_f(nc, cog, kb, B, nc, wpg, kc * CONV3DT_NR, rows, beta, Y, nc)
         else:
-            _panel_gemm_d(nc, cog, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR, beta, Y,
-                          nc)
+            _panel_gemm_d(nc, cog, kb, B, nc, wpg, kc * CONV3DT_NR, rows, beta, Y, nc)
         beta = 1
-        kb0 += kb
+        kb0 = kc
     _write_phase(Y, yg, ys, cog, bias, ph, stride_d, stride_h, stride_w, segs, nseg, nc)
 
 
@@ -388,7 +414,8 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                         const Py_ssize_t[:, ::1] combos, Py_ssize_t od_lo, Py_ssize_t od_hi,
                         bint fill, Py_ssize_t stride_d, Py_ssize_t stride_h,
                         Py_ssize_t stride_w, Py_ssize_t ncol, Py_ssize_t kblock, int direct_n,
-                        floating* B, floating* Y, Segment* segs) noexcept nogil:
+                        floating* B, floating* Y, Segment* segs,
+                        Py_ssize_t* rows) noexcept nogil:
     """Output depths [od_lo, od_hi) of one (sample, group), every phase combination.
 
     Working slab by slab keeps the output lines that the phases interleave in cache, and
@@ -414,7 +441,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
             _forward_chunk(xg, xs, in_d, in_h, in_w, wpack + combos[c, 3] + g * cog * kc,
                            wpanel + combos[c, 3] // cog * cogp + g * cogp * kc, yg, ys, cig,
                            cog, bias, &ph, stride_d, stride_h, stride_w, j0,
-                           _min(ncol, j_end - j0), kblock, direct_n, B, Y, segs)
+                           _min(ncol, j_end - j0), kblock, direct_n, B, Y, segs, rows)
             j0 += ncol
 
 
@@ -464,15 +491,17 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef floating* B
     cdef floating* Y
     cdef Segment* segs
+    cdef Py_ssize_t* rows
 
     with nogil, parallel(num_threads=n_threads):
         B = <floating*>malloc(kblock * ncol * sizeof(floating))
         Y = <floating*>malloc(cog * ncol * sizeof(floating))
         segs = <Segment*>malloc(ncol * sizeof(Segment))
-        if B == NULL or Y == NULL or segs == NULL:
+        rows = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
+        if B == NULL or Y == NULL or segs == NULL or rows == NULL:
             failed_ptr[0] = 1
         for it in prange(n_items, schedule='dynamic'):
-            if B == NULL or Y == NULL or segs == NULL:
+            if B == NULL or Y == NULL or segs == NULL or rows == NULL:
                 continue
             sl = it % n_slabs
             g = (it // n_slabs) % groups
@@ -481,10 +510,12 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
                           x.shape[4], w0, wp0, g, y0 + n * sy_n + g * cog * ys.c, ys, y.shape[3],
                           y.shape[4], cig, cog, b0 + g * cog if b0 != NULL else NULL, phases,
                           taps, combos, sl * slab, _min(y.shape[2], (sl + 1) * slab), fill,
-                          stride_d, stride_h, stride_w, ncol, kblock, direct_n, B, Y, segs)
+                          stride_d, stride_h, stride_w, ncol, kblock, direct_n, B, Y, segs,
+                          rows)
         free(B)
         free(Y)
         free(segs)
+        free(rows)
     return -1 if failed else 0
 
 
@@ -578,10 +609,10 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
             # T [cig x nc] (+)= W_g[:, kb0:kb0+kb] @ B  (row-major), W_g in panels
             if floating is float:
                 _panel_gemm_f(nc, cig, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
-                              beta, T, nc)
+                              NULL, beta, T, nc)
             else:
                 _panel_gemm_d(nc, cig, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
-                              beta, T, nc)
+                              NULL, beta, T, nc)
         if acc != NULL:
             # acc[:, kb0:kb0+kb] += X [cig x nc] @ B^T  (row-major)
             _gemm(c'T', <int>kb, <int>cig, <int>nc, B, <int>nc, X, <int>nc, one, acc + kb0,

@@ -49,12 +49,14 @@
  * zero-padded past n, so its broadcasts are read front to back. A register block of
  * 2 vectors x NR accumulators runs over all of k: one load per vector of A, one
  * broadcast per element of W, and no second copy of A as a BLAS would make. beta is 0 or
- * 1. */
+ * 1. rows, when not NULL, maps row r of A to row rows[r] of W: the caller packed only the
+ * rows of A that are not all zero. */
 #define CONV3DT_PANEL_GEMM(name, T, V, W)                                         \
     typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
     CONV3DT_CLONES static void name(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,        \
                                     const T *restrict A, ptrdiff_t lda,          \
-                                    const T *restrict Wp, ptrdiff_t wps, T beta, \
+                                    const T *restrict Wp, ptrdiff_t wps,         \
+                                    const ptrdiff_t *restrict rows, T beta,      \
                                     T *restrict C, ptrdiff_t ldc) {              \
         for (ptrdiff_t jb = 0; jb < m; jb += 2 * W) {                             \
             const T *a = A + jb;                                                  \
@@ -71,8 +73,9 @@
                     V a0, a1;                                                     \
                     __builtin_memcpy(&a0, a + r * lda, sizeof(V));                \
                     __builtin_memcpy(&a1, a + r * lda + W, sizeof(V));            \
+                    const T *wr = w + (rows ? rows[r] : r) * CONV3DT_NR;          \
                     for (int c = 0; c < CONV3DT_NR; c++) {                        \
-                        T b = w[r * CONV3DT_NR + c];                              \
+                        T b = wr[c];                                              \
                         acc[c][0] += a0 * b;                                      \
                         acc[c][1] += a1 * b;                                      \
                     }                                                             \
