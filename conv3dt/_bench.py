@@ -10,7 +10,6 @@ Used by ``benchmarks/bench_cpu.py`` and ``conv3dt bench``.
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -148,24 +147,38 @@ def _matmul_gflops(dtype, repeat=5):
 def workspace_mib(name, dtype, threads):
     """Peak extra memory of one forward + backward pass, in MiB, measured in a child process.
 
-    The child allocates the inputs and outputs first, then reports the growth of its peak
-    resident set during the passes: the workspace beyond inputs and outputs.
+    The child allocates the inputs first, then resets the kernel's peak resident-set mark
+    (Linux: /proc/self/clear_refs) and reports how far the peak rose during the passes,
+    less the outputs they return: the workspace beyond inputs and outputs. NaN where the
+    peak cannot be reset.
     """
     code = (
-        "import resource, numpy as np, conv3dt\n"
+        "import numpy as np, conv3dt\n"
         "from conv3dt._bench import shape_arrays\n"
         "from conv3dt.functional import conv3d_transpose, conv3d_transpose_backward\n"
+        "def status(key):\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith(key):\n"
+        "            return int(line.split()[1]) * 1024\n"
         f"conv3dt.set_num_threads({threads})\n"
         f"x, w, b, gy, kw = shape_arrays({name!r}, {dtype!r})\n"
-        "outs = [np.ones_like(a) for a in (gy, x, w, b)]\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "y = conv3d_transpose(x, w, b, **kw); del y\n"
-        "g = conv3d_transpose_backward(gy, x, w, **kw); del g\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "out_bytes = max(gy.nbytes, x.nbytes + w.nbytes + b.nbytes)\n"
-        "print(max(0.0, (after - before) * 1024 - out_bytes) / 2**20)\n"
+        "conv3d_transpose(x, w, b, **kw); conv3d_transpose_backward(gy, x, w, **kw)\n"
+        "extra = 0.0\n"
+        "for step in ('fwd', 'bwd'):\n"
+        "    open('/proc/self/clear_refs', 'w').write('5')\n"
+        "    before = status('VmRSS')\n"
+        "    out = conv3d_transpose(x, w, b, **kw) if step == 'fwd' else "
+        "conv3d_transpose_backward(gy, x, w, **kw)\n"
+        "    outs = out.nbytes if step == 'fwd' else sum(o.nbytes for o in out)\n"
+        "    extra = max(extra, status('VmHWM') - before - outs)\n"
+        "    del out\n"
+        "print(max(0.0, extra) / 2**20)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # A fixed mmap threshold makes glibc return freed blocks to the system, so the warm-up
+    # call's workspace is not still resident when the measured call starts.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env)
     if res.returncode != 0:
         return float("nan")
     return float(res.stdout.strip().splitlines()[-1])
