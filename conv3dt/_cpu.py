@@ -126,10 +126,11 @@ def forward(plan, x, w, bias, out):
     with blas_single_threaded():
         code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
                                 *plan.stride, fill, slab, ncol, kblock, _DIRECT_COUT, n_threads)
-    # Per thread: B [kblock x ncol], Y [C_out_g x ncol], the run table and B's row list.
+    # Per thread: B [kblock x ncol] (rows padded to an odd number of cache lines, at most
+    # 2 more), Y [C_out_g x ncol], the run table and B's row list.
     _raise_if_failed(code, "the forward pass", n_threads,
-                     (kblock + plan.c_out // plan.groups) * ncol * dtype.itemsize
-                     + kblock * np.dtype(np.intp).itemsize, ncol)
+                     (kblock * (ncol + 128 // dtype.itemsize) + plan.c_out // plan.groups * ncol)
+                     * dtype.itemsize + kblock * np.dtype(np.intp).itemsize, ncol)
 
 
 def _weight_panels(w, groups):
@@ -176,7 +177,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
                                  plan.groups, geometry, ncol, _kblock(kc, ncol, dtype.itemsize),
                                  n_chunks, _SMALL_CIN, n_threads)
     _raise_if_failed(code, "the backward pass", n_threads,
-                     (_kblock(kc, ncol, dtype.itemsize) + 2 * (plan.c_in // plan.groups))
-                     * ncol * dtype.itemsize, ncol)
+                     (_kblock(kc, ncol, dtype.itemsize) * (ncol + 128 // dtype.itemsize)
+                      + 2 * (plan.c_in // plan.groups) * ncol) * dtype.itemsize, ncol)
     if gw_out is not None:
         _kernels.sum_chunks(chunks, gw_out.reshape(-1), n_threads)

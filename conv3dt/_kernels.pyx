@@ -61,6 +61,15 @@ cdef inline Py_ssize_t _floordiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a // b if a >= 0 else -((-a + b - 1) // b)
 
 
+cdef inline Py_ssize_t _row_stride(Py_ssize_t nc, Py_ssize_t itemsize) noexcept nogil:
+    """Row stride (elements) of a packed block of nc columns: whole 64-byte lines, an odd
+    number of them. Rows a power of two of bytes apart would all map to the same few sets
+    of the L1 cache and evict each other while the product streams down a column."""
+    cdef Py_ssize_t per_line = 64 // itemsize
+    cdef Py_ssize_t lines = (nc + per_line - 1) // per_line
+    return (lines + 1 - lines % 2) * per_line
+
+
 cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noexcept nogil:
     cdef Strides4 s
     s.c = byte_strides[1] // itemsize
@@ -189,14 +198,14 @@ cdef inline bint _row_reaches(const Phase3* ph, Py_ssize_t tap, Py_ssize_t in_d,
 
 cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
                       Py_ssize_t in_w, const Phase3* ph, const Py_ssize_t* rows,
-                      Py_ssize_t nrows, const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
+                      Py_ssize_t nrows, const Segment* segs, Py_ssize_t nseg, Py_ssize_t ld,
                       floating* B) noexcept nogil:
     """B[i, j] = x[ci, q(j) - m(tap)] (zero outside the input) for row r = rows[i] =
     (ci, tap) of the phase's W.
 
     IN  xg: x at (sample, first channel of the group); ph: the phase combination;
         segs: the tile's runs (_segments over the phase grid).
-    OUT B: [nrows x nc], row-major.
+    OUT B: [nrows x tile columns], row-major with row stride ld.
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
@@ -212,7 +221,7 @@ cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize
         mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
         xc = xg + ci * xs.c
         for k in range(nseg):
-            dst = B + i * nc + segs[k].offset
+            dst = B + i * ld + segs[k].offset
             length = segs[k].length
             i_d = segs[k].j[0] + md
             i_h = segs[k].j[1] + mh
@@ -384,6 +393,7 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
     cdef Py_ssize_t jd_lo = segs[0].j[0], jd_hi = segs[nseg - 1].j[0]
     cdef Py_ssize_t jh_lo = 0, jh_hi = ph.count[1] - 1
     cdef Py_ssize_t nt = ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2], r = kb0
+    cdef Py_ssize_t ld = _row_stride(nc, sizeof(floating))
     if jd_lo == jd_hi:
         jh_lo = segs[0].j[1]
         jh_hi = segs[nseg - 1].j[1]
@@ -394,12 +404,12 @@ cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ss
                 rows[kb] = r
                 kb += 1
             r += 1
-        _pack_phase(xg, xs, in_d, in_h, in_w, ph, rows, kb, segs, nseg, nc, B)
+        _pack_phase(xg, xs, in_d, in_h, in_w, ph, rows, kb, segs, nseg, ld, B)
         # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major)
         if floating is float:
-            _panel_gemm_f(nc, cog, kb, B, nc, wpg, kc * CONV3DT_NR, rows, beta, Y, nc)
+            _panel_gemm_f(nc, cog, kb, B, ld, wpg, kc * CONV3DT_NR, rows, beta, Y, nc)
         else:
-            _panel_gemm_d(nc, cog, kb, B, nc, wpg, kc * CONV3DT_NR, rows, beta, Y, nc)
+            _panel_gemm_d(nc, cog, kb, B, ld, wpg, kc * CONV3DT_NR, rows, beta, Y, nc)
         beta = 1
         kb0 = kc
     _write_phase(Y, yg, ys, cog, bias, ph, stride_d, stride_h, stride_w, segs, nseg, nc)
@@ -494,7 +504,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef Py_ssize_t* rows
 
     with nogil, parallel(num_threads=n_threads):
-        B = <floating*>malloc(kblock * ncol * sizeof(floating))
+        B = <floating*>malloc(kblock * _row_stride(ncol, sizeof(floating)) * sizeof(floating))
         Y = <floating*>malloc(cog * ncol * sizeof(floating))
         segs = <Segment*>malloc(ncol * sizeof(Segment))
         rows = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
@@ -532,7 +542,7 @@ cdef struct Gather:
 
 
 cdef void _pack_gather(const floating* gyg, Strides4 gs, const Gather* G, Py_ssize_t r0,
-                       Py_ssize_t nrows, const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
+                       Py_ssize_t nrows, const Segment* segs, Py_ssize_t nseg, Py_ssize_t ld,
                        floating* B) noexcept nogil:
     """B[r - r0, j] = grad_y[co, i(j) * s + t * d - lo] (zero outside), row r = (co, t).
 
@@ -555,7 +565,7 @@ cdef void _pack_gather(const floating* gyg, Strides4 gs, const Gather* G, Py_ssi
         last = _floordiv(G.out[2] - 1 - off_w, G.s[2])
         gc = gyg + co * gs.c
         for k in range(nseg):
-            dst = B + (r - r0) * nc + segs[k].offset
+            dst = B + (r - r0) * ld + segs[k].offset
             length = segs[k].length
             od = segs[k].j[0] * G.s[0] + off_d
             oh = segs[k].j[1] * G.s[1] + off_h
@@ -600,22 +610,23 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
     cdef Py_ssize_t kb0 = 0, kb
     cdef floating beta = 0, one = 1
     cdef Py_ssize_t nseg = _segments(G.in_[1], G.in_[2], j0, nc, segs)
+    cdef Py_ssize_t ld = _row_stride(nc, sizeof(floating))
     if acc != NULL:
         _tile_io(X, <floating*>xg, xs, cig, segs, nseg, nc, True)
     while kb0 < kc:
         kb = _min(kblock, kc - kb0)
-        _pack_gather(gyg, gs, G, kb0, kb, segs, nseg, nc, B)
+        _pack_gather(gyg, gs, G, kb0, kb, segs, nseg, ld, B)
         if gxg != NULL:
             # T [cig x nc] (+)= W_g[:, kb0:kb0+kb] @ B  (row-major), W_g in panels
             if floating is float:
-                _panel_gemm_f(nc, cig, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
+                _panel_gemm_f(nc, cig, kb, B, ld, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
                               NULL, beta, T, nc)
             else:
-                _panel_gemm_d(nc, cig, kb, B, nc, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
+                _panel_gemm_d(nc, cig, kb, B, ld, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
                               NULL, beta, T, nc)
         if acc != NULL:
             # acc[:, kb0:kb0+kb] += X [cig x nc] @ B^T  (row-major)
-            _gemm(c'T', <int>kb, <int>cig, <int>nc, B, <int>nc, X, <int>nc, one, acc + kb0,
+            _gemm(c'T', <int>kb, <int>cig, <int>nc, B, <int>ld, X, <int>nc, one, acc + kb0,
                   <int>kc, small_n)
         beta = 1
         kb0 += kb
@@ -683,7 +694,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     cdef Segment* segs
 
     with nogil, parallel(num_threads=n_threads):
-        B = <floating*>malloc(kblock * ncol * sizeof(floating))
+        B = <floating*>malloc(kblock * _row_stride(ncol, sizeof(floating)) * sizeof(floating))
         T = <floating*>malloc(cig * ncol * sizeof(floating))
         X = <floating*>malloc(cig * ncol * sizeof(floating))
         segs = <Segment*>malloc(ncol * sizeof(Segment))
