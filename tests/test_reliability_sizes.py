@@ -147,3 +147,11 @@ def test_volume_over_2_31_elements():
                 expected += float(x[(0, 0) + tuple(src)]) * float(w3[(0, 0) + t])
         assert y[(0, 0) + o] == pytest.approx(expected, rel=1e-6), o
     del y
+
+
+def test_layer_with_an_impossible_kernel_is_a_memory_error():
+    import conv3dt
+
+    with conv3dt.dygraph.guard():
+        with pytest.raises(MemoryError, match="parameter .* bytes"):
+            conv3dt.dygraph.Conv3DTranspose(4, 4, filter_size=10**6)

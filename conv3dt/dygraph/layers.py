@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import _place
 from ..autograd import Parameter, Variable, unique_name
+from ..functional import _empty
 from ..initializer import Constant, Xavier
 from ..param_attr import ParamAttr
 from . import base
@@ -82,7 +83,10 @@ class Layer:
         kind = "b" if is_bias else "w"
         name = attr.name or f"{self._full_name}.{kind}_{self._param_counter[kind]}"
         self._param_counter[kind] += 1
-        param = Parameter(np.zeros(tuple(shape), dtype), name=name, trainable=attr.trainable,
+        # Sized with Python ints first: an impossible shape is a MemoryError stating it.
+        data = _empty(np, tuple(shape), dtype, f"parameter {name!r}")
+        data[...] = 0
+        param = Parameter(data, name=name, trainable=attr.trainable,
                           learning_rate=attr.learning_rate, regularizer=attr.regularizer)
         init(param)
         param._data = _place.to_place(param._data, base.current_place())
