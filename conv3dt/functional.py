@@ -146,12 +146,13 @@ def _tap_slices(plan, tap):
     return tuple(in_sl), tuple(out_sl)
 
 
-def _taps(plan):
+def _tap_pairs(plan):
+    """(tap, input slices, output slices) for every kernel tap that connects some pair."""
     kd, kh, kw = plan.kernel
-    for td in range(kd):
-        for th in range(kh):
-            for tw in range(kw):
-                yield (td, th, tw)
+    for tap in ((td, th, tw) for td in range(kd) for th in range(kh) for tw in range(kw)):
+        sl = _tap_slices(plan, tap)
+        if sl is not None:
+            yield (tap,) + sl
 
 
 def _exact_forward(plan, x, w, bias, out, xp):
@@ -165,11 +166,7 @@ def _exact_forward(plan, x, w, bias, out, xp):
     out[...] = 0
     if bias is not None:
         out += bias.reshape(1, -1, 1, 1, 1)
-    for tap in _taps(plan):
-        sl = _tap_slices(plan, tap)
-        if sl is None:
-            continue
-        (i_d, i_h, i_w), (o_d, o_h, o_w) = sl
+    for tap, (i_d, i_h, i_w), (o_d, o_h, o_w) in _tap_pairs(plan):
         for g in range(plan.groups):
             xs = x[:, g * cig:(g + 1) * cig, i_d, i_h, i_w]
             wt = w[g * cig:(g + 1) * cig, :, tap[0], tap[1], tap[2]]    # [cig, cog]
@@ -188,11 +185,7 @@ def _exact_backward(plan, gy, x, w, gx, gw, xp):
         gx[...] = 0
     if gw is not None:
         gw[...] = 0
-    for tap in _taps(plan):
-        sl = _tap_slices(plan, tap)
-        if sl is None:
-            continue
-        (i_d, i_h, i_w), (o_d, o_h, o_w) = sl
+    for tap, (i_d, i_h, i_w), (o_d, o_h, o_w) in _tap_pairs(plan):
         for g in range(plan.groups):
             gys = gy[:, g * cog:(g + 1) * cog, o_d, o_h, o_w]
             if gx is not None:
