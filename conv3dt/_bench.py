@@ -29,6 +29,7 @@ SHAPES = {
     "video_k133": (2, 32, 32, (8, 56, 56), (1, 3, 3), (1, 2, 2), (0, 1, 1), (0, 1, 1), 1, 1),
 }
 PEERS = ("torch", "paddle")
+_SETTLE_S = 0.5
 
 
 def _triple(v):
@@ -213,6 +214,10 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
             if "paddle" in peers:
                 libs.append(("paddle", _paddle_fns(x, w, b, gy, kwargs, threads)))
             for lib, (fwd, fwd_bwd) in libs:
+                # Let the previous library's idle threads stop spinning (OpenMP runtimes
+                # busy-wait for up to ~0.2 s after a parallel region) so that they do not
+                # take cores from the library being timed.
+                time.sleep(_SETTLE_S)
                 row[f"{lib}_fwd_ms"] = _median_ms(fwd, repeat)
                 row[f"{lib}_fwdbwd_ms"] = _median_ms(fwd_bwd, max(3, repeat // 2))
             if memory:
