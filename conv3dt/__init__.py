@@ -9,7 +9,7 @@
 __version__ = "0.1.0"
 
 from . import functional
-from ._kernels import OPENMP as _OPENMP
+from . import _kernels  # noqa: F401  (the compiled kernels: a broken build fails at import)
 from ._threads import get_num_threads, set_num_threads
 from .functional import conv3d_transpose, conv3d_transpose_backward
 

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 FUZZ_EXAMPLES = 300
 FUZZ_LARGE_EXAMPLES = 5000
 TARGETS = ("functional", "backward", "layer")
@@ -331,12 +330,18 @@ def _run_child(target, examples, progress_path):
 
 
 def _fuzz_in_child(target, examples, tmp_path):
+    import conv3dt
+
     progress = tmp_path / f"{target}.last"
+    # The directory holding the conv3dt under test (a checkout or site-packages), ahead of
+    # the script's own directory, so that the child imports the same package.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(conv3dt.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [ROOT, HERE] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        [package_root, HERE] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     proc = subprocess.run(
-        [sys.executable, "-X", "faulthandler", os.path.abspath(__file__), target, str(examples),
-         str(progress)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1200)
+        [sys.executable, "-X", "faulthandler", os.path.abspath(__file__), target,
+         str(examples), str(progress)], capture_output=True, text=True, env=env,
+        cwd=str(tmp_path), timeout=1200)
     last = progress.read_text() if progress.exists() else "(none)"
     assert proc.returncode == 0, (
         f"fuzzing {target} ended with exit status {proc.returncode} "
