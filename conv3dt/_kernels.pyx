@@ -1,15 +1,16 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False
-"""CPU kernels of the 3D transposed convolution (float32 and float64, OpenMP, BLAS).
+"""CPU kernels of the 3D transposed convolution (float32 and float64, OpenMP).
 
 All arrays are NCDHW typed memoryviews with arbitrary strides (an NDHWC array is passed
 as its transposed view; nothing is copied). Kernels never validate: conv3dt.functional
 resolves and checks every argument first. They return 0, or -1 when a per-thread
 workspace could not be allocated (the caller raises MemoryError).
 
-Forward pass (phase decomposition, see conv3dt._geometry): per (sample, group, phase
-combination, tile of the phase's output grid), pack the shifted input columns the phase's
-taps read into B [C_in_g * taps x tile] and compute
+Forward pass (phase decomposition, see conv3dt._geometry): a work item is a slab of output
+depths of one (sample, group); for each phase combination and tile of its output grid in
+the slab, pack the shifted input columns the phase's taps read into B
+[C_in_g * taps x tile] (leaving out rows that are zero for the whole tile) and compute
     Y [C_out_g x tile] = W_phase [C_out_g x C_in_g * taps] @ B
 then write Y (+ bias) to its strided output positions. Phases partition the output, so
 threads never write the same element. The rows of B are processed in blocks of `kblock`
@@ -23,7 +24,11 @@ sharing B. grad_w is accumulated per chunk of work items (a fixed number of chun
 does not depend on the thread count) and the chunks are summed in order, so results are
 bitwise identical for any number of threads.
 
-GEMMs are row-major products computed by column-major BLAS on transposed operands.
+Products: W_phase @ B and W_g @ B run in a register-blocked kernel of our own
+(_simd.h: the weight packed in panels, B read where it was packed; BLAS would copy B
+again); grad_w's product and the kernel == stride case (B would be a copy of x) use BLAS
+through scipy.linalg.cython_blas, row-major via the operand swap. Thin products (few
+channels) use vector loops. The caller keeps BLAS single-threaded around these calls.
 """
 
 from cython cimport floating
