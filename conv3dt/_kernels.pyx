@@ -86,6 +86,8 @@ cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noe
 
 cdef extern from "_simd.h" nogil:
     int CONV3DT_NR
+    void _zero_f "conv3dt_zero_f"(float* dst, Py_ssize_t n)
+    void _zero_d "conv3dt_zero_d"(double* dst, Py_ssize_t n)
     void _copy_f "conv3dt_copy_f"(float* dst, const float* src, Py_ssize_t step, Py_ssize_t n)
     void _copy_d "conv3dt_copy_d"(double* dst, const double* src, Py_ssize_t step,
                                   Py_ssize_t n)
@@ -137,9 +139,10 @@ cdef inline void _gemm(char transa, int m, int n, int k, const floating* a, int 
 
 
 cdef inline void _zero(floating* dst, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t u
-    for u in range(n):
-        dst[u] = 0
+    if floating is float:
+        _zero_f(dst, n)
+    else:
+        _zero_d(dst, n)
 
 
 cdef inline void _copy_strided(floating* dst, const floating* src, Py_ssize_t step,

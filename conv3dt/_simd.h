@@ -125,6 +125,18 @@ CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_d, double, conv3dt_v4d, 4)
 CONV3DT_COPY(conv3dt_copy_f, float, 8)
 CONV3DT_COPY(conv3dt_copy_d, double, 4)
 
+/* dst[u] = 0, u < n: the zero padding of the packing loops, short runs written inline. */
+#define CONV3DT_ZERO(name, T, W)                                                 \
+    static inline void name(T *restrict dst, ptrdiff_t n) {                      \
+        static const T zeros[W];                                                  \
+        ptrdiff_t u = 0;                                                          \
+        for (; u + W <= n; u += W) __builtin_memcpy(dst + u, zeros, W * sizeof(T)); \
+        for (; u < n; u++) dst[u] = 0;                                            \
+    }
+
+CONV3DT_ZERO(conv3dt_zero_f, float, 8)
+CONV3DT_ZERO(conv3dt_zero_d, double, 4)
+
 CONV3DT_AXPY(conv3dt_axpy_f, float)
 CONV3DT_AXPY(conv3dt_axpy_d, double)
 CONV3DT_DOT(conv3dt_dot_f, float)
