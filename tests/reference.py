@@ -15,7 +15,9 @@ Everything here is written independently of ``conv3dt`` (nothing is imported fro
 
 All functions work on NCDHW float64 arrays; tests transpose NDHWC data themselves.
 """
+import json
 import math
+import os
 
 import numpy as np
 
@@ -304,3 +306,15 @@ def rel_err(actual, expected):
 
 def tol_for(dtype):
     return 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
+
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                      "paddle_conv3d_transpose.npz")
+
+
+def load_golden():
+    """(cases, arrays) of the reference cases computed by PaddlePaddle (see data/)."""
+    z = np.load(GOLDEN)
+    cases = json.loads(z["cases.json"].tobytes())
+    arrays = {k: z[k] for k in z.files if k != "cases.json"}
+    return cases, arrays

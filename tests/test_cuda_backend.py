@@ -15,13 +15,14 @@ Tests named ``test_gpu_*`` run the public API on CuPy arrays; they are skipped u
 CUDA device are available. Without CuPy, a GPU array must raise a RuntimeError that says
 what to install.
 """
-import json
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from reference import load_golden
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,6 @@ from conv3dt import _cuda
 from conv3dt import functional as F
 from conv3dt._geometry import resolve
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "paddle_conv3d_transpose.npz")
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 
 
@@ -62,14 +62,7 @@ def run_backend(plan, x, w, b, gy, needs=(True, True, True), xp=np):
 # golden cases (PaddlePaddle)
 # --------------------------------------------------------------------------------------
 
-def _golden():
-    z = np.load(DATA)
-    cases = json.loads(z["cases.json"].tobytes())
-    arrays = {k: z[k] for k in z.files if k != "cases.json"}
-    return cases, arrays
-
-
-CASES, ARRAYS = _golden()
+CASES, ARRAYS = load_golden()
 
 
 def _kwargs(cfg):

@@ -12,26 +12,16 @@ sum of 108 values of ``gy`` that nearly cancel: sum|gy| = 87, sum gy = -0.043) i
 accepted when it is within tolerance of Paddle's value *or* of the exact float64 value
 computed from the same inputs; the tolerance itself is never widened.
 """
-import json
-import os
 
 import numpy as np
 import pytest
 
-from reference import (from_ncdhw, ref_backward, ref_backward_loops, ref_conv3d_transpose,
-                       rel_err, resolve, to_ncdhw, tol_for)
-
-DATA = os.path.join(os.path.dirname(__file__), "data", "paddle_conv3d_transpose.npz")
+from reference import (from_ncdhw, load_golden, ref_backward, ref_backward_loops,
+                       ref_conv3d_transpose, rel_err, resolve, to_ncdhw, tol_for)
 
 
-def _load():
-    z = np.load(DATA)
-    cases = json.loads(z["cases.json"].tobytes())
-    arrays = {k: z[k] for k in z.files if k != "cases.json"}
-    return cases, arrays
 
-
-CASES, ARRAYS = _load()
+CASES, ARRAYS = load_golden()
 CASE_IDS = [c["id"] for c in CASES]
 BY_ID = {c["id"]: c for c in CASES}
 
