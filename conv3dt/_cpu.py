@@ -2,8 +2,9 @@
 
 Arrays arrive as NCDHW views (an NDHWC array is its transposed view) of a validated
 geometry (:class:`conv3dt._geometry.Plan`); outputs are written in place. Workspace per
-thread is ``kblock * ncol + 2 * C_g * ncol`` elements: bounded by the tile sizes below,
-never by the volume.
+thread is about ``kblock * ncol + 2 * C_g * ncol`` elements, bounded by the tile sizes
+below, never by the volume; besides it, the packed weights and grad_weight's partial sums
+(at most _CHUNK_BYTES).
 """
 
 import functools
@@ -14,8 +15,9 @@ from . import _kernels
 from ._geometry import phase_tables
 from ._threads import blas_single_threaded, get_num_threads
 
-# Tile sizes: columns per GEMM tile and rows of the packed column block. B [kblock x ncol]
-# is sized to stay in the L2 cache next to the GEMM's other operand.
+# Tile sizes: columns per tile and rows of the packed column block B [kblock x ncol], sized
+# to stay in the L2 cache next to the product's other operand (measured flat from 128 KiB
+# to 2 MiB and 128 to 1024 columns; benchmarks/RESULTS.md).
 _NCOL = 512
 _B_BYTES = 512 * 1024
 # Partial grad_weight sums may use this much memory (a fixed chunk count, not a thread
@@ -28,8 +30,6 @@ _MAX_CHUNKS = 32
 # the benchmark shapes (benchmarks/RESULTS.md).
 _DIRECT_COUT = 2
 _SMALL_CIN = 8
-
-
 # Below this many multiply-adds a pass runs on one thread: waking threads costs more.
 _SERIAL_MACS = 1 << 20
 
