@@ -19,21 +19,27 @@ import conv3dt.functional as F
 from conv3dt._geometry import resolve as plan_of
 
 
-def _loop_forward(x, w, b, plan):
-    """Scalar float64 scatter over the pairs that exist (NCDHW, tiny shapes only)."""
-    x = x.astype(np.float64)
-    w = w.astype(np.float64)
-    cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
-    y = np.zeros((plan.n, plan.c_out) + plan.out_size)
+def _pairs(plan):
+    """(n, ci, group, input index, tap, output index) of every pair that exists."""
+    cig = plan.c_in // plan.groups
     for n, ci in itertools.product(range(plan.n), range(plan.c_in)):
-        g = ci // cig
         for i in np.ndindex(*plan.in_size):
             for t in np.ndindex(*plan.kernel):
                 o = tuple(i[a] * plan.stride[a] + t[a] * plan.dilation[a] - plan.pad_lo[a]
                           for a in range(3))
                 if all(0 <= o[a] < plan.out_size[a] for a in range(3)):
-                    for co in range(cog):
-                        y[(n, g * cog + co) + o] += x[(n, ci) + i] * w[(ci, co) + t]
+                    yield n, ci, ci // cig, i, t, o
+
+
+def _loop_forward(x, w, b, plan):
+    """Scalar float64 scatter over the pairs that exist (NCDHW, tiny shapes only)."""
+    x = x.astype(np.float64)
+    w = w.astype(np.float64)
+    cog = plan.c_out // plan.groups
+    y = np.zeros((plan.n, plan.c_out) + plan.out_size)
+    for n, ci, g, i, t, o in _pairs(plan):
+        for co in range(cog):
+            y[(n, g * cog + co) + o] += x[(n, ci) + i] * w[(ci, co) + t]
     if b is not None:
         y += b.astype(np.float64).reshape(1, -1, 1, 1, 1)
     return y
@@ -41,19 +47,13 @@ def _loop_forward(x, w, b, plan):
 
 def _loop_backward(gy, x, w, plan):
     gy, x, w = (a.astype(np.float64) for a in (gy, x, w))
-    cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
+    cog = plan.c_out // plan.groups
     gx, gw = np.zeros(x.shape), np.zeros(w.shape)
-    for n, ci in itertools.product(range(plan.n), range(plan.c_in)):
-        g = ci // cig
-        for i in np.ndindex(*plan.in_size):
-            for t in np.ndindex(*plan.kernel):
-                o = tuple(i[a] * plan.stride[a] + t[a] * plan.dilation[a] - plan.pad_lo[a]
-                          for a in range(3))
-                if all(0 <= o[a] < plan.out_size[a] for a in range(3)):
-                    for co in range(cog):
-                        gv = gy[(n, g * cog + co) + o]
-                        gx[(n, ci) + i] += gv * w[(ci, co) + t]
-                        gw[(ci, co) + t] += gv * x[(n, ci) + i]
+    for n, ci, g, i, t, o in _pairs(plan):
+        for co in range(cog):
+            gv = gy[(n, g * cog + co) + o]
+            gx[(n, ci) + i] += gv * w[(ci, co) + t]
+            gw[(ci, co) + t] += gv * x[(n, ci) + i]
     return gx, gw, gy.sum(axis=(0, 2, 3, 4))
 
 
