@@ -60,11 +60,52 @@ def _raise_if_failed(code, what, n_threads, elements, ncol):
 # Output bytes per forward work item (a slab of output depths): the phases interleave their
 # writes within it, so it should stay in the L2 cache.
 _SLAB_BYTES = 256 * 1024
+# The padded window of x per thread holds at most this much (whole channels; at least one).
+_WINDOW_BYTES = 4 * 1024 * 1024
+# Rows of W per product call of the forward pass: the product's 2-vector column of the
+# shifted rows (kblock x 64 bytes, less where taps share lines) then stays in the L1 cache
+# while every panel of output channels passes over it.
+_KBLOCK = 256
+
+
+def _odd_lines(elements, itemsize):
+    """elements rounded up to an odd number of 64-byte lines (see _kernels._row_stride)."""
+    per_line = 64 // itemsize
+    lines = -(-elements // per_line)
+    return (lines + 1 - lines % 2) * per_line
+
+
+def _gap(table, size):
+    """Zero rows (or columns) the window needs beside x along one axis: the farthest any
+    tap of any phase reads outside [0, size) (see _kernels._copy_window)."""
+    gap = 0
+    for _, q0, count, start, ntaps in table.phases:
+        for _, m in table.taps[start: start + ntaps]:
+            gap = max(gap, m - q0, count - 1 + q0 - m - (size - 1))
+    return int(gap)
+
+
+def _slab_depths(table, in_d, out_d, stride_d, slab):
+    """(n_slabs, 2): the input depths [lo, hi) that each slab of output depths reads."""
+    out = []
+    for od_lo in range(0, out_d, slab):
+        od_hi = min(out_d, od_lo + slab)
+        lo, hi = in_d, 0
+        for o0, q0, count, start, ntaps in table.phases:
+            jd_lo = min(max(-((o0 - od_lo) // stride_d), 0), count)
+            jd_hi = min(max(-((o0 - od_hi) // stride_d), jd_lo), count)
+            if jd_hi > jd_lo:
+                m = table.taps[start: start + ntaps, 1]
+                lo = min(lo, max(0, jd_lo + q0 - int(m.max())))
+                hi = max(hi, min(in_d, jd_hi - 1 + q0 - int(m.min()) + 1))
+        out.append((lo, max(lo, hi)))
+    return np.array(out, dtype=np.intp).reshape(-1, 2)
 
 
 @functools.lru_cache(maxsize=128)
 def _forward_schedule(plan, itemsize):
-    """Phase tables padded into arrays, phase combinations, tap destinations and tiling."""
+    """Phase tables padded into arrays, phase combinations, tap destinations, tiling and
+    the geometry of the padded window of x."""
     tables = phase_tables(plan)
     p_max = max(1, max(len(t.phases) for t in tables))
     t_max = max(1, max(len(t.taps) for t in tables))
@@ -107,30 +148,44 @@ def _forward_schedule(plan, itemsize):
     slab = max(1, _SLAB_BYTES // (row_bytes * s_d)) * s_d
     ncol = min(_NCOL, plane_max * max(1, slab // s_d))
     fill = not all(t.covers_all for t in tables) or len(combos) == 0
-    for arr in (phases, taps, combos, tap_dest):
+    # The padded window: planes of hp x wp, where a read outside x lands in a zero gap.
+    in_d, in_h, in_w = plan.in_size
+    gap_h, gap_w = _gap(tables[1], in_h), _gap(tables[2], in_w)
+    count_w = max([int(p[2]) for p in tables[2].phases] + [1])
+    hp, wp = in_h + gap_h, max(in_w + gap_w, count_w)
+    lead = gap_h * wp + gap_w
+    slab_depths = _slab_depths(tables[0], in_d, plan.out_size[0], s_d, slab)
+    depth = max(1, int((slab_depths[:, 1] - slab_depths[:, 0]).max(initial=1)))
+    cs = _odd_lines(lead + depth * hp * wp, itemsize)
+    cib = max(1, min(cig, _WINDOW_BYTES // (cs * itemsize)))
+    window = np.array([hp, wp, lead, cs, cib, cib * cs + wp + 64], dtype=np.intp)
+    for arr in (phases, taps, combos, tap_dest, slab_depths, window):
         arr.setflags(write=False)
-    return phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill, slab, ncol, kc_max
+    return (phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill, slab, ncol,
+            kc_max, slab_depths, window)
 
 
 def forward(plan, x, w, bias, out):
     """out[...] = conv3d_transpose(x, w) + bias, all NCDHW (views); w C-contiguous."""
     dtype = out.dtype
-    (phases, taps, combos, tap_dest, wsize, panel_size, fill, slab, ncol,
-     kc_max) = _forward_schedule(plan, dtype.itemsize)
+    (phases, taps, combos, tap_dest, wsize, panel_size, fill, slab, ncol, kc_max,
+     slab_depths, window) = _forward_schedule(plan, dtype.itemsize)
     n_threads = _n_threads(plan)
+    cog = plan.c_out // plan.groups
     wpack = np.empty(wsize, dtype=dtype)
     wpanel = np.zeros(panel_size, dtype=dtype)
     _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, tap_dest, n_threads)
     bias = np.empty(0, dtype=dtype) if bias is None else bias
-    kblock = _kblock(kc_max, ncol, dtype.itemsize)
-    with blas_single_threaded():
-        code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
-                                *plan.stride, fill, slab, ncol, kblock, _DIRECT_COUT, n_threads)
-    # Per thread: B [kblock x ncol] (rows padded to an odd number of cache lines, at most
-    # 2 more), Y [C_out_g x ncol], the run table and B's row list.
+    direct = cog <= _DIRECT_COUT and x.strides[4] == dtype.itemsize
+    kblock = min(kc_max, _KBLOCK)
+    code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
+                            *plan.stride, fill, slab, slab_depths, window, direct, ncol,
+                            kblock, n_threads)
+    # Per thread: the window, Y [C_out_g x max(ncol, wp)], the run table and 2 row lists.
+    window_elements = 1 if direct else int(window[5])
     _raise_if_failed(code, "the forward pass", n_threads,
-                     (kblock * (ncol + 128 // dtype.itemsize) + plan.c_out // plan.groups * ncol)
-                     * dtype.itemsize + kblock * np.dtype(np.intp).itemsize, ncol)
+                     (window_elements + cog * max(ncol, int(window[1]))) * dtype.itemsize
+                     + 2 * kblock * np.dtype(np.intp).itemsize, ncol)
 
 
 def _weight_panels(w, groups):

@@ -24,3 +24,13 @@ cdef struct Segment:
     Py_ssize_t j[3]
     Py_ssize_t length
     Py_ssize_t offset
+
+# The padded copy of x that the forward pass reads in place (see _kernels._copy_window):
+# planes of hp rows of wp elements (x's rows and columns, then zero gaps), `lead` zero
+# elements before each channel's planes, channels cs elements apart, cib channels at once.
+cdef struct Window:
+    Py_ssize_t hp
+    Py_ssize_t wp
+    Py_ssize_t lead
+    Py_ssize_t cs
+    Py_ssize_t cib

@@ -33,7 +33,7 @@ channels) use vector loops. The caller keeps BLAS single-threaded around these c
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -96,12 +96,12 @@ cdef extern from "_simd.h" nogil:
     float _dot_f "conv3dt_dot_f"(const float* x, const float* y, Py_ssize_t n)
     double _dot_d "conv3dt_dot_d"(const double* x, const double* y, Py_ssize_t n)
     void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                                              const float* a, Py_ssize_t lda,
+                                              const float* a, const Py_ssize_t* aoff,
                                               const float* wp, Py_ssize_t wps,
                                               const Py_ssize_t* rows, float beta, float* c,
                                               Py_ssize_t ldc)
     void _panel_gemm_d "conv3dt_panel_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                                              const double* a, Py_ssize_t lda,
+                                              const double* a, const Py_ssize_t* aoff,
                                               const double* wp, Py_ssize_t wps,
                                               const Py_ssize_t* rows, double beta, double* c,
                                               Py_ssize_t ldc)
@@ -193,61 +193,13 @@ cdef inline void _put_run(floating* dst, const floating* src, Py_ssize_t step,
     _zero(dst + hi_u, length - hi_u)
 
 
-cdef inline bint _row_reaches(const Phase3* ph, Py_ssize_t tap, Py_ssize_t in_d,
-                              Py_ssize_t in_h, Py_ssize_t jd_lo, Py_ssize_t jd_hi,
-                              Py_ssize_t jh_lo, Py_ssize_t jh_hi) noexcept nogil:
-    """Whether tap `tap` reads inside x for some grid row jd in [jd_lo, jd_hi] and jh in
-    [jh_lo, jh_hi]: otherwise its row of B is zero for the whole tile."""
-    cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
-    cdef Py_ssize_t md = ph.q0[0] - ph.taps[0][2 * (tap // (nth * ntw)) + 1]
-    cdef Py_ssize_t mh = ph.q0[1] - ph.taps[1][2 * ((tap // ntw) % nth) + 1]
-    return jd_hi + md >= 0 and jd_lo + md < in_d and jh_hi + mh >= 0 and jh_lo + mh < in_h
-
-
-cdef void _pack_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
-                      Py_ssize_t in_w, const Phase3* ph, const Py_ssize_t* rows,
-                      Py_ssize_t nrows, const Segment* segs, Py_ssize_t nseg, Py_ssize_t ld,
-                      floating* B) noexcept nogil:
-    """B[i, j] = x[ci, q(j) - m(tap)] (zero outside the input) for row r = rows[i] =
-    (ci, tap) of the phase's W.
-
-    IN  xg: x at (sample, first channel of the group); ph: the phase combination;
-        segs: the tile's runs (_segments over the phase grid).
-    OUT B: [nrows x tile columns], row-major with row stride ld.
-    """
-    cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
-    cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
-    cdef Py_ssize_t i, r, ci, tap, md, mh, mw, k, length, i_d, i_h, iw0, lo_u, hi_u
-    cdef const floating* xc
-    cdef floating* dst
-    for i in range(nrows):
-        r = rows[i]
-        ci = r // nt
-        tap = r - ci * nt
-        md = ph.q0[0] - ph.taps[0][2 * (tap // (nth * ntw)) + 1]
-        mh = ph.q0[1] - ph.taps[1][2 * ((tap // ntw) % nth) + 1]
-        mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
-        xc = xg + ci * xs.c
-        for k in range(nseg):
-            dst = B + i * ld + segs[k].offset
-            length = segs[k].length
-            i_d = segs[k].j[0] + md
-            i_h = segs[k].j[1] + mh
-            if 0 <= i_d < in_d and 0 <= i_h < in_h:
-                iw0 = segs[k].j[2] + mw
-                lo_u = _clamp(-iw0, 0, length)
-                hi_u = _clamp(in_w - iw0, lo_u, length)
-                _put_run(dst, xc + i_d * xs.d + i_h * xs.h + (iw0 + lo_u) * xs.w, xs.w, lo_u,
-                         hi_u, length)
-            else:
-                _zero(dst, length)
-
-
 cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t cog,
-                       const floating* bias, const Phase3* ph, Py_ssize_t stride_d,
+                       const floating* bias, bint accumulate, const Phase3* ph,
+                       Py_ssize_t stride_d,
                        Py_ssize_t stride_h, Py_ssize_t stride_w, const Segment* segs,
                        Py_ssize_t nseg, Py_ssize_t nc) noexcept nogil:
-    """y[co, o(j)] = Y[co, j] (+ bias[co]) for the phase's output positions o(j).
+    """y[co, o(j)] = Y[co, j] (+ bias[co]) for the phase's output positions o(j), or
+    y[co, o(j)] += Y[co, j] when `accumulate`.
 
     IN  Y: [cog x nc] row-major; bias: NULL or the group's first bias entry.
     OUT yg: y at (sample, first channel of the group).
@@ -263,7 +215,10 @@ cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t 
             dst = (yg + co * ys.c + (ph.o0[0] + segs[k].j[0] * stride_d) * ys.d
                    + (ph.o0[1] + segs[k].j[1] * stride_h) * ys.h
                    + (ph.o0[2] + segs[k].j[2] * stride_w) * ys.w)
-            if step == 1:
+            if accumulate:
+                for u in range(segs[k].length):
+                    dst[u * step] = dst[u * step] + src[u]
+            elif step == 1:
                 for u in range(segs[k].length):
                     dst[u] = src[u] + b
             else:
@@ -366,101 +321,161 @@ cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                             hi_u - lo_u)
 
 
-cdef void _forward_chunk(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
-                         Py_ssize_t in_w, const floating* wg, const floating* wpg,
-                         floating* yg, Strides4 ys, Py_ssize_t cig, Py_ssize_t cog,
-                         const floating* bias, const Phase3* ph, Py_ssize_t stride_d,
-                         Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t j0,
-                         Py_ssize_t nc, Py_ssize_t kblock, int direct_n, floating* B,
-                         floating* Y, Segment* segs, Py_ssize_t* rows) noexcept nogil:
-    """Grid positions [j0, j0 + nc) of one phase combination of one (sample, group).
+cdef void _copy_window(const floating* xc, Strides4 xs, Py_ssize_t d_lo, Py_ssize_t d_hi,
+                       Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t nci, const Window* win,
+                       floating* xp) noexcept nogil:
+    """Copy input depths [d_lo, d_hi) of nci channels into the padded window xp.
 
-    wg: the combination's weight for this group, row-major [cog x kc]; wpg: the same in
-    panels of CONV3DT_NR output channels (see pack_forward_weight).
+    Channel ci, depth d_lo + p, row h, column w lands at
+    xp[ci * cs + lead + (p * hp + h) * wp + w]; columns [in_w, wp) and rows [in_h, hp) of
+    every plane are zero, and so are the `lead` elements before each channel's planes
+    (zeroed when the window was allocated, never written). A read q - m that leaves x by
+    at most the gaps therefore finds a zero: left of a row, the previous row's gap; above a
+    plane, the previous plane's bottom rows or the channel's lead.
     """
-    cdef Py_ssize_t nseg = _segments(ph.count[1], ph.count[2], j0, nc, segs)
-    cdef Py_ssize_t kc = cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
-    cdef Py_ssize_t kb0 = 0, kb
+    cdef Py_ssize_t ci, p, h, plane = win.hp * win.wp
+    cdef const floating* src
+    cdef floating* dst
+    for ci in range(nci):
+        for p in range(d_hi - d_lo):
+            dst = xp + ci * win.cs + win.lead + p * plane
+            src = xc + ci * xs.c + (d_lo + p) * xs.d
+            for h in range(in_h):
+                _copy_strided(dst + h * win.wp, src + h * xs.h, xs.w, in_w)
+                _zero(dst + h * win.wp + in_w, win.wp - in_w)
+            _zero(dst + in_h * win.wp, (win.hp - in_h) * win.wp)
+
+
+cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
+                       Py_ssize_t in_d, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t c0,
+                       Py_ssize_t nci, const floating* wpg, Py_ssize_t wps, floating* yg,
+                       Strides4 ys,
+                       Py_ssize_t cog, const floating* bias, bint accumulate,
+                       const Phase3* ph, Py_ssize_t stride_d, Py_ssize_t stride_h,
+                       Py_ssize_t stride_w, Py_ssize_t jd, Py_ssize_t jh0, Py_ssize_t nrow,
+                       Py_ssize_t kblock, floating* Y, Segment* segs, Py_ssize_t* rows,
+                       Py_ssize_t* aoff) noexcept nogil:
+    """Grid rows jh0 .. jh0 + nrow - 1 of grid depth jd of one phase combination.
+
+    Tile column J = (jh - jh0) * wp + jw (jw < wp; the columns jw >= count_w are computed
+    and dropped). Row r = ci * nt + tap of the combination's W reads x[ci, q - m] at grid
+    q = (jd, jh0, 0) + J, which is the window shifted by the tap:
+    xp + lead + jh0 * wp + aoff[i], aoff[i] = ci * cs + ((jd + md - d_lo) * hp + mh) * wp + mw
+    with m* = q0 - m the tap's offsets. Rows whose reads all leave x for this tile are
+    left out. Y [cog x nc] = W[:, rows] @ B is written to the phase's outputs (added when
+    `accumulate`: a later block of input channels).
+    """
+    cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
+    cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
+    cdef Py_ssize_t kc = (c0 + nci) * nt, r = c0 * nt, kb, tap, md, mh, mw, k
+    cdef Py_ssize_t wp = win.wp, nc = (nrow - 1) * wp + ph.count[2]
+    cdef const floating* a = xp + win.lead + jh0 * wp
     cdef floating beta = 0
-    cdef Py_ssize_t start_d = ph.q0[0] - ph.taps[0][1]
-    if cog <= direct_n and xs.w == 1:
-        _direct_phase(xg, xs, in_d, in_h, in_w, ph, wg, kc, cog, segs, nseg, nc, Y)
-        kb0 = kc
-    elif (kc == cig and xs.w == 1 and xs.h == in_w and xs.d == in_h * in_w
-          and xs.c <= 0x7fffffff and ph.count[1] == in_h and ph.count[2] == in_w
-          and ph.q0[1] == ph.taps[1][1] and ph.q0[2] == ph.taps[2][1]
-          and start_d >= 0 and start_d + ph.count[0] <= in_d):
-        # One tap whose window is x itself, shifted only in depth (kernel == stride): the
-        # packed B would be a copy of x's channel rows, so BLAS reads x in place.
-        _gemm(c'N', <int>nc, <int>cog, <int>cig, xg + start_d * xs.d
-              + (segs[0].j[0] * in_h + segs[0].j[1]) * in_w + segs[0].j[2], <int>xs.c, wg,
-              <int>kc, beta, Y, <int>nc, 0)
-        kb0 = kc
-    # The tile's grid rows: taps that read outside x for all of them give all-zero rows of
-    # B, which are left out (with their columns of W) instead of multiplied.
-    cdef Py_ssize_t jd_lo = segs[0].j[0], jd_hi = segs[nseg - 1].j[0]
-    cdef Py_ssize_t jh_lo = 0, jh_hi = ph.count[1] - 1
-    cdef Py_ssize_t nt = ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2], r = kb0
-    cdef Py_ssize_t ld = _row_stride(nc, sizeof(floating))
-    if jd_lo == jd_hi:
-        jh_lo = segs[0].j[1]
-        jh_hi = segs[nseg - 1].j[1]
-    while r < kc or kb0 == 0:
+    cdef bint first = True
+    while r < kc or first:
         kb = 0
         while r < kc and kb < kblock:
-            if _row_reaches(ph, r % nt, in_d, in_h, jd_lo, jd_hi, jh_lo, jh_hi):
+            tap = r % nt
+            md = jd + ph.q0[0] - ph.taps[0][2 * (tap // (nth * ntw)) + 1]
+            mh = ph.q0[1] - ph.taps[1][2 * ((tap // ntw) % nth) + 1]
+            mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
+            if (0 <= md < in_d and jh0 + nrow - 1 + mh >= 0 and jh0 + mh < in_h
+                    and ph.count[2] - 1 + mw >= 0 and mw < in_w):
                 rows[kb] = r
+                aoff[kb] = (r // nt - c0) * win.cs + ((md - d_lo) * win.hp + mh) * wp + mw
                 kb += 1
             r += 1
-        _pack_phase(xg, xs, in_d, in_h, in_w, ph, rows, kb, segs, nseg, ld, B)
         # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major)
         if floating is float:
-            _panel_gemm_f(nc, cog, kb, B, ld, wpg, kc * CONV3DT_NR, rows, beta, Y, nc)
+            _panel_gemm_f(nc, cog, kb, a, aoff, wpg, wps, rows, beta,
+                          Y, nc)
         else:
-            _panel_gemm_d(nc, cog, kb, B, ld, wpg, kc * CONV3DT_NR, rows, beta, Y, nc)
+            _panel_gemm_d(nc, cog, kb, a, aoff, wpg, wps, rows, beta,
+                          Y, nc)
         beta = 1
-        kb0 = kc
-    _write_phase(Y, yg, ys, cog, bias, ph, stride_d, stride_h, stride_w, segs, nseg, nc)
+        first = False
+    for k in range(nrow):
+        segs[k].j[0] = jd
+        segs[k].j[1] = jh0 + k
+        segs[k].j[2] = 0
+        segs[k].length = ph.count[2]
+        segs[k].offset = k * wp
+    _write_phase(Y, yg, ys, cog, bias, accumulate, ph, stride_d, stride_h, stride_w, segs,
+                 nrow, nc)
 
 
 cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
                         Py_ssize_t in_w, const floating* wpack, const floating* wpanel,
                         Py_ssize_t g, floating* yg, Strides4 ys, Py_ssize_t out_h,
-                        Py_ssize_t out_w, Py_ssize_t cig,
-                        Py_ssize_t cog, const floating* bias,
+                        Py_ssize_t out_w, Py_ssize_t cig, Py_ssize_t cog, const floating* bias,
                         const Py_ssize_t[:, :, ::1] phases, const Py_ssize_t[:, :, ::1] taps,
                         const Py_ssize_t[:, ::1] combos, Py_ssize_t od_lo, Py_ssize_t od_hi,
-                        bint fill, Py_ssize_t stride_d, Py_ssize_t stride_h,
-                        Py_ssize_t stride_w, Py_ssize_t ncol, Py_ssize_t kblock, int direct_n,
-                        floating* B, floating* Y, Segment* segs,
-                        Py_ssize_t* rows) noexcept nogil:
+                        Py_ssize_t d_lo, Py_ssize_t d_hi, bint fill, Py_ssize_t stride_d,
+                        Py_ssize_t stride_h, Py_ssize_t stride_w, const Window* win,
+                        bint direct, Py_ssize_t ncol, Py_ssize_t kblock, floating* xp,
+                        floating* Y, Segment* segs, Py_ssize_t* rows,
+                        Py_ssize_t* aoff) noexcept nogil:
     """Output depths [od_lo, od_hi) of one (sample, group), every phase combination.
 
+    The slab reads input depths [d_lo, d_hi) of x, copied block of channels by block into
+    the padded window xp, which every tap of every combination then reads in place. With
+    `direct` (few output channels) the products accumulate straight from x instead.
     Working slab by slab keeps the output lines that the phases interleave in cache, and
     gives each thread its own output rows.
     """
     cdef Phase3 ph
-    cdef Py_ssize_t c, co, jd_lo, jd_hi, plane, j0, j_end, kc
+    cdef Py_ssize_t c, co, jd, jd_lo, jd_hi, jh0, kc, nt, c0, nci, nrow, j0, j_end
     cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
+    cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp)
     if fill:
         for co in range(cog):
             _fill_rows(yg + co * ys.c + od_lo * ys.d, ys, od_hi - od_lo, out_h, out_w,
                        bias[co] if bias != NULL else 0)
-    for c in range(combos.shape[0]):
-        _load_phase(&ph, phases, taps, combos, c)
-        # Grid rows jd whose output depth o0 + jd * stride lies in the slab.
-        jd_lo = _clamp(-_floordiv(ph.o0[0] - od_lo, stride_d), 0, ph.count[0])
-        jd_hi = _clamp(-_floordiv(ph.o0[0] - od_hi, stride_d), jd_lo, ph.count[0])
-        plane = ph.count[1] * ph.count[2]
-        kc = cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
-        j0 = jd_lo * plane
-        j_end = jd_hi * plane
-        while j0 < j_end:
-            _forward_chunk(xg, xs, in_d, in_h, in_w, wpack + combos[c, 3] + g * cog * kc,
-                           wpanel + combos[c, 3] // cog * cogp + g * cogp * kc, yg, ys, cig,
-                           cog, bias, &ph, stride_d, stride_h, stride_w, j0,
-                           _min(ncol, j_end - j0), kblock, direct_n, B, Y, segs, rows)
-            j0 += ncol
+    c0 = 0
+    while c0 < cig:
+        nci = _min(win.cib, cig - c0) if not direct else cig
+        if not direct:
+            _copy_window(xg + c0 * xs.c, xs, d_lo, d_hi, in_h, in_w, nci, win, xp)
+        for c in range(combos.shape[0]):
+            _load_phase(&ph, phases, taps, combos, c)
+            # Grid rows jd whose output depth o0 + jd * stride lies in the slab.
+            jd_lo = _clamp(-_floordiv(ph.o0[0] - od_lo, stride_d), 0, ph.count[0])
+            jd_hi = _clamp(-_floordiv(ph.o0[0] - od_hi, stride_d), jd_lo, ph.count[0])
+            nt = ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
+            kc = cig * nt
+            if direct:
+                j0 = jd_lo * ph.count[1] * ph.count[2]
+                j_end = jd_hi * ph.count[1] * ph.count[2]
+                while j0 < j_end:
+                    _direct_tile(xg, xs, in_d, in_h, in_w,
+                                 wpack + combos[c, 3] + g * cog * kc, yg, ys, cig, cog, bias,
+                                 &ph, stride_d, stride_h, stride_w, j0,
+                                 _min(ncol, j_end - j0), Y, segs)
+                    j0 += ncol
+                continue
+            for jd in range(jd_lo, jd_hi):
+                jh0 = 0
+                while jh0 < ph.count[1]:
+                    nrow = _min(rows_per_tile, ph.count[1] - jh0)
+                    _window_tile(xp, win, d_lo, in_d, in_h, in_w, c0, nci,
+                                 wpanel + combos[c, 3] // cog * cogp + g * cogp * kc,
+                                 kc * CONV3DT_NR, yg, ys, cog,
+                                 bias if c0 == 0 else NULL, c0 > 0, &ph, stride_d, stride_h,
+                                 stride_w, jd, jh0, nrow, kblock, Y, segs, rows, aoff)
+                    jh0 += nrow
+        c0 += nci
+
+
+cdef void _direct_tile(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
+                       Py_ssize_t in_w, const floating* wg, floating* yg, Strides4 ys,
+                       Py_ssize_t cig, Py_ssize_t cog, const floating* bias, const Phase3* ph,
+                       Py_ssize_t stride_d, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                       Py_ssize_t j0, Py_ssize_t nc, floating* Y, Segment* segs) noexcept nogil:
+    """Grid positions [j0, j0 + nc) of one phase combination, by _direct_phase."""
+    cdef Py_ssize_t nseg = _segments(ph.count[1], ph.count[2], j0, nc, segs)
+    _direct_phase(xg, xs, in_d, in_h, in_w, ph, wg, cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2],
+                  cog, segs, nseg, nc, Y)
+    _write_phase(Y, yg, ys, cog, bias, False, ph, stride_d, stride_h, stride_w, segs, nseg, nc)
 
 
 cdef void _fill_rows(floating* yc, Strides4 ys, Py_ssize_t od, Py_ssize_t oh,
@@ -484,11 +499,15 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             Py_ssize_t stride_d, Py_ssize_t stride_h, Py_ssize_t stride_w,
             bint fill,                               # some outputs get no tap: fill first
             Py_ssize_t slab,                         # output depths per work item
-            Py_ssize_t ncol, Py_ssize_t kblock, int direct_n, int n_threads):
+            const Py_ssize_t[:, ::1] slab_depths,    # IN  (n_slabs, 2) input depths read
+            const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, cib, elements
+            bint direct, Py_ssize_t ncol, Py_ssize_t kblock, int n_threads):
     """y = conv3d_transpose(x, w) (+ bias). Returns 0, or -1 if a workspace malloc failed.
 
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
-    of sample n, group g.
+    of sample n, group g, which read input depths slab_depths[s]. Per thread: the padded
+    window of x (`window`, see _copy_window; not with `direct`), Y [C_out_g x max(ncol,
+    wp)], ncol runs and two row lists of kblock entries.
     """
     cdef Py_ssize_t n_batch = x.shape[0], cig = x.shape[1] // groups
     cdef Py_ssize_t c_out = y.shape[1], cog = c_out // groups
@@ -503,37 +522,49 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef const floating* w0 = &wpack[0]
     cdef const floating* wp0 = &wpanel[0]
     cdef const floating* b0 = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef Window win
+    win.hp = window[0]
+    win.wp = window[1]
+    win.lead = window[2]
+    win.cs = window[3]
+    win.cib = window[4]
+    cdef Py_ssize_t xp_size = 1 if direct else window[5]
+    cdef Py_ssize_t y_cols = max(ncol, win.wp)
     cdef Py_ssize_t it, n, g, sl
     cdef int failed = 0
     cdef int* failed_ptr = &failed
-    cdef floating* B
+    cdef floating* xp
     cdef floating* Y
     cdef Segment* segs
     cdef Py_ssize_t* rows
+    cdef Py_ssize_t* aoff
 
     with nogil, parallel(num_threads=n_threads):
-        B = <floating*>malloc(kblock * _row_stride(ncol, sizeof(floating)) * sizeof(floating))
-        Y = <floating*>malloc(cog * ncol * sizeof(floating))
+        xp = <floating*>calloc(xp_size, sizeof(floating))
+        Y = <floating*>malloc(cog * y_cols * sizeof(floating))
         segs = <Segment*>malloc(ncol * sizeof(Segment))
         rows = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
-        if B == NULL or Y == NULL or segs == NULL or rows == NULL:
+        aoff = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
+        if xp == NULL or Y == NULL or segs == NULL or rows == NULL or aoff == NULL:
             failed_ptr[0] = 1
         for it in prange(n_items, schedule='dynamic'):
-            if B == NULL or Y == NULL or segs == NULL or rows == NULL:
+            if xp == NULL or Y == NULL or segs == NULL or rows == NULL or aoff == NULL:
                 continue
             sl = it % n_slabs
             g = (it // n_slabs) % groups
             n = it // (n_slabs * groups)
             _forward_slab(x0 + n * sx_n + g * cig * xs.c, xs, x.shape[2], x.shape[3],
-                          x.shape[4], w0, wp0, g, y0 + n * sy_n + g * cog * ys.c, ys, y.shape[3],
-                          y.shape[4], cig, cog, b0 + g * cog if b0 != NULL else NULL, phases,
-                          taps, combos, sl * slab, _min(y.shape[2], (sl + 1) * slab), fill,
-                          stride_d, stride_h, stride_w, ncol, kblock, direct_n, B, Y, segs,
-                          rows)
-        free(B)
+                          x.shape[4], w0, wp0, g, y0 + n * sy_n + g * cog * ys.c, ys,
+                          y.shape[3], y.shape[4], cig, cog,
+                          b0 + g * cog if b0 != NULL else NULL, phases, taps, combos,
+                          sl * slab, _min(y.shape[2], (sl + 1) * slab), slab_depths[sl, 0],
+                          slab_depths[sl, 1], fill, stride_d, stride_h, stride_w, &win,
+                          direct, ncol, kblock, xp, Y, segs, rows, aoff)
+        free(xp)
         free(Y)
         free(segs)
         free(rows)
+        free(aoff)
     return -1 if failed else 0
 
 
@@ -612,13 +643,16 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
                      const floating* wpg, floating* gxg, Strides4 gxs, floating* acc,
                      const Gather* G, Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t j0,
                      Py_ssize_t nc, Py_ssize_t kblock, int small_n, floating* B,
-                     floating* T, floating* X, Segment* segs) noexcept nogil:
+                     floating* T, floating* X, Segment* segs, Py_ssize_t* aoff) noexcept nogil:
     """One tile of input positions of one (sample, group): grad_x and/or grad_w."""
     cdef Py_ssize_t kc = cog * G.k[0] * G.k[1] * G.k[2]
     cdef Py_ssize_t kb0 = 0, kb
     cdef floating beta = 0, one = 1
     cdef Py_ssize_t nseg = _segments(G.in_[1], G.in_[2], j0, nc, segs)
     cdef Py_ssize_t ld = _row_stride(nc, sizeof(floating))
+    cdef Py_ssize_t r
+    for r in range(_min(kblock, kc)):
+        aoff[r] = r * ld
     if acc != NULL:
         _tile_io(X, <floating*>xg, xs, cig, segs, nseg, nc, True)
     while kb0 < kc:
@@ -627,10 +661,10 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
         if gxg != NULL:
             # T [cig x nc] (+)= W_g[:, kb0:kb0+kb] @ B  (row-major), W_g in panels
             if floating is float:
-                _panel_gemm_f(nc, cig, kb, B, ld, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
+                _panel_gemm_f(nc, cig, kb, B, aoff, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
                               NULL, beta, T, nc)
             else:
-                _panel_gemm_d(nc, cig, kb, B, ld, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
+                _panel_gemm_d(nc, cig, kb, B, aoff, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
                               NULL, beta, T, nc)
         if acc != NULL:
             # acc[:, kb0:kb0+kb] += X [cig x nc] @ B^T  (row-major)
@@ -700,16 +734,18 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     cdef floating* T
     cdef floating* X
     cdef Segment* segs
+    cdef Py_ssize_t* aoff
 
     with nogil, parallel(num_threads=n_threads):
         B = <floating*>malloc(kblock * _row_stride(ncol, sizeof(floating)) * sizeof(floating))
         T = <floating*>malloc(cig * ncol * sizeof(floating))
         X = <floating*>malloc(cig * ncol * sizeof(floating))
         segs = <Segment*>malloc(ncol * sizeof(Segment))
-        if B == NULL or T == NULL or X == NULL or segs == NULL:
+        aoff = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
+        if B == NULL or T == NULL or X == NULL or segs == NULL or aoff == NULL:
             failed_ptr[0] = 1
         for ch in prange(n_chunks, schedule='dynamic'):
-            if B == NULL or T == NULL or X == NULL or segs == NULL:
+            if B == NULL or T == NULL or X == NULL or segs == NULL or aoff == NULL:
                 continue
             for it in range(ch * n_items // n_chunks, (ch + 1) * n_items // n_chunks):
                 g = it // (n_batch * n_tiles)
@@ -722,8 +758,9 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                            gx0 + n * sgx_n + g * cig * gxs.c if gx0 != NULL else NULL, gxs,
                            acc0 + ch * acc_stride + g * cig * kc if acc0 != NULL else NULL,
                            &G, cig, cog, j0, _min(ncol, volume - j0), kblock, small_n, B,
-                           T, X, segs)
+                           T, X, segs, aoff)
         free(B)
+        free(aoff)
         free(T)
         free(X)
         free(segs)

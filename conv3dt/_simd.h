@@ -43,18 +43,22 @@
 #define CONV3DT_NR 6
 
 /* The product of the forward pass and of grad_x, column-major like BLAS:
- *     C[j + col * ldc] = beta * C[...] + sum_r A[j + r * lda] * W(r, col),  j < m, col < n
- * A is the kernels' packed B, read in place: a block of 2 vectors of j over all r. W is
- * packed in panels of CONV3DT_NR columns, W(r, q * NR + c) at Wp[q * wps + r * NR + c],
- * zero-padded past n, so its broadcasts are read front to back. A register block of
- * 2 vectors x NR accumulators runs over all of k: one load per vector of A, one
- * broadcast per element of W, and no second copy of A as a BLAS would make. beta is 0 or
- * 1. rows, when not NULL, maps row r of A to row rows[r] of W: the caller packed only the
- * rows of A that are not all zero. */
+ *     C[j + col * ldc] = beta * C[...] + sum_r A[aoff[r] + j] * W(rows[r], col),
+ *     j < m, col < n, r < k
+ * Row r of the left operand starts at A + aoff[r]: the rows of a packed block (aoff[r] =
+ * r * ld) or shifted windows of one padded copy of x read in place (the forward pass), so
+ * that no second copy is made as a BLAS would. W is packed in panels of CONV3DT_NR columns,
+ * W(r, q * NR + c) at Wp[q * wps + r * NR + c], zero-padded past n, so its broadcasts are
+ * read front to back; rows, when not NULL, picks the rows of W (the caller left out rows
+ * of A that are all zero), else rows[r] = r. A register block of 2 vectors x NR
+ * accumulators runs over all of k: one load per vector of A, one broadcast per element of
+ * W. Every row is read in whole vectors: up to 2 vectors - 1 elements past A[aoff[r] + m
+ * - 1] must be readable (their products are discarded). beta is 0 or 1. */
 #define CONV3DT_PANEL_GEMM(name, T, V, W)                                         \
     typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
     CONV3DT_CLONES static void name(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,        \
-                                    const T *restrict A, ptrdiff_t lda,          \
+                                    const T *restrict A,                          \
+                                    const ptrdiff_t *restrict aoff,              \
                                     const T *restrict Wp, ptrdiff_t wps,         \
                                     const ptrdiff_t *restrict rows, T beta,      \
                                     T *restrict C, ptrdiff_t ldc) {              \
@@ -71,8 +75,9 @@
                 }                                                                 \
                 for (ptrdiff_t r = 0; r < k; r++) {                               \
                     V a0, a1;                                                     \
-                    __builtin_memcpy(&a0, a + r * lda, sizeof(V));                \
-                    __builtin_memcpy(&a1, a + r * lda + W, sizeof(V));            \
+                    const T *ar = a + aoff[r];                                    \
+                    __builtin_memcpy(&a0, ar, sizeof(V));                         \
+                    __builtin_memcpy(&a1, ar + W, sizeof(V));                     \
                     const T *wr = w + (rows ? rows[r] : r) * CONV3DT_NR;          \
                     for (int c = 0; c < CONV3DT_NR; c++) {                        \
                         T b = wr[c];                                              \
