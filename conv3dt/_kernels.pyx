@@ -91,6 +91,10 @@ cdef extern from "_simd.h" nogil:
     void _copy_f "conv3dt_copy_f"(float* dst, const float* src, Py_ssize_t step, Py_ssize_t n)
     void _copy_d "conv3dt_copy_d"(double* dst, const double* src, Py_ssize_t step,
                                   Py_ssize_t n)
+    void _store_f "conv3dt_store_f"(float* dst, Py_ssize_t step, const float* src, float b,
+                                    Py_ssize_t n, int accumulate)
+    void _store_d "conv3dt_store_d"(double* dst, Py_ssize_t step, const double* src,
+                                    double b, Py_ssize_t n, int accumulate)
     void _axpy_f "conv3dt_axpy_f"(float* y, const float* x, float a, Py_ssize_t n)
     void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
     float _dot_f "conv3dt_dot_f"(const float* x, const float* y, Py_ssize_t n)
@@ -204,7 +208,7 @@ cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t 
     IN  Y: [cog x nc] row-major; bias: NULL or the group's first bias entry.
     OUT yg: y at (sample, first channel of the group).
     """
-    cdef Py_ssize_t co, k, u, step = stride_w * ys.w
+    cdef Py_ssize_t co, k, step = stride_w * ys.w
     cdef const floating* src
     cdef floating* dst
     cdef floating b
@@ -215,15 +219,10 @@ cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t 
             dst = (yg + co * ys.c + (ph.o0[0] + segs[k].j[0] * stride_d) * ys.d
                    + (ph.o0[1] + segs[k].j[1] * stride_h) * ys.h
                    + (ph.o0[2] + segs[k].j[2] * stride_w) * ys.w)
-            if accumulate:
-                for u in range(segs[k].length):
-                    dst[u * step] = dst[u * step] + src[u]
-            elif step == 1:
-                for u in range(segs[k].length):
-                    dst[u] = src[u] + b
+            if floating is float:
+                _store_f(dst, step, src, b, segs[k].length, accumulate)
             else:
-                for u in range(segs[k].length):
-                    dst[u * step] = src[u] + b
+                _store_d(dst, step, src, b, segs[k].length, accumulate)
 
 
 cdef inline void _load_phase(Phase3* ph, const Py_ssize_t[:, :, ::1] phases,
@@ -372,6 +371,8 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
     cdef const floating* a = xp + win.lead + jh0 * wp
     cdef floating beta = 0
     cdef bint first = True
+    cdef const floating* w_first
+    cdef const Py_ssize_t* w_rows
     while r < kc or first:
         kb = 0
         while r < kc and kb < kblock:
@@ -385,13 +386,17 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
                 aoff[kb] = (r // nt - c0) * win.cs + ((md - d_lo) * win.hp + mh) * wp + mw
                 kb += 1
             r += 1
-        # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major)
+        # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major); consecutive rows (no row
+        # left out) need no row list.
+        w_rows = rows
+        w_first = wpg
+        if kb > 0 and rows[kb - 1] - rows[0] == kb - 1:
+            w_rows = NULL
+            w_first = wpg + rows[0] * CONV3DT_NR
         if floating is float:
-            _panel_gemm_f(nc, cog, kb, a, aoff, wpg, wps, rows, beta,
-                          Y, nc)
+            _panel_gemm_f(nc, cog, kb, a, aoff, w_first, wps, w_rows, beta, Y, nc)
         else:
-            _panel_gemm_d(nc, cog, kb, a, aoff, wpg, wps, rows, beta,
-                          Y, nc)
+            _panel_gemm_d(nc, cog, kb, a, aoff, w_first, wps, w_rows, beta, Y, nc)
         beta = 1
         first = False
     for k in range(nrow):

@@ -54,6 +54,19 @@
  * accumulators runs over all of k: one load per vector of A, one broadcast per element of
  * W. Every row is read in whole vectors: up to 2 vectors - 1 elements past A[aoff[r] + m
  * - 1] must be readable (their products are discarded). beta is 0 or 1. */
+/* One step of the register block: acc[c][v] += A(r, vector v) * W(r, c). */
+#define CONV3DT_PANEL_STEP(T, V, W, ar, wr)                                       \
+    do {                                                                          \
+        V a0, a1;                                                                 \
+        __builtin_memcpy(&a0, (ar), sizeof(V));                                   \
+        __builtin_memcpy(&a1, (ar) + W, sizeof(V));                               \
+        for (int c = 0; c < CONV3DT_NR; c++) {                                    \
+            T b = (wr)[c];                                                        \
+            acc[c][0] += a0 * b;                                                  \
+            acc[c][1] += a1 * b;                                                  \
+        }                                                                         \
+    } while (0)
+
 #define CONV3DT_PANEL_GEMM(name, T, V, W)                                         \
     typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
     CONV3DT_CLONES static void name(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,        \
@@ -73,17 +86,15 @@
                     acc[c][0] = (V){0};                                           \
                     acc[c][1] = (V){0};                                           \
                 }                                                                 \
-                for (ptrdiff_t r = 0; r < k; r++) {                               \
-                    V a0, a1;                                                     \
-                    const T *ar = a + aoff[r];                                    \
-                    __builtin_memcpy(&a0, ar, sizeof(V));                         \
-                    __builtin_memcpy(&a1, ar + W, sizeof(V));                     \
-                    const T *wr = w + (rows ? rows[r] : r) * CONV3DT_NR;          \
-                    for (int c = 0; c < CONV3DT_NR; c++) {                        \
-                        T b = wr[c];                                              \
-                        acc[c][0] += a0 * b;                                      \
-                        acc[c][1] += a1 * b;                                      \
-                    }                                                             \
+                if (rows) {                                                       \
+                    for (ptrdiff_t r = 0; r < k; r++)                             \
+                        CONV3DT_PANEL_STEP(T, V, W, a + aoff[r],                  \
+                                           w + rows[r] * CONV3DT_NR);             \
+                } else {                                                          \
+                    _Pragma("GCC unroll 4")                                       \
+                    for (ptrdiff_t r = 0; r < k; r++)                             \
+                        CONV3DT_PANEL_STEP(T, V, W, a + aoff[r],                  \
+                                           w + r * CONV3DT_NR);                   \
                 }                                                                 \
                 for (int c = 0; c < nr; c++) {                                    \
                     T *dst = C + (cb + c) * ldc + jb;                             \
@@ -142,6 +153,23 @@ CONV3DT_COPY(conv3dt_copy_d, double, 4)
 CONV3DT_ZERO(conv3dt_zero_f, float, 8)
 CONV3DT_ZERO(conv3dt_zero_d, double, 4)
 
+/* dst[u * step] = src[u] + b, or dst[u * step] += src[u] when accumulate; u < n: the
+ * write-out of a tile of the forward pass to its (strided) output positions. */
+#define CONV3DT_STORE(name, T)                                                    \
+    static inline void name(T *restrict dst, ptrdiff_t step,                      \
+                            const T *restrict src, T b, ptrdiff_t n,              \
+                            int accumulate) {                                     \
+        if (accumulate) {                                                         \
+            for (ptrdiff_t u = 0; u < n; u++) dst[u * step] += src[u];            \
+        } else if (step == 1) {                                                   \
+            for (ptrdiff_t u = 0; u < n; u++) dst[u] = src[u] + b;                \
+        } else {                                                                  \
+            for (ptrdiff_t u = 0; u < n; u++) dst[u * step] = src[u] + b;         \
+        }                                                                         \
+    }
+
+CONV3DT_STORE(conv3dt_store_f, float)
+CONV3DT_STORE(conv3dt_store_d, double)
 CONV3DT_AXPY(conv3dt_axpy_f, float)
 CONV3DT_AXPY(conv3dt_axpy_d, double)
 CONV3DT_DOT(conv3dt_dot_f, float)
