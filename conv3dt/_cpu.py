@@ -2,9 +2,9 @@
 
 Arrays arrive as NCDHW views (an NDHWC array is its transposed view) of a validated
 geometry (:class:`conv3dt._geometry.Plan`); outputs are written in place. Workspace per
-thread is about ``kblock * ncol + 2 * C_g * ncol`` elements, bounded by the tile sizes
-below, never by the volume; besides it, the packed weights and grad_weight's partial sums
-(at most _CHUNK_BYTES).
+thread: the padded window of the input (forward) or of grad_output's residue grids
+(backward), at most _WINDOW_BYTES or one channel's window, and tiles of ncol columns;
+besides it, the packed weights and grad_weight's partial sums (at most _CHUNK_BYTES).
 """
 
 import functools
@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _kernels
 from ._geometry import phase_tables
-from ._threads import blas_single_threaded, get_num_threads
+from ._threads import get_num_threads
 
 # Tile sizes: columns per tile and rows of the packed column block B [kblock x ncol], sized
 # to stay in the L2 cache next to the product's other operand (measured flat from 128 KiB
@@ -59,7 +59,7 @@ def _raise_if_failed(code, what, n_threads, elements, ncol):
 
 # Output bytes per forward work item (a slab of output depths): the phases interleave their
 # writes within it, so it should stay in the L2 cache.
-_SLAB_BYTES = 256 * 1024
+_SLAB_BYTES = 1048576
 # The padded window of x per thread holds at most this much (whole channels; at least one).
 _WINDOW_BYTES = 4 * 1024 * 1024
 # Rows of W per product call of the forward pass: the product's 2-vector column of the
@@ -69,7 +69,9 @@ _KBLOCK = 256
 
 
 def _odd_lines(elements, itemsize):
-    """elements rounded up to an odd number of 64-byte lines (see _kernels._row_stride)."""
+    """elements rounded up to an odd number of 64-byte lines: channels a power of two of
+    bytes apart would map to the same few sets of the L1 cache and evict each other while
+    the product reads one shifted row per channel."""
     per_line = 64 // itemsize
     lines = -(-elements // per_line)
     return (lines + 1 - lines % 2) * per_line
@@ -85,8 +87,9 @@ def _gap(table, size):
     return int(gap)
 
 
-def _slab_depths(table, in_d, out_d, stride_d, slab):
-    """(n_slabs, 2): the input depths [lo, hi) that each slab of output depths reads."""
+def _slab_depths(table, in_d, out_d, stride_d, slab, margin):
+    """(n_slabs, 2): the input depths [lo, hi) that each slab of output depths reads, within
+    [-margin, in_d + margin): a tile of margin + 1 planes may read that far outside x."""
     out = []
     for od_lo in range(0, out_d, slab):
         od_hi = min(out_d, od_lo + slab)
@@ -96,8 +99,8 @@ def _slab_depths(table, in_d, out_d, stride_d, slab):
             jd_hi = min(max(-((o0 - od_hi) // stride_d), jd_lo), count)
             if jd_hi > jd_lo:
                 m = table.taps[start: start + ntaps, 1]
-                lo = min(lo, max(0, jd_lo + q0 - int(m.max())))
-                hi = max(hi, min(in_d, jd_hi - 1 + q0 - int(m.min()) + 1))
+                lo = min(lo, max(-margin, jd_lo + q0 - int(m.max())))
+                hi = max(hi, min(in_d + margin, jd_hi - 1 + q0 - int(m.min()) + 1))
         out.append((lo, max(lo, hi)))
     return np.array(out, dtype=np.intp).reshape(-1, 2)
 
@@ -117,14 +120,13 @@ def _forward_schedule(plan, itemsize):
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
     combos = []
     offset = 0
-    plane_max, kc_max = 1, 1
+    kc_max = 1
     for pd, row_d in enumerate(tables[0].phases):
         for ph, row_h in enumerate(tables[1].phases):
             for pw, row_w in enumerate(tables[2].phases):
                 ntaps = int(row_d[4] * row_h[4] * row_w[4])
                 combos.append((pd, ph, pw, offset))
                 offset += plan.groups * cog * cig * ntaps
-                plane_max = max(plane_max, int(row_h[2] * row_w[2]))
                 kc_max = max(kc_max, cig * ntaps)
     combos = np.array(combos, dtype=np.intp).reshape(-1, 4)
     # Where each kernel tap lands in the packed weight (see _kernels.pack_forward_weight).
@@ -146,15 +148,18 @@ def _forward_schedule(plan, itemsize):
     s_d = plan.stride[0]
     row_bytes = cog * plan.out_size[1] * plan.out_size[2] * itemsize
     slab = max(1, _SLAB_BYTES // (row_bytes * s_d)) * s_d
-    ncol = min(_NCOL, plane_max * max(1, slab // s_d))
+    ncol = _NCOL
     fill = not all(t.covers_all for t in tables) or len(combos) == 0
     # The padded window: planes of hp x wp, where a read outside x lands in a zero gap.
     in_d, in_h, in_w = plan.in_size
     gap_h, gap_w = _gap(tables[1], in_h), _gap(tables[2], in_w)
+    count_h = max([int(p[2]) for p in tables[1].phases] + [1])
     count_w = max([int(p[2]) for p in tables[2].phases] + [1])
-    hp, wp = in_h + gap_h, max(in_w + gap_w, count_w)
+    hp, wp = max(in_h + gap_h, count_h), max(in_w + gap_w, count_w)
     lead = gap_h * wp + gap_w
-    slab_depths = _slab_depths(tables[0], in_d, plan.out_size[0], s_d, slab)
+    planes_per_tile = max(1, ncol // (hp * wp))  # as in _kernels._forward_slab
+    slab_depths = _slab_depths(tables[0], in_d, plan.out_size[0], s_d, slab,
+                               planes_per_tile - 1)
     depth = max(1, int((slab_depths[:, 1] - slab_depths[:, 0]).max(initial=1)))
     cs = _odd_lines(lead + depth * hp * wp, itemsize)
     cib = max(1, min(cig, _WINDOW_BYTES // (cs * itemsize)))
@@ -200,6 +205,68 @@ def _weight_panels(w, groups):
         padded.reshape(groups, cigp // nr, nr, -1).transpose(0, 1, 3, 2)).reshape(-1)
 
 
+@functools.lru_cache(maxsize=128)
+def _backward_schedule(plan, itemsize):
+    """Residue grids of grad_output, the tap table and the padded window's geometry.
+
+    Per dimension, tap t reads grad_output at i * s + e_t (e_t = t * dil - lo), which is
+    (i + a_t) * s + r_t: residue grid r_t at offset a_t. Returns
+    res (n_res, 6): (r_d, r_h, r_w, cnt_d, cnt_h, cnt_w) of each residue combination used;
+    tap_table (K, 4): (residue combination, a_d, a_h, a_w) per tap; slab: input depths per
+    work item; depths (n_slabs, 2): the residue-grid depths each slab reads; window (see
+    _kernels.backward).
+    """
+    per_dim = []
+    for a in range(3):
+        e = np.arange(plan.kernel[a]) * plan.dilation[a] - plan.pad_lo[a]
+        r, off = e % plan.stride[a], e // plan.stride[a]
+        used = sorted(set(r.tolist()))
+        cnt = {v: max(0, -(-(plan.out_size[a] - v) // plan.stride[a])) for v in used}
+        per_dim.append((r, off, used, cnt))
+    (rd, ad, ud, cd), (rh, ah, uh, chh), (rw, aw, uw, cw) = per_dim
+    res = np.array([(i, j, k, cd[i], chh[j], cw[k]) for i in ud for j in uh for k in uw],
+                   dtype=np.intp).reshape(-1, 6)
+    td, th, tw = np.meshgrid(np.arange(plan.kernel[0]), np.arange(plan.kernel[1]),
+                             np.arange(plan.kernel[2]), indexing="ij")
+    td, th, tw = td.ravel(), th.ravel(), tw.ravel()
+    rho = ((np.searchsorted(ud, rd[td]) * len(uh) + np.searchsorted(uh, rh[th])) * len(uw)
+           + np.searchsorted(uw, rw[tw]))
+    tap_table = np.stack([rho, ad[td], ah[th], aw[tw]], axis=1).astype(np.intp)
+    in_d, in_h, in_w = plan.in_size
+
+    def pitch(size, offs, counts, j_space):
+        # Rows (or columns) per plane (or row): the data, a gap wide enough that every
+        # read outside the data lands on a zero, and (along w) the tile's columns.
+        p = size if j_space else 1
+        for o, c in zip(offs.tolist(), counts):
+            p = max(p, c, c - o, size + o)
+        return p
+
+    hp = pitch(in_h, ah[th], [chh[v] for v in rh[th].tolist()], True)
+    wp = pitch(in_w, aw[tw], [cw[v] for v in rw[tw].tolist()], True)
+    lead = max(0, -int(ah.min())) * wp + max(0, -int(aw.min()))
+    # Work items: slabs of whole input planes forming one tile of up to _NCOL columns (as
+    # many slabs as that takes, of equal size), or single planes tiled by rows. A tile of
+    # `slab` planes may read up to slab - 1 zero planes past either end of the grids.
+    n_slabs = -(-in_d // max(1, _NCOL // (hp * wp)))
+    slab = -(-in_d // n_slabs)
+    cnt_d = max(cd.values())
+    i = np.arange(0, in_d, slab)
+    depths = np.stack([np.maximum(-(slab - 1), i + int(ad.min())),
+                       np.minimum(cnt_d + slab - 1,
+                                  np.minimum(i + slab, in_d) - 1 + int(ad.max()) + 1)], axis=1)
+    depths[:, 1] = np.maximum(depths[:, 0], depths[:, 1])
+    depth = max(1, int((depths[:, 1] - depths[:, 0]).max()))
+    cs = _odd_lines(lead + depth * hp * wp, itemsize)
+    cog = plan.c_out // plan.groups
+    cob = max(1, min(cog, _WINDOW_BYTES // (len(res) * cs * itemsize)))
+    window = np.array([hp, wp, lead, cs, cob, cob * len(res) * cs + wp + 64], dtype=np.intp)
+    depths = np.ascontiguousarray(depths, dtype=np.intp)
+    for arr in (res, tap_table, depths, window):
+        arr.setflags(write=False)
+    return res, tap_table, slab, depths, window
+
+
 def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     """Write grad_x, grad_weight and grad_bias into the outputs that are not None.
 
@@ -211,11 +278,10 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
         _kernels.bias_grad(gy, gb_out, n_threads)
     if gx_out is None and gw_out is None:
         return
-    volume = int(np.prod(plan.in_size))
-    ncol = min(_NCOL, volume)
-    cog = plan.c_out // plan.groups
+    res, tap_table, slab, depths, window = _backward_schedule(plan, dtype.itemsize)
+    cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
     kc = cog * int(np.prod(plan.kernel))
-    n_items = plan.groups * plan.n * (-(-volume // ncol))
+    n_items = plan.groups * plan.n * len(depths)
     if gw_out is not None:
         budget = max(1, _CHUNK_BYTES // (w.size * dtype.itemsize))
         n_chunks = max(1, min(n_items, _MAX_CHUNKS, budget))
@@ -225,14 +291,16 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
         chunks = np.empty((0, 1), dtype=dtype)
     gx = gx_out if gx_out is not None else np.empty((0,) * 5, dtype=dtype)
     wpanel = _weight_panels(w, plan.groups) if gx_out is not None else np.empty(1, dtype)
-    geometry = np.array(plan.stride + plan.dilation + plan.pad_lo, dtype=np.intp)
-    with blas_single_threaded():
-        code = _kernels.backward(gy, x, w, wpanel, gx, chunks, gx_out is not None,
-                                 gw_out is not None,
-                                 plan.groups, geometry, ncol, _kblock(kc, ncol, dtype.itemsize),
-                                 n_chunks, _SMALL_CIN, n_threads)
+    kblock = min(kc, _KBLOCK)
+    code = _kernels.backward(gy, x, wpanel, gx, chunks, gx_out is not None,
+                             gw_out is not None, plan.groups,
+                             np.array(plan.stride, dtype=np.intp), res, tap_table, slab, depths,
+                             window, _NCOL, kblock, n_chunks, _SMALL_CIN, n_threads)
+    # Per thread: the window, T [C_in_g x cols], the x tile [ldx x cols] and 2 row lists.
+    cols = max(_NCOL, int(window[1]))
+    ldx = -(-cig // (64 // dtype.itemsize)) * (64 // dtype.itemsize)
     _raise_if_failed(code, "the backward pass", n_threads,
-                     (_kblock(kc, ncol, dtype.itemsize) * (ncol + 128 // dtype.itemsize)
-                      + 2 * (plan.c_in // plan.groups) * ncol) * dtype.itemsize, ncol)
+                     (int(window[5]) + (cig + ldx) * cols) * dtype.itemsize
+                     + 2 * kblock * np.dtype(np.intp).itemsize, 0)
     if gw_out is not None:
         _kernels.sum_chunks(chunks, gw_out.reshape(-1), n_threads)

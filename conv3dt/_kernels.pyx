@@ -8,34 +8,34 @@ resolves and checks every argument first. They return 0, or -1 when a per-thread
 workspace could not be allocated (the caller raises MemoryError).
 
 Forward pass (phase decomposition, see conv3dt._geometry): a work item is a slab of output
-depths of one (sample, group); for each phase combination and tile of its output grid in
-the slab, pack the shifted input columns the phase's taps read into B
-[C_in_g * taps x tile] (leaving out rows that are zero for the whole tile) and compute
-    Y [C_out_g x tile] = W_phase [C_out_g x C_in_g * taps] @ B
-then write Y (+ bias) to its strided output positions. Phases partition the output, so
-threads never write the same element. The rows of B are processed in blocks of `kblock`
-so that the workspace is bounded whatever the channel count and kernel size.
+depths of one (sample, group). It copies the input depths the slab reads into a per-thread
+window of x with zero gaps after every row and plane (_copy_window); every tap of every
+phase combination is then a shifted view of that window, read in place. Per tile of a
+combination's output grid (whole planes, or rows of one plane)
+    Y [C_out_g x tile] = W_phase [C_out_g x C_in_g * taps] @ B,   B[(ci, tap), j] = window
+is written (+ bias) to its strided output positions. Rows of B that read only zeros for the
+whole tile are left out. Phases partition the output, so threads never write the same
+element.
 
-Gradients (a strided gather of grad_output): per (group, sample, tile of input positions),
-pack B = cols(grad_out) [C_out_g * K x tile]; then
+Gradients: tap t reads grad_output at (i + a_t) * s + r_t, a shifted view of residue grid
+r_t; a work item (input depths of one sample and group) copies those grids into a padded
+window (_copy_gy_window) and, per tile of input positions,
     grad_x tile  [C_in_g x tile]         = W_g [C_in_g x C_out_g * K] @ B
     grad_w_g     [C_in_g x C_out_g * K] += X_tile [C_in_g x tile] @ B^T
-sharing B. grad_w is accumulated per chunk of work items (a fixed number of chunks that
-does not depend on the thread count) and the chunks are summed in order, so results are
-bitwise identical for any number of threads.
+with B read in place from the window. grad_w is accumulated per chunk of work items (a
+fixed number of chunks that does not depend on the thread count) and the chunks are summed
+in order, so results are bitwise identical for any number of threads.
 
-Products: W_phase @ B and W_g @ B run in a register-blocked kernel of our own
-(_simd.h: the weight packed in panels, B read where it was packed; BLAS would copy B
-again); grad_w's product and the kernel == stride case (B would be a copy of x) use BLAS
-through scipy.linalg.cython_blas, row-major via the operand swap. Thin products (few
-channels) use vector loops. The caller keeps BLAS single-threaded around these calls.
+Products: register-blocked kernels of our own (_simd.h): the left operand read in place
+through per-row offsets, the weight packed in panels. A BLAS would need B as a strided
+matrix, which the shifted views are not, and would copy it. Thin products (few channels)
+use vector loops.
 """
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
-from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cdef extern from *:
     """
@@ -66,15 +66,6 @@ cdef inline Py_ssize_t _floordiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a // b if a >= 0 else -((-a + b - 1) // b)
 
 
-cdef inline Py_ssize_t _row_stride(Py_ssize_t nc, Py_ssize_t itemsize) noexcept nogil:
-    """Row stride (elements) of a packed block of nc columns: whole 64-byte lines, an odd
-    number of them. Rows a power of two of bytes apart would all map to the same few sets
-    of the L1 cache and evict each other while the product streams down a column."""
-    cdef Py_ssize_t per_line = 64 // itemsize
-    cdef Py_ssize_t lines = (nc + per_line - 1) // per_line
-    return (lines + 1 - lines % 2) * per_line
-
-
 cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noexcept nogil:
     cdef Strides4 s
     s.c = byte_strides[1] // itemsize
@@ -95,10 +86,24 @@ cdef extern from "_simd.h" nogil:
                                     Py_ssize_t n, int accumulate)
     void _store_d "conv3dt_store_d"(double* dst, Py_ssize_t step, const double* src,
                                     double b, Py_ssize_t n, int accumulate)
+    void _wgrad_gemm_f "conv3dt_wgrad_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t nrow,
+                                              Py_ssize_t len, const Py_ssize_t* roff,
+                                              const float* xt, Py_ssize_t ldx, const float* a,
+                                              const Py_ssize_t* aoff, const Py_ssize_t* cols,
+                                              float* c, Py_ssize_t ldc)
+    void _wgrad_gemm_d "conv3dt_wgrad_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t nrow,
+                                              Py_ssize_t len, const Py_ssize_t* roff,
+                                              const double* xt, Py_ssize_t ldx, const double* a,
+                                              const Py_ssize_t* aoff, const Py_ssize_t* cols,
+                                              double* c, Py_ssize_t ldc)
+    float _dot_runs_f "conv3dt_dot_runs_f"(const float* x, const float* y,
+                                           const Py_ssize_t* yoff, Py_ssize_t nrun,
+                                           Py_ssize_t len)
+    double _dot_runs_d "conv3dt_dot_runs_d"(const double* x, const double* y,
+                                            const Py_ssize_t* yoff, Py_ssize_t nrun,
+                                            Py_ssize_t len)
     void _axpy_f "conv3dt_axpy_f"(float* y, const float* x, float a, Py_ssize_t n)
     void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
-    float _dot_f "conv3dt_dot_f"(const float* x, const float* y, Py_ssize_t n)
-    double _dot_d "conv3dt_dot_d"(const double* x, const double* y, Py_ssize_t n)
     void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                               const float* a, const Py_ssize_t* aoff,
                                               const float* wp, Py_ssize_t wps,
@@ -113,33 +118,6 @@ cdef extern from "_simd.h" nogil:
 
 #: Output channels per panel of the forward pass's packed weight (pack_forward_weight).
 PANEL_NR = CONV3DT_NR
-
-
-cdef inline void _gemm(char transa, int m, int n, int k, const floating* a, int lda,
-                       const floating* b, int ldb, floating beta, floating* c, int ldc,
-                       int small_n) noexcept nogil:
-    """Column-major C[m x n] = op(A) @ B + beta * C, op(A) = A or A^T (transa 'N'/'T').
-
-    BLAS, except for op(A) = A^T with n <= small_n: so thin a product (grad_weight of few
-    input channels) runs faster as dot products on operands already in cache.
-    """
-    cdef char no = c'N'
-    cdef floating one = 1
-    cdef Py_ssize_t r, col
-    if transa == c'N' or n > small_n:
-        if floating is float:
-            sgemm(&transa, &no, &m, &n, &k, &one, <float*>a, &lda, <float*>b, &ldb, &beta, c,
-                  &ldc)
-        else:
-            dgemm(&transa, &no, &m, &n, &k, &one, <double*>a, &lda, <double*>b, &ldb, &beta,
-                  c, &ldc)
-        return
-    for col in range(n):
-        for r in range(m):
-            if floating is float:
-                c[col * ldc + r] = beta * c[col * ldc + r] + _dot_f(a + r * lda, b + col * ldb, k)
-            else:
-                c[col * ldc + r] = beta * c[col * ldc + r] + _dot_d(a + r * lda, b + col * ldb, k)
 
 
 cdef inline void _zero(floating* dst, Py_ssize_t n) noexcept nogil:
@@ -188,14 +166,6 @@ cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
 
 
 # ------------------------------------------------------------------------ forward pass
-
-cdef inline void _put_run(floating* dst, const floating* src, Py_ssize_t step,
-                          Py_ssize_t lo_u, Py_ssize_t hi_u, Py_ssize_t length) noexcept nogil:
-    """dst[u] = src[(u - lo_u) * step] for lo_u <= u < hi_u, zero elsewhere in [0, length)."""
-    _zero(dst, lo_u)
-    _copy_strided(dst + lo_u, src, step, hi_u - lo_u)
-    _zero(dst + hi_u, length - hi_u)
-
 
 cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t cog,
                        const floating* bias, bint accumulate, const Phase3* ph,
@@ -321,9 +291,10 @@ cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
 
 
 cdef void _copy_window(const floating* xc, Strides4 xs, Py_ssize_t d_lo, Py_ssize_t d_hi,
-                       Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t nci, const Window* win,
-                       floating* xp) noexcept nogil:
-    """Copy input depths [d_lo, d_hi) of nci channels into the padded window xp.
+                       Py_ssize_t in_d, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t nci,
+                       const Window* win, floating* xp) noexcept nogil:
+    """Copy input depths [d_lo, d_hi) of nci channels into the padded window xp (depths
+    outside x, which a tile spanning several planes may read, are zero planes).
 
     Channel ci, depth d_lo + p, row h, column w lands at
     xp[ci * cs + lead + (p * hp + h) * wp + w]; columns [in_w, wp) and rows [in_h, hp) of
@@ -338,6 +309,9 @@ cdef void _copy_window(const floating* xc, Strides4 xs, Py_ssize_t d_lo, Py_ssiz
     for ci in range(nci):
         for p in range(d_hi - d_lo):
             dst = xp + ci * win.cs + win.lead + p * plane
+            if not 0 <= d_lo + p < in_d:
+                _zero(dst, plane)
+                continue
             src = xc + ci * xs.c + (d_lo + p) * xs.d
             for h in range(in_h):
                 _copy_strided(dst + h * win.wp, src + h * xs.h, xs.w, in_w)
@@ -351,23 +325,25 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
                        Strides4 ys,
                        Py_ssize_t cog, const floating* bias, bint accumulate,
                        const Phase3* ph, Py_ssize_t stride_d, Py_ssize_t stride_h,
-                       Py_ssize_t stride_w, Py_ssize_t jd, Py_ssize_t jh0, Py_ssize_t nrow,
-                       Py_ssize_t kblock, floating* Y, Segment* segs, Py_ssize_t* rows,
-                       Py_ssize_t* aoff) noexcept nogil:
-    """Grid rows jh0 .. jh0 + nrow - 1 of grid depth jd of one phase combination.
+                       Py_ssize_t stride_w, Py_ssize_t jd, Py_ssize_t npl, Py_ssize_t jh0,
+                       Py_ssize_t nrow, Py_ssize_t kblock, floating* Y, Segment* segs,
+                       Py_ssize_t* rows, Py_ssize_t* aoff) noexcept nogil:
+    """Grid rows jh0 .. jh0 + nrow - 1 of grid depths jd .. jd + npl - 1 of one phase
+    combination (npl > 1 only for whole planes: jh0 = 0, nrow = count_h).
 
-    Tile column J = (jh - jh0) * wp + jw (jw < wp; the columns jw >= count_w are computed
-    and dropped). Row r = ci * nt + tap of the combination's W reads x[ci, q - m] at grid
-    q = (jd, jh0, 0) + J, which is the window shifted by the tap:
-    xp + lead + jh0 * wp + aoff[i], aoff[i] = ci * cs + ((jd + md - d_lo) * hp + mh) * wp + mw
-    with m* = q0 - m the tap's offsets. Rows whose reads all leave x for this tile are
-    left out. Y [cog x nc] = W[:, rows] @ B is written to the phase's outputs (added when
-    `accumulate`: a later block of input channels).
+    Tile column J = (p * hp + jh - jh0) * wp + jw for depth jd + p (the columns jw >=
+    count_w and rows jh >= count_h are computed and dropped). Row r = ci * nt + tap of the
+    combination's W reads x[ci, q - m] at grid q = (jd, jh0, 0) + J, which is the window
+    shifted by the tap: xp + lead + jh0 * wp + aoff[i],
+    aoff[i] = ci * cs + ((jd + md - d_lo) * hp + mh) * wp + mw with m* = q0 - m the tap's
+    offsets. Rows whose reads all leave x for this tile are left out. Y [cog x nc] =
+    W[:, rows] @ B is written to the phase's outputs (added when `accumulate`: a later
+    block of input channels).
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
-    cdef Py_ssize_t kc = (c0 + nci) * nt, r = c0 * nt, kb, tap, md, mh, mw, k
-    cdef Py_ssize_t wp = win.wp, nc = (nrow - 1) * wp + ph.count[2]
+    cdef Py_ssize_t kc = (c0 + nci) * nt, r = c0 * nt, kb, tap, md, mh, mw, k, p
+    cdef Py_ssize_t wp = win.wp, nc = ((npl - 1) * win.hp + nrow - 1) * wp + ph.count[2]
     cdef const floating* a = xp + win.lead + jh0 * wp
     cdef floating beta = 0
     cdef bint first = True
@@ -380,7 +356,8 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
             md = jd + ph.q0[0] - ph.taps[0][2 * (tap // (nth * ntw)) + 1]
             mh = ph.q0[1] - ph.taps[1][2 * ((tap // ntw) % nth) + 1]
             mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
-            if (0 <= md < in_d and jh0 + nrow - 1 + mh >= 0 and jh0 + mh < in_h
+            if (md + npl - 1 >= 0 and md < in_d and jh0 + nrow - 1 + mh >= 0
+                    and jh0 + mh < in_h
                     and ph.count[2] - 1 + mw >= 0 and mw < in_w):
                 rows[kb] = r
                 aoff[kb] = (r // nt - c0) * win.cs + ((md - d_lo) * win.hp + mh) * wp + mw
@@ -399,14 +376,15 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
             _panel_gemm_d(nc, cog, kb, a, aoff, w_first, wps, w_rows, beta, Y, nc)
         beta = 1
         first = False
-    for k in range(nrow):
-        segs[k].j[0] = jd
-        segs[k].j[1] = jh0 + k
-        segs[k].j[2] = 0
-        segs[k].length = ph.count[2]
-        segs[k].offset = k * wp
+    for p in range(npl):
+        for k in range(nrow):
+            segs[p * nrow + k].j[0] = jd + p
+            segs[p * nrow + k].j[1] = jh0 + k
+            segs[p * nrow + k].j[2] = 0
+            segs[p * nrow + k].length = ph.count[2]
+            segs[p * nrow + k].offset = (p * win.hp + k) * wp
     _write_phase(Y, yg, ys, cog, bias, accumulate, ph, stride_d, stride_h, stride_w, segs,
-                 nrow, nc)
+                 npl * nrow, nc)
 
 
 cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
@@ -429,9 +407,10 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
     gives each thread its own output rows.
     """
     cdef Phase3 ph
-    cdef Py_ssize_t c, co, jd, jd_lo, jd_hi, jh0, kc, nt, c0, nci, nrow, j0, j_end
+    cdef Py_ssize_t c, co, jd, jd_lo, jd_hi, jh0, kc, nt, c0, nci, nrow, j0, j_end, npl
     cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp)
+    cdef Py_ssize_t planes_per_tile = max(1, ncol // (win.hp * win.wp))
     if fill:
         for co in range(cog):
             _fill_rows(yg + co * ys.c + od_lo * ys.d, ys, od_hi - od_lo, out_h, out_w,
@@ -440,7 +419,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
     while c0 < cig:
         nci = _min(win.cib, cig - c0) if not direct else cig
         if not direct:
-            _copy_window(xg + c0 * xs.c, xs, d_lo, d_hi, in_h, in_w, nci, win, xp)
+            _copy_window(xg + c0 * xs.c, xs, d_lo, d_hi, in_d, in_h, in_w, nci, win, xp)
         for c in range(combos.shape[0]):
             _load_phase(&ph, phases, taps, combos, c)
             # Grid rows jd whose output depth o0 + jd * stride lies in the slab.
@@ -458,16 +437,20 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                                  _min(ncol, j_end - j0), Y, segs)
                     j0 += ncol
                 continue
-            for jd in range(jd_lo, jd_hi):
+            jd = jd_lo
+            while jd < jd_hi:
+                # Several whole planes per tile when they fit, else rows of one plane.
+                npl = _min(planes_per_tile, jd_hi - jd)
                 jh0 = 0
                 while jh0 < ph.count[1]:
-                    nrow = _min(rows_per_tile, ph.count[1] - jh0)
+                    nrow = _min(rows_per_tile, ph.count[1] - jh0) if npl == 1 else ph.count[1]
                     _window_tile(xp, win, d_lo, in_d, in_h, in_w, c0, nci,
                                  wpanel + combos[c, 3] // cog * cogp + g * cogp * kc,
                                  kc * CONV3DT_NR, yg, ys, cog,
                                  bias if c0 == 0 else NULL, c0 > 0, &ph, stride_d, stride_h,
-                                 stride_w, jd, jh0, nrow, kblock, Y, segs, rows, aoff)
+                                 stride_w, jd, npl, jh0, nrow, kblock, Y, segs, rows, aoff)
                     jh0 += nrow
+                jd += npl
         c0 += nci
 
 
@@ -575,143 +558,203 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
 
 # -------------------------------------------------------------------------- gradients
 
-cdef struct Gather:
-    # Geometry of the gather from grad_output (per dimension d, h, w).
-    Py_ssize_t in_[3]
-    Py_ssize_t out[3]
-    Py_ssize_t k[3]
-    Py_ssize_t s[3]
-    Py_ssize_t dil[3]
-    Py_ssize_t lo[3]
+cdef void _copy_gy_window(const floating* gyc, Strides4 gs, Py_ssize_t nco,
+                          const Py_ssize_t[:, ::1] res, Py_ssize_t a_lo, Py_ssize_t a_hi,
+                          Py_ssize_t s_d, Py_ssize_t s_h, Py_ssize_t s_w, const Window* win,
+                          floating* buf) noexcept nogil:
+    """Copy the residue grids of nco channels of grad_output into the padded window.
 
-
-cdef void _pack_gather(const floating* gyg, Strides4 gs, const Gather* G, Py_ssize_t r0,
-                       Py_ssize_t nrows, const Segment* segs, Py_ssize_t nseg, Py_ssize_t ld,
-                       floating* B) noexcept nogil:
-    """B[r - r0, j] = grad_y[co, i(j) * s + t * d - lo] (zero outside), row r = (co, t).
-
-    IN  gyg: grad_output at (sample, first channel of the group); segs: the tile's runs
-        over input positions (D, H, W).
-    OUT B: [nrows x nc], row-major.
+    Residue rho = (r_d, r_h, r_w) of channel co is the subsampled grid
+    gy[co, a * s_d + r_d, b * s_h + r_h, c * s_w + r_w] (cnt_d x cnt_h x cnt_w, res[rho]);
+    its depths [a_lo, a_hi) land at
+    buf[(co * n_res + rho) * cs + lead + ((a - a_lo) * hp + b) * wp + c], with zero gaps
+    after each row and plane as in _copy_window (and zero planes outside the grid).
     """
-    cdef Py_ssize_t kk = G.k[0] * G.k[1] * G.k[2]
-    cdef Py_ssize_t r, co, t, k, length, od, oh, off_d, off_h, off_w, first, last, lo_u, hi_u
-    cdef const floating* gc
+    cdef Py_ssize_t co, rho, a, b, n_res = res.shape[0], plane = win.hp * win.wp
+    cdef Py_ssize_t cnt_h, cnt_w
+    cdef const floating* src
     cdef floating* dst
-    for r in range(r0, r0 + nrows):
-        co = r // kk
-        t = r - co * kk
-        off_d = (t // (G.k[1] * G.k[2])) * G.dil[0] - G.lo[0]
-        off_h = ((t // G.k[2]) % G.k[1]) * G.dil[1] - G.lo[1]
-        off_w = (t % G.k[2]) * G.dil[2] - G.lo[2]
-        # Input columns iw whose output ow = iw * s + off_w lies in [0, out_w).
-        first = -_floordiv(off_w, G.s[2])
-        last = _floordiv(G.out[2] - 1 - off_w, G.s[2])
-        gc = gyg + co * gs.c
-        for k in range(nseg):
-            dst = B + (r - r0) * ld + segs[k].offset
-            length = segs[k].length
-            od = segs[k].j[0] * G.s[0] + off_d
-            oh = segs[k].j[1] * G.s[1] + off_h
-            if 0 <= od < G.out[0] and 0 <= oh < G.out[1]:
-                lo_u = _clamp(first - segs[k].j[2], 0, length)
-                hi_u = _clamp(last + 1 - segs[k].j[2], lo_u, length)
-                _put_run(dst, gc + od * gs.d + oh * gs.h
-                         + ((segs[k].j[2] + lo_u) * G.s[2] + off_w) * gs.w, G.s[2] * gs.w,
-                         lo_u, hi_u, length)
+    for co in range(nco):
+        for rho in range(n_res):
+            cnt_h = res[rho, 4]
+            cnt_w = res[rho, 5]
+            for a in range(a_lo, a_hi):
+                dst = buf + (co * n_res + rho) * win.cs + win.lead + (a - a_lo) * plane
+                if not 0 <= a < res[rho, 3]:
+                    _zero(dst, plane)
+                    continue
+                src = (gyc + co * gs.c + (a * s_d + res[rho, 0]) * gs.d + res[rho, 1] * gs.h
+                       + res[rho, 2] * gs.w)
+                for b in range(cnt_h):
+                    _copy_strided(dst + b * win.wp, src + b * s_h * gs.h, s_w * gs.w, cnt_w)
+                    _zero(dst + b * win.wp + cnt_w, win.wp - cnt_w)
+                _zero(dst + cnt_h * win.wp, (win.hp - cnt_h) * win.wp)
+
+
+cdef void _pack_x_tile(const floating* xg, Strides4 xs, Py_ssize_t cig, Py_ssize_t id,
+                       Py_ssize_t npl, Py_ssize_t jh0, Py_ssize_t nrow, Py_ssize_t in_w,
+                       bint transposed, Py_ssize_t ldx, floating* X) noexcept nogil:
+    """x[ci, id + p, jh0 + q, u] of a tile (p < npl, q < nrow, u < in_w) at tile position
+    v = k * in_w + u of run k = p * nrow + q: X[v * ldx + ci] when `transposed` (for
+    _wgrad_gemm), else X[ci * npl * nrow * in_w + v]."""
+    cdef Py_ssize_t ci, k, u, nv = npl * nrow * in_w
+    cdef const floating* src
+    for ci in range(cig):
+        for k in range(npl * nrow):
+            src = xg + ci * xs.c + (id + k // nrow) * xs.d + (jh0 + k % nrow) * xs.h
+            if transposed:
+                for u in range(in_w):
+                    X[(k * in_w + u) * ldx + ci] = src[u * xs.w]
             else:
-                _zero(dst, length)
+                _copy_strided(X + ci * nv + k * in_w, src, xs.w, in_w)
 
 
-cdef void _tile_io(floating* tile, floating* vol, Strides4 vs, Py_ssize_t nch,
-                   const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
-                   bint to_tile) noexcept nogil:
-    """Copy a tile's positions of nch channels between a volume and a tile [nch x nc].
+cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
+                     const Py_ssize_t[:, ::1] res, const Py_ssize_t[:, ::1] tap_table,
+                     Py_ssize_t id, Py_ssize_t npl, Py_ssize_t a_lo, Py_ssize_t jh0,
+                     Py_ssize_t nrow, Py_ssize_t in_w, Py_ssize_t co0, Py_ssize_t nco,
+                     Py_ssize_t cig, Py_ssize_t kc, const floating* wpg, floating* T,
+                     floating* gxg, Strides4 gxs, const floating* X, Py_ssize_t ldx,
+                     floating* acc, int small_n, Py_ssize_t kblock, Py_ssize_t* rows,
+                     Py_ssize_t* aoff, Py_ssize_t* roff) noexcept nogil:
+    """Input rows jh0 .. jh0 + nrow - 1 of input depths id .. id + npl - 1 (npl > 1 only
+    for whole planes): grad_x and/or grad_w.
 
-    to_tile: tile[ch, j] = vol[ch, pos(j)]; otherwise vol[ch, pos(j)] = tile[ch, j].
+    Tile column J = (p * hp + q) * wp + u for depth id + p, row jh0 + q (the columns
+    u >= in_w and rows q >= in_h are computed and dropped for grad_x and left out of
+    grad_w's sums, which run over the npl * nrow runs roff). Row r = co * K + t of the
+    gathered grad_output reads residue tap_table[t, 0] at (id, jh0, 0) + J +
+    tap_table[t, 1:]: the window shifted, buf + lead + jh0 * wp + aoff[i]. Rows whose
+    reads all leave grad_output for this tile are left out.
+        grad_x tile [cig x nc] (+)= W_g[:, rows] @ B      (T; written to gxg)
+        acc [cig x kc][:, rows] += X_tile @ B^T            (valid columns only)
     """
-    cdef Py_ssize_t ch, k, u
-    cdef floating* v
-    cdef floating* t
-    for ch in range(nch):
-        for k in range(nseg):
-            v = vol + ch * vs.c + segs[k].j[0] * vs.d + segs[k].j[1] * vs.h + segs[k].j[2] * vs.w
-            t = tile + ch * nc + segs[k].offset
-            if to_tile:
-                _copy_strided(t, v, vs.w, segs[k].length)
+    cdef Py_ssize_t K = tap_table.shape[0]
+    cdef Py_ssize_t wp = win.wp, nc = ((npl - 1) * win.hp + nrow - 1) * wp + in_w
+    cdef Py_ssize_t nrun = npl * nrow
+    cdef Py_ssize_t r = co0 * K, r_end = (co0 + nco) * K, kb, co, t, rho, ad, ah, aw, i, ci, k
+    cdef const floating* a = buf + win.lead + jh0 * wp
+    cdef const floating* w_first
+    cdef const Py_ssize_t* w_rows
+    cdef floating beta = 0
+    cdef bint first = True
+    for k in range(nrun):
+        roff[k] = ((k // nrow) * win.hp + k % nrow) * wp
+    while r < r_end or first:
+        kb = 0
+        while r < r_end and kb < kblock:
+            co = r // K
+            t = r - co * K
+            rho = tap_table[t, 0]
+            ad = id + tap_table[t, 1]
+            ah = tap_table[t, 2]
+            aw = tap_table[t, 3]
+            if (ad + npl - 1 >= 0 and ad < res[rho, 3] and jh0 + nrow - 1 + ah >= 0
+                    and jh0 + ah < res[rho, 4]
+                    and in_w - 1 + aw >= 0 and aw < res[rho, 5]):
+                rows[kb] = r
+                aoff[kb] = ((co - co0) * n_res + rho) * win.cs + ((ad - a_lo) * win.hp + ah) * wp + aw
+                kb += 1
+            r += 1
+        if gxg != NULL:
+            # T [cig x nc] (+)= W_g[:, rows] @ B  (row-major), W_g in panels
+            w_rows = rows
+            w_first = wpg
+            if kb > 0 and rows[kb - 1] - rows[0] == kb - 1:
+                w_rows = NULL
+                w_first = wpg + rows[0] * CONV3DT_NR
+            if floating is float:
+                _panel_gemm_f(nc, cig, kb, a, aoff, w_first, kc * CONV3DT_NR, w_rows, beta, T, nc)
             else:
-                for u in range(segs[k].length):
-                    v[u * vs.w] = t[u]
+                _panel_gemm_d(nc, cig, kb, a, aoff, w_first, kc * CONV3DT_NR, w_rows, beta, T, nc)
+        if acc != NULL:
+            if cig <= small_n:
+                for i in range(kb):
+                    for ci in range(cig):
+                        if floating is float:
+                            acc[ci * kc + rows[i]] += _dot_runs_f(X + ci * nrun * in_w,
+                                                                  a + aoff[i], roff, nrun, in_w)
+                        else:
+                            acc[ci * kc + rows[i]] += _dot_runs_d(X + ci * nrun * in_w,
+                                                                  a + aoff[i], roff, nrun, in_w)
+            elif floating is float:
+                _wgrad_gemm_f(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, kc)
+            else:
+                _wgrad_gemm_d(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, kc)
+        beta = 1
+        first = False
+    if gxg != NULL:
+        for ci in range(cig):
+            for k in range(nrun):
+                if floating is float:
+                    _store_f(gxg + ci * gxs.c + (id + k // nrow) * gxs.d
+                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nc + roff[k], 0, in_w,
+                             co0 > 0)
+                else:
+                    _store_d(gxg + ci * gxs.c + (id + k // nrow) * gxs.d
+                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nc + roff[k], 0, in_w,
+                             co0 > 0)
 
 
 cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strides4 xs,
-                     const floating* wpg, floating* gxg, Strides4 gxs, floating* acc,
-                     const Gather* G, Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t j0,
-                     Py_ssize_t nc, Py_ssize_t kblock, int small_n, floating* B,
-                     floating* T, floating* X, Segment* segs, Py_ssize_t* aoff) noexcept nogil:
-    """One tile of input positions of one (sample, group): grad_x and/or grad_w."""
-    cdef Py_ssize_t kc = cog * G.k[0] * G.k[1] * G.k[2]
-    cdef Py_ssize_t kb0 = 0, kb
-    cdef floating beta = 0, one = 1
-    cdef Py_ssize_t nseg = _segments(G.in_[1], G.in_[2], j0, nc, segs)
-    cdef Py_ssize_t ld = _row_stride(nc, sizeof(floating))
-    cdef Py_ssize_t r
-    for r in range(_min(kblock, kc)):
-        aoff[r] = r * ld
-    if acc != NULL:
-        _tile_io(X, <floating*>xg, xs, cig, segs, nseg, nc, True)
-    while kb0 < kc:
-        kb = _min(kblock, kc - kb0)
-        _pack_gather(gyg, gs, G, kb0, kb, segs, nseg, ld, B)
-        if gxg != NULL:
-            # T [cig x nc] (+)= W_g[:, kb0:kb0+kb] @ B  (row-major), W_g in panels
-            if floating is float:
-                _panel_gemm_f(nc, cig, kb, B, aoff, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
-                              NULL, beta, T, nc)
-            else:
-                _panel_gemm_d(nc, cig, kb, B, aoff, wpg + kb0 * CONV3DT_NR, kc * CONV3DT_NR,
-                              NULL, beta, T, nc)
-        if acc != NULL:
-            # acc[:, kb0:kb0+kb] += X [cig x nc] @ B^T  (row-major)
-            _gemm(c'T', <int>kb, <int>cig, <int>nc, B, <int>ld, X, <int>nc, one, acc + kb0,
-                  <int>kc, small_n)
-        beta = 1
-        kb0 += kb
-    if gxg != NULL:
-        _tile_io(T, gxg, gxs, cig, segs, nseg, nc, False)
+                     Py_ssize_t in_h, Py_ssize_t in_w, const floating* wpg, floating* gxg,
+                     Strides4 gxs, floating* acc, const Window* win,
+                     const Py_ssize_t[:, ::1] res, const Py_ssize_t[:, ::1] tap_table,
+                     const Py_ssize_t* stride, Py_ssize_t id, Py_ssize_t npl,
+                     Py_ssize_t a_lo, Py_ssize_t a_hi, Py_ssize_t cig, Py_ssize_t cog,
+                     Py_ssize_t ncol, Py_ssize_t kblock, int small_n, floating* buf,
+                     floating* T, floating* X, Py_ssize_t ldx, Py_ssize_t* rows,
+                     Py_ssize_t* aoff, Py_ssize_t* roff) noexcept nogil:
+    """Input depths [id, id + npl) of one (sample, group): grad_x and/or grad_w (acc,
+    [cig x kc]). Several planes form one tile; a single plane is tiled by rows."""
+    cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
+    cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp)
+    cdef Py_ssize_t planes_per_tile = max(1, ncol // (win.hp * win.wp)), co0 = 0, nco, jh0, nrow
+    while co0 < cog:
+        nco = _min(win.cib, cog - co0)
+        _copy_gy_window(gyg + co0 * gs.c, gs, nco, res, a_lo, a_hi, stride[0], stride[1],
+                        stride[2], win, buf)
+        jh0 = 0
+        while jh0 < in_h:
+            nrow = _min(rows_per_tile, in_h - jh0) if npl == 1 else in_h
+            if acc != NULL:
+                _pack_x_tile(xg, xs, cig, id, npl, jh0, nrow, in_w, cig > small_n, ldx, X)
+            _grad_tile(buf, win, res.shape[0], res, tap_table, id, npl, a_lo, jh0, nrow, in_w,
+                       co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, acc, small_n, kblock,
+                       rows, aoff, roff)
+            jh0 += nrow
+        co0 += nco
 
 
 def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, oW]
              const floating[:, :, :, :, :] x,         # IN  [N, C_in, D, H, W]
-             const floating[:, :, :, :, ::1] w,       # IN  [C_in, C_out_g, kD, kH, kW]
-             const floating[::1] wpanel,              # IN  pack_backward_weight(w)
+             const floating[::1] wpanel,              # IN  W_g in panels (_cpu._weight_panels)
              floating[:, :, :, :, :] gx,              # OUT [N, C_in, D, H, W] (if need_gx)
              floating[:, ::1] gw_chunks,              # OUT (n_chunks, w.size), zeroed (if need_gw)
              bint need_gx, bint need_gw, Py_ssize_t groups,
-             const Py_ssize_t[::1] geometry,          # IN  stride[3], dilation[3], pad_lo[3]
+             const Py_ssize_t[::1] stride,            # IN  stride (d, h, w)
+             const Py_ssize_t[:, ::1] res,            # IN  (n_res, 6) r_d, r_h, r_w, cnt_d, cnt_h, cnt_w
+             const Py_ssize_t[:, ::1] tap_table,      # IN  (K, 4) residue, offsets d, h, w
+             Py_ssize_t slab,                         # input depths per work item
+             const Py_ssize_t[:, ::1] depths,         # IN  (n_slabs, 2) residue depths [lo, hi)
+             const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, cob, elements
              Py_ssize_t ncol, Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n,
              int n_threads):
     """grad_x and the per-chunk partial sums of grad_w. Returns 0, or -1 on malloc failure.
 
-    Work item it = (g * N + n) * n_tiles + tile; chunk c owns the items
-    [c * n_items // n_chunks, (c + 1) * n_items // n_chunks) and accumulates them in order
-    into gw_chunks[c]; :func:`sum_chunks` adds the chunks in order.
+    Kernel tap t reads grad_output at i * s + t * dil - lo = (i + a_t) * s + r_t per
+    dimension: residue grid r_t at offset a_t (tap_table), so each tap is a shifted view of
+    a padded window of residue grids (_copy_gy_window), read in place.
+    Work item it = (g * N + n) * n_slabs + sl: input depths [sl * slab, (sl + 1) * slab)
+    of sample n, group g, which read residue depths depths[sl]. Chunk c owns
+    the items [c * n_items // n_chunks, (c + 1) * n_items // n_chunks) and accumulates them
+    in order into gw_chunks[c]; :func:`sum_chunks` adds the chunks in order.
     """
     cdef Py_ssize_t n_batch = x.shape[0], cig = x.shape[1] // groups
-    cdef Py_ssize_t cog = gy.shape[1] // groups
-    cdef Gather G
-    cdef Py_ssize_t a
-    for a in range(3):
-        G.in_[a] = x.shape[2 + a]
-        G.out[a] = gy.shape[2 + a]
-        G.k[a] = w.shape[2 + a]
-        G.s[a] = geometry[a]
-        G.dil[a] = geometry[3 + a]
-        G.lo[a] = geometry[6 + a]
-    cdef Py_ssize_t kc = cog * G.k[0] * G.k[1] * G.k[2]
-    cdef Py_ssize_t volume = G.in_[0] * G.in_[1] * G.in_[2]
-    cdef Py_ssize_t n_tiles = (volume + ncol - 1) // ncol
-    cdef Py_ssize_t n_items = groups * n_batch * n_tiles
+    cdef Py_ssize_t cog = gy.shape[1] // groups, in_d = x.shape[2]
+    cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
+    cdef Py_ssize_t n_slabs = (in_d + slab - 1) // slab
+    cdef Py_ssize_t n_items = groups * n_batch * n_slabs
     cdef Strides4 gs = _strides(gy.strides, sizeof(floating))
     cdef Strides4 xs = _strides(x.strides, sizeof(floating))
     cdef Strides4 gxs
@@ -725,6 +768,17 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     cdef floating* gx0 = NULL
     cdef floating* acc0 = NULL
     cdef Py_ssize_t acc_stride = 0
+    cdef Window win
+    win.hp = window[0]
+    win.wp = window[1]
+    win.lead = window[2]
+    win.cs = window[3]
+    win.cib = window[4]
+    cdef Py_ssize_t buf_size = window[5]
+    cdef Py_ssize_t cols = max(ncol, win.wp)
+    # Transposed x tiles are padded to whole register blocks (2 vectors) of channels.
+    cdef Py_ssize_t lanes = 64 // sizeof(floating)
+    cdef Py_ssize_t ldx = (cig + lanes - 1) // lanes * lanes
     if need_gx:
         gxs = _strides(gx.strides, sizeof(floating))
         sgx_n = gx.strides[0] // sizeof(floating)
@@ -732,43 +786,49 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     if need_gw:
         acc0 = &gw_chunks[0, 0]
         acc_stride = gw_chunks.shape[1]
-    cdef Py_ssize_t ch, it, g, n, j0, rem
+    cdef Py_ssize_t ch, it, g, n, sl, rem
     cdef int failed = 0
     cdef int* failed_ptr = &failed
-    cdef floating* B
+    cdef floating* buf
     cdef floating* T
     cdef floating* X
-    cdef Segment* segs
+    cdef Py_ssize_t* rows
     cdef Py_ssize_t* aoff
+    cdef Py_ssize_t* roff
 
     with nogil, parallel(num_threads=n_threads):
-        B = <floating*>malloc(kblock * _row_stride(ncol, sizeof(floating)) * sizeof(floating))
-        T = <floating*>malloc(cig * ncol * sizeof(floating))
-        X = <floating*>malloc(cig * ncol * sizeof(floating))
-        segs = <Segment*>malloc(ncol * sizeof(Segment))
+        buf = <floating*>calloc(buf_size, sizeof(floating))
+        T = <floating*>malloc(cig * cols * sizeof(floating))
+        X = <floating*>calloc(ldx * cols, sizeof(floating))
+        rows = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
         aoff = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
-        if B == NULL or T == NULL or X == NULL or segs == NULL or aoff == NULL:
+        roff = <Py_ssize_t*>malloc(cols * sizeof(Py_ssize_t))
+        if (buf == NULL or T == NULL or X == NULL or rows == NULL or aoff == NULL
+                or roff == NULL):
             failed_ptr[0] = 1
         for ch in prange(n_chunks, schedule='dynamic'):
-            if B == NULL or T == NULL or X == NULL or segs == NULL or aoff == NULL:
+            if (buf == NULL or T == NULL or X == NULL or rows == NULL or aoff == NULL
+                    or roff == NULL):
                 continue
             for it in range(ch * n_items // n_chunks, (ch + 1) * n_items // n_chunks):
-                g = it // (n_batch * n_tiles)
-                rem = it - g * n_batch * n_tiles
-                n = rem // n_tiles
-                j0 = (rem - n * n_tiles) * ncol
+                g = it // (n_batch * n_slabs)
+                rem = it - g * n_batch * n_slabs
+                n = rem // n_slabs
+                sl = rem - n * n_slabs
                 _grad_item(gy0 + n * sgy_n + g * cog * gs.c, gs,
-                           x0 + n * sx_n + g * cig * xs.c, xs,
+                           x0 + n * sx_n + g * cig * xs.c, xs, x.shape[3], x.shape[4],
                            wp0 + g * cigp * kc,
                            gx0 + n * sgx_n + g * cig * gxs.c if gx0 != NULL else NULL, gxs,
                            acc0 + ch * acc_stride + g * cig * kc if acc0 != NULL else NULL,
-                           &G, cig, cog, j0, _min(ncol, volume - j0), kblock, small_n, B,
-                           T, X, segs, aoff)
-        free(B)
-        free(aoff)
+                           &win, res, tap_table, &stride[0], sl * slab,
+                           _min(slab, in_d - sl * slab), depths[sl, 0], depths[sl, 1], cig, cog,
+                           ncol, kblock, small_n, buf, T, X, ldx, rows, aoff, roff)
+        free(roff)
+        free(buf)
         free(T)
         free(X)
-        free(segs)
+        free(rows)
+        free(aoff)
     return -1 if failed else 0
 
 

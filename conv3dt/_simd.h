@@ -26,19 +26,27 @@
         for (ptrdiff_t u = 0; u < n; u++) y[u] += a * x[u];                     \
     }
 
-/* sum_u x[u] * y[u], u < n, in CONV3DT_LANES partial sums added in a fixed order */
-#define CONV3DT_DOT(name, T)                                                    \
+/* sum_{k < nrun, u < len} x[k * len + u] * y[yoff[k] + u], in CONV3DT_LANES partial sums
+ * carried across the runs and added in a fixed order at the end */
+#define CONV3DT_DOT_RUNS(name, T)                                               \
     CONV3DT_CLONES static T name(const T *restrict x, const T *restrict y,      \
-                                 ptrdiff_t n) {                                 \
+                                 const ptrdiff_t *restrict yoff, ptrdiff_t nrun, \
+                                 ptrdiff_t len) {                               \
         T s[CONV3DT_LANES] = {0};                                               \
-        ptrdiff_t u = 0;                                                        \
-        for (; u + CONV3DT_LANES <= n; u += CONV3DT_LANES)                      \
-            for (int v = 0; v < CONV3DT_LANES; v++) s[v] += x[u + v] * y[u + v]; \
-        for (int v = 0; u < n; u++, v++) s[v] += x[u] * y[u];                   \
+        for (ptrdiff_t k = 0; k < nrun; k++) {                                  \
+            const T *xr = x + k * len, *yr = y + yoff[k];                       \
+            ptrdiff_t u = 0;                                                    \
+            for (; u + CONV3DT_LANES <= len; u += CONV3DT_LANES)                \
+                for (int v = 0; v < CONV3DT_LANES; v++) s[v] += xr[u + v] * yr[u + v]; \
+            for (int v = 0; u < len; u++, v++) s[v] += xr[u] * yr[u];           \
+        }                                                                       \
         for (int w = CONV3DT_LANES / 2; w > 0; w /= 2)                          \
             for (int v = 0; v < w; v++) s[v] += s[v + w];                       \
         return s[0];                                                            \
     }
+
+CONV3DT_DOT_RUNS(conv3dt_dot_runs_f, float)
+CONV3DT_DOT_RUNS(conv3dt_dot_runs_d, double)
 
 #define CONV3DT_NR 6
 
@@ -123,6 +131,64 @@
 CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_f, float, conv3dt_v8f, 8)
 CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_d, double, conv3dt_v4d, 4)
 
+/* grad_weight's product, a reduction along the tile:
+ *     C[i * ldc + cols[c]] += sum_{k < nrow, u < len} Xt[(k * len + u) * ldx + i] * B_c[roff[k] + u],
+ *     i < m, c < n, with B_c = A + aoff[c]
+ * Xt is the input tile transposed (channels contiguous, zero-padded to whole register
+ * blocks: ldx >= m rounded up to 2 vectors); the rows B_c are read in place, nrow runs of
+ * len elements starting at roff[k]. A register block of 2 vectors of i x NR rows of B runs over
+ * the whole reduction in a fixed order: one load per vector of Xt, one broadcast per
+ * element of B. */
+#define CONV3DT_WGRAD_GEMM(name, T, V, W)                                         \
+    typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
+    CONV3DT_CLONES static void name(ptrdiff_t m, ptrdiff_t n, ptrdiff_t nrow,      \
+                                    ptrdiff_t len,                                \
+                                    const ptrdiff_t *restrict roff,               \
+                                    const T *restrict Xt, ptrdiff_t ldx,          \
+                                    const T *restrict A,                          \
+                                    const ptrdiff_t *restrict aoff,               \
+                                    const ptrdiff_t *restrict cols,               \
+                                    T *restrict C, ptrdiff_t ldc) {               \
+        for (ptrdiff_t cb = 0; cb < n; cb += CONV3DT_NR) {                        \
+            ptrdiff_t nr = n - cb < CONV3DT_NR ? n - cb : CONV3DT_NR;             \
+            const T *b[CONV3DT_NR];                                               \
+            for (int c = 0; c < CONV3DT_NR; c++)                                  \
+                b[c] = A + aoff[cb + (c < nr ? c : nr - 1)];                      \
+            for (ptrdiff_t ib = 0; ib < m; ib += 2 * W) {                         \
+                V acc[CONV3DT_NR][2];                                             \
+                for (int c = 0; c < CONV3DT_NR; c++) {                            \
+                    acc[c][0] = (V){0};                                           \
+                    acc[c][1] = (V){0};                                           \
+                }                                                                 \
+                for (ptrdiff_t k = 0; k < nrow; k++) {                            \
+                    const T *x = Xt + k * len * ldx + ib;                         \
+                    ptrdiff_t off = roff[k];                                      \
+                    for (ptrdiff_t u = 0; u < len; u++) {                         \
+                        V a0, a1;                                                 \
+                        __builtin_memcpy(&a0, x + u * ldx, sizeof(V));            \
+                        __builtin_memcpy(&a1, x + u * ldx + W, sizeof(V));        \
+                        for (int c = 0; c < CONV3DT_NR; c++) {                    \
+                            T bb = b[c][off + u];                                 \
+                            acc[c][0] += a0 * bb;                                 \
+                            acc[c][1] += a1 * bb;                                 \
+                        }                                                         \
+                    }                                                             \
+                }                                                                 \
+                ptrdiff_t mr = m - ib < 2 * W ? m - ib : 2 * W;                   \
+                for (int c = 0; c < nr; c++) {                                    \
+                    T tmp[2 * W];                                                 \
+                    __builtin_memcpy(tmp, &acc[c][0], sizeof(V));                 \
+                    __builtin_memcpy(tmp + W, &acc[c][1], sizeof(V));             \
+                    for (ptrdiff_t i = 0; i < mr; i++)                            \
+                        C[(ib + i) * ldc + cols[cb + c]] += tmp[i];               \
+                }                                                                 \
+            }                                                                     \
+        }                                                                         \
+    }
+
+CONV3DT_WGRAD_GEMM(conv3dt_wgrad_gemm_f, float, conv3dt_v8f_w, 8)
+CONV3DT_WGRAD_GEMM(conv3dt_wgrad_gemm_d, double, conv3dt_v4d_w, 4)
+
 /* dst[u] = src[u * step], u < n: the inner copy of the packing loops. Runs are often
  * short (a row of a small volume), so the contiguous case copies whole vectors inline
  * instead of calling memcpy for each run. */
@@ -172,7 +238,5 @@ CONV3DT_STORE(conv3dt_store_f, float)
 CONV3DT_STORE(conv3dt_store_d, double)
 CONV3DT_AXPY(conv3dt_axpy_f, float)
 CONV3DT_AXPY(conv3dt_axpy_d, double)
-CONV3DT_DOT(conv3dt_dot_f, float)
-CONV3DT_DOT(conv3dt_dot_d, double)
 
 #endif
