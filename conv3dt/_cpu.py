@@ -296,11 +296,12 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
                              gw_out is not None, plan.groups,
                              np.array(plan.stride, dtype=np.intp), res, tap_table, slab, depths,
                              window, _NCOL, kblock, n_chunks, _SMALL_CIN, n_threads)
-    # Per thread: the window, T [C_in_g x cols], the x tile [ldx x cols] and 2 row lists.
+    # Per thread: the window, T [C_in_g x cols], the x tile [ldx x cols], 2 row lists and
+    # the run offsets.
     cols = max(_NCOL, int(window[1]))
     ldx = -(-cig // (64 // dtype.itemsize)) * (64 // dtype.itemsize)
     _raise_if_failed(code, "the backward pass", n_threads,
                      (int(window[5]) + (cig + ldx) * cols) * dtype.itemsize
-                     + 2 * kblock * np.dtype(np.intp).itemsize, 0)
+                     + (2 * kblock + cols) * np.dtype(np.intp).itemsize, 0)
     if gw_out is not None:
         _kernels.sum_chunks(chunks, gw_out.reshape(-1), n_threads)

@@ -120,6 +120,22 @@ cdef extern from "_simd.h" nogil:
 PANEL_NR = CONV3DT_NR
 
 
+cdef inline void _panel_product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
+                                const Py_ssize_t* aoff, const floating* wp, Py_ssize_t wps,
+                                const Py_ssize_t* rows, floating beta,
+                                floating* c) noexcept nogil:
+    """C [n x m] (+)= W[:, rows] @ A (row-major, see _simd.h's panel product), rows
+    increasing. Consecutive rows (none left out) go without the row list, so the kernel
+    runs its unrolled loop."""
+    if k > 0 and rows[k - 1] - rows[0] == k - 1:
+        wp = wp + rows[0] * CONV3DT_NR
+        rows = NULL
+    if floating is float:
+        _panel_gemm_f(m, n, k, a, aoff, wp, wps, rows, beta, c, m)
+    else:
+        _panel_gemm_d(m, n, k, a, aoff, wp, wps, rows, beta, c, m)
+
+
 cdef inline void _zero(floating* dst, Py_ssize_t n) noexcept nogil:
     if floating is float:
         _zero_f(dst, n)
@@ -347,8 +363,6 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
     cdef const floating* a = xp + win.lead + jh0 * wp
     cdef floating beta = 0
     cdef bint first = True
-    cdef const floating* w_first
-    cdef const Py_ssize_t* w_rows
     while r < kc or first:
         kb = 0
         while r < kc and kb < kblock:
@@ -363,17 +377,8 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
                 aoff[kb] = (r // nt - c0) * win.cs + ((md - d_lo) * win.hp + mh) * wp + mw
                 kb += 1
             r += 1
-        # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major); consecutive rows (no row
-        # left out) need no row list.
-        w_rows = rows
-        w_first = wpg
-        if kb > 0 and rows[kb - 1] - rows[0] == kb - 1:
-            w_rows = NULL
-            w_first = wpg + rows[0] * CONV3DT_NR
-        if floating is float:
-            _panel_gemm_f(nc, cog, kb, a, aoff, w_first, wps, w_rows, beta, Y, nc)
-        else:
-            _panel_gemm_d(nc, cog, kb, a, aoff, w_first, wps, w_rows, beta, Y, nc)
+        # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major)
+        _panel_product(nc, cog, kb, a, aoff, wpg, wps, rows, beta, Y)
         beta = 1
         first = False
     for p in range(npl):
@@ -634,8 +639,6 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
     cdef Py_ssize_t nrun = npl * nrow
     cdef Py_ssize_t r = co0 * K, r_end = (co0 + nco) * K, kb, co, t, rho, ad, ah, aw, i, ci, k
     cdef const floating* a = buf + win.lead + jh0 * wp
-    cdef const floating* w_first
-    cdef const Py_ssize_t* w_rows
     cdef floating beta = 0
     cdef bint first = True
     for k in range(nrun):
@@ -658,15 +661,7 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
             r += 1
         if gxg != NULL:
             # T [cig x nc] (+)= W_g[:, rows] @ B  (row-major), W_g in panels
-            w_rows = rows
-            w_first = wpg
-            if kb > 0 and rows[kb - 1] - rows[0] == kb - 1:
-                w_rows = NULL
-                w_first = wpg + rows[0] * CONV3DT_NR
-            if floating is float:
-                _panel_gemm_f(nc, cig, kb, a, aoff, w_first, kc * CONV3DT_NR, w_rows, beta, T, nc)
-            else:
-                _panel_gemm_d(nc, cig, kb, a, aoff, w_first, kc * CONV3DT_NR, w_rows, beta, T, nc)
+            _panel_product(nc, cig, kb, a, aoff, wpg, kc * CONV3DT_NR, rows, beta, T)
         if acc != NULL:
             if cig <= small_n:
                 for i in range(kb):
