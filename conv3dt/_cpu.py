@@ -15,11 +15,8 @@ from . import _kernels
 from ._geometry import phase_tables
 from ._threads import get_num_threads
 
-# Tile sizes: columns per tile and rows of the packed column block B [kblock x ncol], sized
-# to stay in the L2 cache next to the product's other operand (measured flat from 128 KiB
-# to 2 MiB and 128 to 1024 columns; benchmarks/RESULTS.md).
+# Columns per tile (measured flat from 128 to 1024 columns; benchmarks/RESULTS.md).
 _NCOL = 512
-_B_BYTES = 512 * 1024
 # Partial grad_weight sums may use this much memory (a fixed chunk count, not a thread
 # count, keeps grad_weight bitwise independent of the number of threads).
 _CHUNK_BYTES = 32 * 1024 * 1024
@@ -39,10 +36,6 @@ def _n_threads(plan):
     macs = (plan.n * plan.c_in * (plan.c_out // plan.groups) * int(np.prod(plan.kernel))
             * int(np.prod(plan.in_size)))
     return 1 if macs < _SERIAL_MACS else get_num_threads()
-
-
-def _kblock(rows, ncol, itemsize):
-    return max(1, min(rows, _B_BYTES // (ncol * itemsize)))
 
 
 # Bytes of a run descriptor (conv3dt._kernels.Segment: five Py_ssize_t).
@@ -186,10 +179,13 @@ def forward(plan, x, w, bias, out):
     code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
                             *plan.stride, fill, slab, slab_depths, window, direct, ncol,
                             kblock, n_threads)
-    # Per thread: the window, Y [C_out_g x max(ncol, wp)], the run table and 2 row lists.
+    # Per thread: the window, Y [C_out_g x max(ncol, wp)] per w-phase, the run table and 2
+    # row lists.
     window_elements = 1 if direct else int(window[5])
+    n_pw = int(combos[:, 2].max(initial=0)) + 1
     _raise_if_failed(code, "the forward pass", n_threads,
-                     (window_elements + cog * max(ncol, int(window[1]))) * dtype.itemsize
+                     (window_elements + n_pw * cog * max(ncol, int(window[1])))
+                     * dtype.itemsize
                      + 2 * kblock * np.dtype(np.intp).itemsize, ncol)
 
 
@@ -304,4 +300,4 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
                      (int(window[5]) + (cig + ldx) * cols) * dtype.itemsize
                      + (2 * kblock + cols) * np.dtype(np.intp).itemsize, 0)
     if gw_out is not None:
-        _kernels.sum_chunks(chunks, gw_out.reshape(-1), n_threads)
+        _kernels.sum_chunks(chunks, gw_out.reshape(-1), cig, kc, n_threads)

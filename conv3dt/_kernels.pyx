@@ -21,10 +21,11 @@ Gradients: tap t reads grad_output at (i + a_t) * s + r_t, a shifted view of res
 r_t; a work item (input depths of one sample and group) copies those grids into a padded
 window (_copy_gy_window) and, per tile of input positions,
     grad_x tile  [C_in_g x tile]         = W_g [C_in_g x C_out_g * K] @ B
-    grad_w_g     [C_in_g x C_out_g * K] += X_tile [C_in_g x tile] @ B^T
-with B read in place from the window. grad_w is accumulated per chunk of work items (a
-fixed number of chunks that does not depend on the thread count) and the chunks are summed
-in order, so results are bitwise identical for any number of threads.
+    grad_w_g^T   [C_out_g * K x C_in_g] += B @ X_tile^T [tile x C_in_g]
+with B read in place from the window. grad_w is accumulated transposed (input channels
+contiguous, so a register block adds whole vectors) per chunk of work items (a fixed number
+of chunks that does not depend on the thread count); the chunks are summed in order and
+transposed back, so results are bitwise identical for any number of threads.
 
 Products: register-blocked kernels of our own (_simd.h): the left operand read in place
 through per-row offsets, the weight packed in panels. A BLAS would need B as a strided
@@ -86,6 +87,10 @@ cdef extern from "_simd.h" nogil:
                                     Py_ssize_t n, int accumulate)
     void _store_d "conv3dt_store_d"(double* dst, Py_ssize_t step, const double* src,
                                     double b, Py_ssize_t n, int accumulate)
+    void _store2_f "conv3dt_store2_f"(float* dst, const float* a, const float* c, float b,
+                                      Py_ssize_t n, int accumulate)
+    void _store2_d "conv3dt_store2_d"(double* dst, const double* a, const double* c,
+                                      double b, Py_ssize_t n, int accumulate)
     void _wgrad_gemm_f "conv3dt_wgrad_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t nrow,
                                               Py_ssize_t len, const Py_ssize_t* roff,
                                               const float* xt, Py_ssize_t ldx, const float* a,
@@ -337,13 +342,10 @@ cdef void _copy_window(const floating* xc, Strides4 xs, Py_ssize_t d_lo, Py_ssiz
 
 cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
                        Py_ssize_t in_d, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t c0,
-                       Py_ssize_t nci, const floating* wpg, Py_ssize_t wps, floating* yg,
-                       Strides4 ys,
-                       Py_ssize_t cog, const floating* bias, bint accumulate,
-                       const Phase3* ph, Py_ssize_t stride_d, Py_ssize_t stride_h,
-                       Py_ssize_t stride_w, Py_ssize_t jd, Py_ssize_t npl, Py_ssize_t jh0,
-                       Py_ssize_t nrow, Py_ssize_t kblock, floating* Y, Segment* segs,
-                       Py_ssize_t* rows, Py_ssize_t* aoff) noexcept nogil:
+                       Py_ssize_t nci, const floating* wpg, Py_ssize_t wps, Py_ssize_t cog,
+                       const Phase3* ph, Py_ssize_t jd, Py_ssize_t npl, Py_ssize_t jh0,
+                       Py_ssize_t nrow, Py_ssize_t kblock, floating* Y, Py_ssize_t* rows,
+                       Py_ssize_t* aoff) noexcept nogil:
     """Grid rows jh0 .. jh0 + nrow - 1 of grid depths jd .. jd + npl - 1 of one phase
     combination (npl > 1 only for whole planes: jh0 = 0, nrow = count_h).
 
@@ -352,13 +354,12 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
     combination's W reads x[ci, q - m] at grid q = (jd, jh0, 0) + J, which is the window
     shifted by the tap: xp + lead + jh0 * wp + aoff[i],
     aoff[i] = ci * cs + ((jd + md - d_lo) * hp + mh) * wp + mw with m* = q0 - m the tap's
-    offsets. Rows whose reads all leave x for this tile are left out. Y [cog x nc] =
-    W[:, rows] @ B is written to the phase's outputs (added when `accumulate`: a later
-    block of input channels).
+    offsets. Rows whose reads all leave x for this tile are left out.
+    OUT Y [cog x nc] = W[:, rows] @ B (row-major), for _write_rows.
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
-    cdef Py_ssize_t kc = (c0 + nci) * nt, r = c0 * nt, kb, tap, md, mh, mw, k, p
+    cdef Py_ssize_t kc = (c0 + nci) * nt, r = c0 * nt, kb, tap, md, mh, mw
     cdef Py_ssize_t wp = win.wp, nc = ((npl - 1) * win.hp + nrow - 1) * wp + ph.count[2]
     cdef const floating* a = xp + win.lead + jh0 * wp
     cdef floating beta = 0
@@ -381,15 +382,57 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
         _panel_product(nc, cog, kb, a, aoff, wpg, wps, rows, beta, Y)
         beta = 1
         first = False
-    for p in range(npl):
-        for k in range(nrow):
-            segs[p * nrow + k].j[0] = jd + p
-            segs[p * nrow + k].j[1] = jh0 + k
-            segs[p * nrow + k].j[2] = 0
-            segs[p * nrow + k].length = ph.count[2]
-            segs[p * nrow + k].offset = (p * win.hp + k) * wp
-    _write_phase(Y, yg, ys, cog, bias, accumulate, ph, stride_d, stride_h, stride_w, segs,
-                 npl * nrow, nc)
+
+
+cdef void _write_rows(const floating* Y, Py_ssize_t y_size, const Phase3* ph,
+                      Py_ssize_t n_pw, const Window* win, floating* yg, Strides4 ys,
+                      Py_ssize_t cog, const floating* bias, bint accumulate,
+                      Py_ssize_t stride_d, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                      Py_ssize_t jd, Py_ssize_t npl, Py_ssize_t jh0,
+                      Py_ssize_t nrow) noexcept nogil:
+    """Write the tiles of n_pw phase combinations that differ only in their w-phase
+    (ph[0 .. n_pw - 1], tile v at Y + v * y_size, see _window_tile) to y: y[co, o] = Y (+
+    bias[co]), or y[co, o] += Y when `accumulate` (a later block of input channels).
+
+    Output row by output row, all w-phases at once: the phases interleave their elements
+    within a row, and a row finished in one go is fetched into the cache once. Two phases
+    of stride 2 side by side in a contiguous row are interleaved in whole vectors.
+    """
+    cdef Py_ssize_t co, p, q, v, nc, od, oh, n_pair = 0, first = 0
+    cdef Py_ssize_t nc0 = ((npl - 1) * win.hp + nrow - 1) * win.wp + ph[0].count[2]
+    cdef const floating* src
+    cdef floating* row
+    cdef floating b
+    if (n_pw == 2 and stride_w == 2 and ys.w == 1 and ph[1].count[2] == ph[0].count[2]
+            and (ph[1].o0[2] - ph[0].o0[2]) * (ph[1].o0[2] - ph[0].o0[2]) == 1):
+        n_pair = ph[0].count[2]
+        first = 0 if ph[0].o0[2] < ph[1].o0[2] else 1  # the phase at the even offset
+    for co in range(cog):
+        b = bias[co] if bias != NULL else 0
+        for p in range(npl):
+            od = ph[0].o0[0] + (jd + p) * stride_d
+            for q in range(nrow):
+                oh = ph[0].o0[1] + (jh0 + q) * stride_h
+                row = yg + co * ys.c + od * ys.d + oh * ys.h
+                if n_pair > 0:
+                    # both tiles have nc0 columns
+                    src = Y + co * nc0 + (p * win.hp + q) * win.wp
+                    if floating is float:
+                        _store2_f(row + ph[first].o0[2], src + first * y_size,
+                                  src + (1 - first) * y_size, b, n_pair, accumulate)
+                    else:
+                        _store2_d(row + ph[first].o0[2], src + first * y_size,
+                                  src + (1 - first) * y_size, b, n_pair, accumulate)
+                    continue
+                for v in range(n_pw):
+                    nc = ((npl - 1) * win.hp + nrow - 1) * win.wp + ph[v].count[2]
+                    src = Y + v * y_size + co * nc + (p * win.hp + q) * win.wp
+                    if floating is float:
+                        _store_f(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src, b,
+                                 ph[v].count[2], accumulate)
+                    else:
+                        _store_d(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src, b,
+                                 ph[v].count[2], accumulate)
 
 
 cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
@@ -401,18 +444,22 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                         Py_ssize_t d_lo, Py_ssize_t d_hi, bint fill, Py_ssize_t stride_d,
                         Py_ssize_t stride_h, Py_ssize_t stride_w, const Window* win,
                         bint direct, Py_ssize_t ncol, Py_ssize_t kblock, floating* xp,
-                        floating* Y, Segment* segs, Py_ssize_t* rows,
-                        Py_ssize_t* aoff) noexcept nogil:
+                        floating* Y, Py_ssize_t y_size, Phase3* phw, Segment* segs,
+                        Py_ssize_t* rows, Py_ssize_t* aoff) noexcept nogil:
     """Output depths [od_lo, od_hi) of one (sample, group), every phase combination.
 
     The slab reads input depths [d_lo, d_hi) of x, copied block of channels by block into
     the padded window xp, which every tap of every combination then reads in place. With
     `direct` (few output channels) the products accumulate straight from x instead.
-    Working slab by slab keeps the output lines that the phases interleave in cache, and
-    gives each thread its own output rows.
+    Combinations that differ only in their w-phase (consecutive in combos) are tiled
+    together, and their tiles written out row by row (_write_rows; phw: one Phase3 per
+    w-phase, their tiles y_size elements apart in Y). Working slab by slab keeps the
+    output lines that the phases interleave in cache, and gives each thread its own
+    output rows.
     """
     cdef Phase3 ph
     cdef Py_ssize_t c, co, jd, jd_lo, jd_hi, jh0, kc, nt, c0, nci, nrow, j0, j_end, npl
+    cdef Py_ssize_t c_end, v
     cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp)
     cdef Py_ssize_t planes_per_tile = max(1, ncol // (win.hp * win.wp))
@@ -425,14 +472,15 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
         nci = _min(win.cib, cig - c0) if not direct else cig
         if not direct:
             _copy_window(xg + c0 * xs.c, xs, d_lo, d_hi, in_d, in_h, in_w, nci, win, xp)
-        for c in range(combos.shape[0]):
+        c = 0
+        while c < combos.shape[0]:
             _load_phase(&ph, phases, taps, combos, c)
             # Grid rows jd whose output depth o0 + jd * stride lies in the slab.
             jd_lo = _clamp(-_floordiv(ph.o0[0] - od_lo, stride_d), 0, ph.count[0])
             jd_hi = _clamp(-_floordiv(ph.o0[0] - od_hi, stride_d), jd_lo, ph.count[0])
-            nt = ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
-            kc = cig * nt
             if direct:
+                nt = ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
+                kc = cig * nt
                 j0 = jd_lo * ph.count[1] * ph.count[2]
                 j_end = jd_hi * ph.count[1] * ph.count[2]
                 while j0 < j_end:
@@ -441,7 +489,15 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                                  &ph, stride_d, stride_h, stride_w, j0,
                                  _min(ncol, j_end - j0), Y, segs)
                     j0 += ncol
+                c += 1
                 continue
+            # The combinations c .. c_end - 1 share their depth and height phases.
+            c_end = c + 1
+            while (c_end < combos.shape[0] and combos[c_end, 0] == combos[c, 0]
+                   and combos[c_end, 1] == combos[c, 1]):
+                c_end += 1
+            for v in range(c_end - c):
+                _load_phase(&phw[v], phases, taps, combos, c + v)
             jd = jd_lo
             while jd < jd_hi:
                 # Several whole planes per tile when they fit, else rows of one plane.
@@ -449,13 +505,18 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                 jh0 = 0
                 while jh0 < ph.count[1]:
                     nrow = _min(rows_per_tile, ph.count[1] - jh0) if npl == 1 else ph.count[1]
-                    _window_tile(xp, win, d_lo, in_d, in_h, in_w, c0, nci,
-                                 wpanel + combos[c, 3] // cog * cogp + g * cogp * kc,
-                                 kc * CONV3DT_NR, yg, ys, cog,
-                                 bias if c0 == 0 else NULL, c0 > 0, &ph, stride_d, stride_h,
-                                 stride_w, jd, npl, jh0, nrow, kblock, Y, segs, rows, aoff)
+                    for v in range(c_end - c):
+                        kc = cig * phw[v].ntaps[0] * phw[v].ntaps[1] * phw[v].ntaps[2]
+                        _window_tile(xp, win, d_lo, in_d, in_h, in_w, c0, nci,
+                                     wpanel + combos[c + v, 3] // cog * cogp + g * cogp * kc,
+                                     kc * CONV3DT_NR, cog, &phw[v], jd, npl, jh0, nrow, kblock,
+                                     Y + v * y_size, rows, aoff)
+                    _write_rows(Y, y_size, phw, c_end - c, win, yg, ys, cog,
+                                bias if c0 == 0 else NULL, c0 > 0, stride_d, stride_h,
+                                stride_w, jd, npl, jh0, nrow)
                     jh0 += nrow
                 jd += npl
+            c = c_end
         c0 += nci
 
 
@@ -499,8 +560,8 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
 
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
     of sample n, group g, which read input depths slab_depths[s]. Per thread: the padded
-    window of x (`window`, see _copy_window; not with `direct`), Y [C_out_g x max(ncol,
-    wp)], ncol runs and two row lists of kblock entries.
+    window of x (`window`, see _copy_window; not with `direct`), one tile Y [C_out_g x
+    max(ncol, wp)] per w-phase, ncol runs and two row lists of kblock entries.
     """
     cdef Py_ssize_t n_batch = x.shape[0], cig = x.shape[1] // groups
     cdef Py_ssize_t c_out = y.shape[1], cog = c_out // groups
@@ -522,26 +583,35 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     win.cs = window[3]
     win.cib = window[4]
     cdef Py_ssize_t xp_size = 1 if direct else window[5]
-    cdef Py_ssize_t y_cols = max(ncol, win.wp)
+    cdef Py_ssize_t y_size = cog * max(ncol, win.wp)
+    # The most combinations that differ only in their w-phase (consecutive in combos).
+    cdef Py_ssize_t n_pw = 1, run = 1, c
+    for c in range(1, combos.shape[0]):
+        run = run + 1 if combos[c, 0] == combos[c - 1, 0] and combos[c, 1] == combos[c - 1, 1] else 1
+        n_pw = max(n_pw, run)
     cdef Py_ssize_t it, n, g, sl
     cdef int failed = 0
     cdef int* failed_ptr = &failed
     cdef floating* xp
     cdef floating* Y
+    cdef Phase3* phw
     cdef Segment* segs
     cdef Py_ssize_t* rows
     cdef Py_ssize_t* aoff
 
     with nogil, parallel(num_threads=n_threads):
         xp = <floating*>calloc(xp_size, sizeof(floating))
-        Y = <floating*>malloc(cog * y_cols * sizeof(floating))
+        Y = <floating*>malloc(n_pw * y_size * sizeof(floating))
+        phw = <Phase3*>malloc(n_pw * sizeof(Phase3))
         segs = <Segment*>malloc(ncol * sizeof(Segment))
         rows = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
         aoff = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
-        if xp == NULL or Y == NULL or segs == NULL or rows == NULL or aoff == NULL:
+        if (xp == NULL or Y == NULL or phw == NULL or segs == NULL or rows == NULL
+                or aoff == NULL):
             failed_ptr[0] = 1
         for it in prange(n_items, schedule='dynamic'):
-            if xp == NULL or Y == NULL or segs == NULL or rows == NULL or aoff == NULL:
+            if (xp == NULL or Y == NULL or phw == NULL or segs == NULL or rows == NULL
+                    or aoff == NULL):
                 continue
             sl = it % n_slabs
             g = (it // n_slabs) % groups
@@ -552,9 +622,10 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
                           b0 + g * cog if b0 != NULL else NULL, phases, taps, combos,
                           sl * slab, _min(y.shape[2], (sl + 1) * slab), slab_depths[sl, 0],
                           slab_depths[sl, 1], fill, stride_d, stride_h, stride_w, &win,
-                          direct, ncol, kblock, xp, Y, segs, rows, aoff)
+                          direct, ncol, kblock, xp, Y, y_size, phw, segs, rows, aoff)
         free(xp)
         free(Y)
+        free(phw)
         free(segs)
         free(rows)
         free(aoff)
@@ -632,7 +703,7 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
     tap_table[t, 1:]: the window shifted, buf + lead + jh0 * wp + aoff[i]. Rows whose
     reads all leave grad_output for this tile are left out.
         grad_x tile [cig x nc] (+)= W_g[:, rows] @ B      (T; written to gxg)
-        acc [cig x kc][:, rows] += X_tile @ B^T            (valid columns only)
+        acc [kc x cig][rows, :] += B @ X_tile^T            (valid columns only)
     """
     cdef Py_ssize_t K = tap_table.shape[0]
     cdef Py_ssize_t wp = win.wp, nc = ((npl - 1) * win.hp + nrow - 1) * wp + in_w
@@ -667,15 +738,15 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
                 for i in range(kb):
                     for ci in range(cig):
                         if floating is float:
-                            acc[ci * kc + rows[i]] += _dot_runs_f(X + ci * nrun * in_w,
+                            acc[rows[i] * cig + ci] += _dot_runs_f(X + ci * nrun * in_w,
                                                                   a + aoff[i], roff, nrun, in_w)
                         else:
-                            acc[ci * kc + rows[i]] += _dot_runs_d(X + ci * nrun * in_w,
+                            acc[rows[i] * cig + ci] += _dot_runs_d(X + ci * nrun * in_w,
                                                                   a + aoff[i], roff, nrun, in_w)
             elif floating is float:
-                _wgrad_gemm_f(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, kc)
+                _wgrad_gemm_f(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, cig)
             else:
-                _wgrad_gemm_d(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, kc)
+                _wgrad_gemm_d(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, cig)
         beta = 1
         first = False
     if gxg != NULL:
@@ -701,7 +772,7 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
                      floating* T, floating* X, Py_ssize_t ldx, Py_ssize_t* rows,
                      Py_ssize_t* aoff, Py_ssize_t* roff) noexcept nogil:
     """Input depths [id, id + npl) of one (sample, group): grad_x and/or grad_w (acc,
-    [cig x kc]). Several planes form one tile; a single plane is tiled by rows."""
+    [kc x cig], transposed). Several planes form one tile; a single plane is tiled by rows."""
     cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
     cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp)
     cdef Py_ssize_t planes_per_tile = max(1, ncol // (win.hp * win.wp)), co0 = 0, nco, jh0, nrow
@@ -726,6 +797,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
              const floating[::1] wpanel,              # IN  W_g in panels (_cpu._weight_panels)
              floating[:, :, :, :, :] gx,              # OUT [N, C_in, D, H, W] (if need_gx)
              floating[:, ::1] gw_chunks,              # OUT (n_chunks, w.size), zeroed (if need_gw)
+                                                      #     [G][C_out_g * K][C_in_g] each
              bint need_gx, bint need_gw, Py_ssize_t groups,
              const Py_ssize_t[::1] stride,            # IN  stride (d, h, w)
              const Py_ssize_t[:, ::1] res,            # IN  (n_res, 6) r_d, r_h, r_w, cnt_d, cnt_h, cnt_w
@@ -836,14 +908,21 @@ cdef inline floating _sum_column(const floating* a, Py_ssize_t rows,
     return s
 
 
-def sum_chunks(const floating[:, ::1] chunks,  # IN  (n_chunks, size) partial sums
-               floating[::1] out,              # OUT (size,) their sum, chunk by chunk in order
-               int n_threads):
-    cdef Py_ssize_t e, rows = chunks.shape[0], ld = chunks.shape[1]
+def sum_chunks(const floating[:, ::1] chunks,  # IN  (n_chunks, size) partial sums, each
+                                                #     [G][kc][cig] (grad_w transposed)
+               floating[::1] out,              # OUT (size,) [G][cig][kc]: their sum
+               Py_ssize_t cig, Py_ssize_t kc, int n_threads):
+    """out[(g * cig + ci) * kc + r] = sum over chunks, in order, of
+    chunks[:, (g * kc + r) * cig + ci]."""
+    cdef Py_ssize_t gr, ci, rows = chunks.shape[0], ld = chunks.shape[1]
     cdef const floating* base = &chunks[0, 0]
+    cdef floating* o = &out[0]
     with nogil:
-        for e in prange(ld, num_threads=n_threads, schedule='static'):
-            out[e] = _sum_column(base + e, rows, ld)
+        for gr in prange(ld // cig, num_threads=n_threads, schedule='static'):
+            # gr = g * kc + r: one row of a chunk, read in order
+            for ci in range(cig):
+                o[((gr // kc) * cig + ci) * kc + gr % kc] = _sum_column(base + gr * cig + ci,
+                                                                          rows, ld)
 
 
 # Bias gradients are summed sequentially in the array's precision within blocks of this

@@ -132,13 +132,14 @@ CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_f, float, conv3dt_v8f, 8)
 CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_d, double, conv3dt_v4d, 4)
 
 /* grad_weight's product, a reduction along the tile:
- *     C[i * ldc + cols[c]] += sum_{k < nrow, u < len} Xt[(k * len + u) * ldx + i] * B_c[roff[k] + u],
+ *     C[cols[c] * ldc + i] += sum_{k < nrow, u < len} Xt[(k * len + u) * ldx + i] * B_c[roff[k] + u],
  *     i < m, c < n, with B_c = A + aoff[c]
  * Xt is the input tile transposed (channels contiguous, zero-padded to whole register
  * blocks: ldx >= m rounded up to 2 vectors); the rows B_c are read in place, nrow runs of
  * len elements starting at roff[k]. A register block of 2 vectors of i x NR rows of B runs over
  * the whole reduction in a fixed order: one load per vector of Xt, one broadcast per
- * element of B. */
+ * element of B. C holds grad_weight transposed (input channels contiguous), so a block adds
+ * whole vectors to NR rows of C. */
 #define CONV3DT_WGRAD_GEMM(name, T, V, W)                                         \
     typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
     CONV3DT_CLONES static void name(ptrdiff_t m, ptrdiff_t n, ptrdiff_t nrow,      \
@@ -176,11 +177,21 @@ CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_d, double, conv3dt_v4d, 4)
                 }                                                                 \
                 ptrdiff_t mr = m - ib < 2 * W ? m - ib : 2 * W;                   \
                 for (int c = 0; c < nr; c++) {                                    \
-                    T tmp[2 * W];                                                 \
-                    __builtin_memcpy(tmp, &acc[c][0], sizeof(V));                 \
-                    __builtin_memcpy(tmp + W, &acc[c][1], sizeof(V));             \
-                    for (ptrdiff_t i = 0; i < mr; i++)                            \
-                        C[(ib + i) * ldc + cols[cb + c]] += tmp[i];               \
+                    T *dst = C + cols[cb + c] * ldc + ib;                         \
+                    if (mr == 2 * W) {                                            \
+                        V old0, old1;                                             \
+                        __builtin_memcpy(&old0, dst, sizeof(V));                  \
+                        __builtin_memcpy(&old1, dst + W, sizeof(V));              \
+                        old0 += acc[c][0];                                        \
+                        old1 += acc[c][1];                                        \
+                        __builtin_memcpy(dst, &old0, sizeof(V));                  \
+                        __builtin_memcpy(dst + W, &old1, sizeof(V));              \
+                    } else {                                                      \
+                        T tmp[2 * W];                                             \
+                        __builtin_memcpy(tmp, &acc[c][0], sizeof(V));             \
+                        __builtin_memcpy(tmp + W, &acc[c][1], sizeof(V));         \
+                        for (ptrdiff_t i = 0; i < mr; i++) dst[i] += tmp[i];      \
+                    }                                                             \
                 }                                                                 \
             }                                                                     \
         }                                                                         \
@@ -236,6 +247,48 @@ CONV3DT_ZERO(conv3dt_zero_d, double, 4)
 
 CONV3DT_STORE(conv3dt_store_f, float)
 CONV3DT_STORE(conv3dt_store_d, double)
+
+/* dst[2u] = a[u] + b, dst[2u + 1] = c[u] + b, u < n (or += a[u], += c[u] when accumulate):
+ * the two w-phases of a stride-2 output row written together, interleaved in registers so
+ * that the row is stored in whole vectors. */
+#define CONV3DT_STORE2(name, T, V, I, W, LO, HI)                                  \
+    typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
+    CONV3DT_CLONES static void name(T *restrict dst, const T *restrict a,         \
+                                    const T *restrict c, T b, ptrdiff_t n,        \
+                                    int accumulate) {                             \
+        const I lo = LO, hi = HI;                                                 \
+        V bv = (V){0} + b;                                                        \
+        ptrdiff_t u = 0;                                                          \
+        for (; u + W <= n; u += W) {                                              \
+            V va, vc, o0, o1;                                                     \
+            __builtin_memcpy(&va, a + u, sizeof(V));                              \
+            __builtin_memcpy(&vc, c + u, sizeof(V));                              \
+            V r0 = __builtin_shuffle(va, vc, lo), r1 = __builtin_shuffle(va, vc, hi); \
+            if (accumulate) {                                                     \
+                __builtin_memcpy(&o0, dst + 2 * u, sizeof(V));                    \
+                __builtin_memcpy(&o1, dst + 2 * u + W, sizeof(V));                \
+                r0 += o0;                                                         \
+                r1 += o1;                                                         \
+            } else {                                                              \
+                r0 += bv;                                                         \
+                r1 += bv;                                                         \
+            }                                                                     \
+            __builtin_memcpy(dst + 2 * u, &r0, sizeof(V));                        \
+            __builtin_memcpy(dst + 2 * u + W, &r1, sizeof(V));                    \
+        }                                                                         \
+        for (; u < n; u++) {                                                      \
+            dst[2 * u] = accumulate ? dst[2 * u] + a[u] : a[u] + b;               \
+            dst[2 * u + 1] = accumulate ? dst[2 * u + 1] + c[u] : c[u] + b;       \
+        }                                                                         \
+    }
+
+typedef int conv3dt_v8i __attribute__((vector_size(32)));
+typedef long long conv3dt_v4l __attribute__((vector_size(32)));
+CONV3DT_STORE2(conv3dt_store2_f, float, conv3dt_v8f_s, conv3dt_v8i, 8,
+               ((conv3dt_v8i){0, 8, 1, 9, 2, 10, 3, 11}),
+               ((conv3dt_v8i){4, 12, 5, 13, 6, 14, 7, 15}))
+CONV3DT_STORE2(conv3dt_store2_d, double, conv3dt_v4d_s, conv3dt_v4l, 4,
+               ((conv3dt_v4l){0, 4, 1, 5}), ((conv3dt_v4l){2, 6, 3, 7}))
 CONV3DT_AXPY(conv3dt_axpy_f, float)
 CONV3DT_AXPY(conv3dt_axpy_d, double)
 
