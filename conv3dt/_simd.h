@@ -48,7 +48,12 @@
 CONV3DT_DOT_RUNS(conv3dt_dot_runs_f, float)
 CONV3DT_DOT_RUNS(conv3dt_dot_runs_d, double)
 
-#define CONV3DT_NR 6
+/* Register block of the panel product: CONV3DT_MV vectors of A x CONV3DT_NR columns of W
+ * (12 accumulators of the 16 vector registers). NR = 4 divides the usual channel counts,
+ * so panels of W carry no zero padding. */
+#define CONV3DT_MV 3
+#define CONV3DT_NR 4
+_Static_assert(CONV3DT_MV == 3, "CONV3DT_PANEL_STEP loads three vectors");
 
 /* The product of the forward pass and of grad_x, column-major like BLAS:
  *     C[j + col * ldc] = beta * C[...] + sum_r A[aoff[r] + j] * W(rows[r], col),
@@ -58,20 +63,22 @@ CONV3DT_DOT_RUNS(conv3dt_dot_runs_d, double)
  * that no second copy is made as a BLAS would. W is packed in panels of CONV3DT_NR columns,
  * W(r, q * NR + c) at Wp[q * wps + r * NR + c], zero-padded past n, so its broadcasts are
  * read front to back; rows, when not NULL, picks the rows of W (the caller left out rows
- * of A that are all zero), else rows[r] = r. A register block of 2 vectors x NR
+ * of A that are all zero), else rows[r] = r. A register block of MV vectors x NR
  * accumulators runs over all of k: one load per vector of A, one broadcast per element of
- * W. Every row is read in whole vectors: up to 2 vectors - 1 elements past A[aoff[r] + m
+ * W. Every row is read in whole vectors: up to MV vectors - 1 elements past A[aoff[r] + m
  * - 1] must be readable (their products are discarded). beta is 0 or 1. */
 /* One step of the register block: acc[c][v] += A(r, vector v) * W(r, c). */
 #define CONV3DT_PANEL_STEP(T, V, W, ar, wr)                                       \
     do {                                                                          \
-        V a0, a1;                                                                 \
+        V a0, a1, a2;                                                             \
         __builtin_memcpy(&a0, (ar), sizeof(V));                                   \
         __builtin_memcpy(&a1, (ar) + W, sizeof(V));                               \
+        __builtin_memcpy(&a2, (ar) + 2 * W, sizeof(V));                           \
         for (int c = 0; c < CONV3DT_NR; c++) {                                    \
             T b = (wr)[c];                                                        \
             acc[c][0] += a0 * b;                                                  \
             acc[c][1] += a1 * b;                                                  \
+            acc[c][2] += a2 * b;                                                  \
         }                                                                         \
     } while (0)
 
@@ -83,16 +90,18 @@ CONV3DT_DOT_RUNS(conv3dt_dot_runs_d, double)
                                     const T *restrict Wp, ptrdiff_t wps,         \
                                     const ptrdiff_t *restrict rows, T beta,      \
                                     T *restrict C, ptrdiff_t ldc) {              \
-        for (ptrdiff_t jb = 0; jb < m; jb += 2 * W) {                             \
+        const ptrdiff_t MB = CONV3DT_MV * W;                                      \
+        for (ptrdiff_t jb = 0; jb < m; jb += MB) {                                \
             const T *a = A + jb;                                                  \
-            ptrdiff_t mr = m - jb < 2 * W ? m - jb : 2 * W;                       \
+            ptrdiff_t mr = m - jb < MB ? m - jb : MB;                             \
             for (ptrdiff_t cb = 0; cb < n; cb += CONV3DT_NR) {                    \
                 const T *w = Wp + (cb / CONV3DT_NR) * wps;                        \
                 ptrdiff_t nr = n - cb < CONV3DT_NR ? n - cb : CONV3DT_NR;         \
-                V acc[CONV3DT_NR][2];                                             \
+                V acc[CONV3DT_NR][CONV3DT_MV];                                    \
                 for (int c = 0; c < CONV3DT_NR; c++) {                            \
                     acc[c][0] = (V){0};                                           \
                     acc[c][1] = (V){0};                                           \
+                    acc[c][2] = (V){0};                                           \
                 }                                                                 \
                 if (rows) {                                                       \
                     for (ptrdiff_t r = 0; r < k; r++)                             \
@@ -106,20 +115,19 @@ CONV3DT_DOT_RUNS(conv3dt_dot_runs_d, double)
                 }                                                                 \
                 for (int c = 0; c < nr; c++) {                                    \
                     T *dst = C + (cb + c) * ldc + jb;                             \
-                    if (mr == 2 * W) {                                            \
-                        if (beta != 0) {                                          \
-                            V old0, old1;                                         \
-                            __builtin_memcpy(&old0, dst, sizeof(V));              \
-                            __builtin_memcpy(&old1, dst + W, sizeof(V));          \
-                            acc[c][0] += old0;                                    \
-                            acc[c][1] += old1;                                    \
+                    if (mr == MB) {                                               \
+                        for (int v = 0; v < CONV3DT_MV; v++) {                    \
+                            if (beta != 0) {                                      \
+                                V old;                                            \
+                                __builtin_memcpy(&old, dst + v * W, sizeof(V));   \
+                                acc[c][v] += old;                                 \
+                            }                                                     \
+                            __builtin_memcpy(dst + v * W, &acc[c][v], sizeof(V)); \
                         }                                                         \
-                        __builtin_memcpy(dst, &acc[c][0], sizeof(V));             \
-                        __builtin_memcpy(dst + W, &acc[c][1], sizeof(V));         \
                     } else {                                                      \
-                        T tmp[2 * W];                                             \
-                        __builtin_memcpy(tmp, &acc[c][0], sizeof(V));             \
-                        __builtin_memcpy(tmp + W, &acc[c][1], sizeof(V));         \
+                        T tmp[CONV3DT_MV * W];                                    \
+                        for (int v = 0; v < CONV3DT_MV; v++)                      \
+                            __builtin_memcpy(tmp + v * W, &acc[c][v], sizeof(V)); \
                         for (ptrdiff_t i = 0; i < mr; i++)                        \
                             dst[i] = (beta != 0 ? dst[i] : 0) + tmp[i];           \
                     }                                                             \
@@ -131,12 +139,15 @@ CONV3DT_DOT_RUNS(conv3dt_dot_runs_d, double)
 CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_f, float, conv3dt_v8f, 8)
 CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_d, double, conv3dt_v4d, 4)
 
+/* Register block of grad_weight's product: 2 vectors of input channels x CONV3DT_WNR rows. */
+#define CONV3DT_WNR 6
+
 /* grad_weight's product, a reduction along the tile:
  *     C[cols[c] * ldc + i] += sum_{k < nrow, u < len} Xt[(k * len + u) * ldx + i] * B_c[roff[k] + u],
  *     i < m, c < n, with B_c = A + aoff[c]
  * Xt is the input tile transposed (channels contiguous, zero-padded to whole register
  * blocks: ldx >= m rounded up to 2 vectors); the rows B_c are read in place, nrow runs of
- * len elements starting at roff[k]. A register block of 2 vectors of i x NR rows of B runs over
+ * len elements starting at roff[k]. A register block of 2 vectors of i x WNR rows of B runs over
  * the whole reduction in a fixed order: one load per vector of Xt, one broadcast per
  * element of B. C holds grad_weight transposed (input channels contiguous), so a block adds
  * whole vectors to NR rows of C. */
@@ -150,14 +161,14 @@ CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_d, double, conv3dt_v4d, 4)
                                     const ptrdiff_t *restrict aoff,               \
                                     const ptrdiff_t *restrict cols,               \
                                     T *restrict C, ptrdiff_t ldc) {               \
-        for (ptrdiff_t cb = 0; cb < n; cb += CONV3DT_NR) {                        \
-            ptrdiff_t nr = n - cb < CONV3DT_NR ? n - cb : CONV3DT_NR;             \
-            const T *b[CONV3DT_NR];                                               \
-            for (int c = 0; c < CONV3DT_NR; c++)                                  \
+        for (ptrdiff_t cb = 0; cb < n; cb += CONV3DT_WNR) {                        \
+            ptrdiff_t nr = n - cb < CONV3DT_WNR ? n - cb : CONV3DT_WNR;             \
+            const T *b[CONV3DT_WNR];                                               \
+            for (int c = 0; c < CONV3DT_WNR; c++)                                  \
                 b[c] = A + aoff[cb + (c < nr ? c : nr - 1)];                      \
             for (ptrdiff_t ib = 0; ib < m; ib += 2 * W) {                         \
-                V acc[CONV3DT_NR][2];                                             \
-                for (int c = 0; c < CONV3DT_NR; c++) {                            \
+                V acc[CONV3DT_WNR][2];                                             \
+                for (int c = 0; c < CONV3DT_WNR; c++) {                            \
                     acc[c][0] = (V){0};                                           \
                     acc[c][1] = (V){0};                                           \
                 }                                                                 \
@@ -168,7 +179,7 @@ CONV3DT_PANEL_GEMM(conv3dt_panel_gemm_d, double, conv3dt_v4d, 4)
                         V a0, a1;                                                 \
                         __builtin_memcpy(&a0, x + u * ldx, sizeof(V));            \
                         __builtin_memcpy(&a1, x + u * ldx + W, sizeof(V));        \
-                        for (int c = 0; c < CONV3DT_NR; c++) {                    \
+                        for (int c = 0; c < CONV3DT_WNR; c++) {                    \
                             T bb = b[c][off + u];                                 \
                             acc[c][0] += a0 * bb;                                 \
                             acc[c][1] += a1 * bb;                                 \
