@@ -1,7 +1,8 @@
 """CPU benchmark of conv3dt, optionally against PyTorch and PaddlePaddle.
 
     python benchmarks/bench_cpu.py [--compare torch,paddle] [--threads N] [--dtype float64]
-                                   [--memory] [--json FILE] [--plot FILE]
+                                   [--memory] [--scaling] [--float64] [--json FILE]
+                                   [--plot FILE]
 
 Same as `conv3dt bench`; see conv3dt/_bench.py.
 """

@@ -186,8 +186,13 @@ def workspace_mib(name, dtype, threads):
 
 
 def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory=False,
-        progress=None):
-    """Benchmark ``shapes`` (default: all); returns a list of result dicts."""
+        progress=None, float64=False, scaling=False):
+    """Benchmark ``shapes`` (default: all); returns a list of result dicts.
+
+    Besides the peers, for each shape and right after its own timing: ``float64`` times
+    conv3dt in float64 too (``f64_fwd_ms``, ``f64_fwdbwd_ms``); ``scaling`` times its
+    forward pass on one thread (``t1_fwd_ms``).
+    """
     import conv3dt
 
     shapes = list(SHAPES) if not shapes else list(shapes)
@@ -220,6 +225,16 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                 time.sleep(_SETTLE_S)
                 row[f"{lib}_fwd_ms"] = _median_ms(fwd, repeat)
                 row[f"{lib}_fwdbwd_ms"] = _median_ms(fwd_bwd, max(3, repeat // 2))
+                if lib == "conv3dt" and scaling:
+                    conv3dt.set_num_threads(1)
+                    try:
+                        row["t1_fwd_ms"] = _median_ms(fwd, repeat)
+                    finally:
+                        conv3dt.set_num_threads(threads)
+                if lib == "conv3dt" and float64:
+                    f64, f64_bwd = _conv3dt_fns(*shape_arrays(name, "float64"))
+                    row["f64_fwd_ms"] = _median_ms(f64, repeat)
+                    row["f64_fwdbwd_ms"] = _median_ms(f64_bwd, max(3, repeat // 2))
             if memory:
                 row["workspace_mib"] = workspace_mib(name, dtype, threads)
             results.append(row)
@@ -236,6 +251,11 @@ def table(results, matmul_gflops=None):
     head = ["shape", "fwd ms", "GFLOP/s", "fwd+bwd ms"]
     for p in peers:
         head += [f"{p} fwd ms", f"{p}/conv3dt fwd", f"{p} f+b ms", f"{p}/conv3dt f+b"]
+    extra = [("t1_fwd_ms", ["1-thread fwd ms", "speedup"]),
+             ("f64_fwd_ms", ["f64 fwd ms", "f64/f32 fwd", "f64/f32 f+b"])]
+    for key, names in extra:
+        if results and key in results[0]:
+            head += names
     if results and "workspace_mib" in results[0]:
         head.append("workspace MiB")
     rows = [head]
@@ -246,6 +266,11 @@ def table(results, matmul_gflops=None):
             row += [f"{r[f'{p}_fwd_ms']:.2f}", f"{r[f'{p}_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x",
                     f"{r[f'{p}_fwdbwd_ms']:.2f}",
                     f"{r[f'{p}_fwdbwd_ms'] / r['conv3dt_fwdbwd_ms']:.2f}x"]
+        if "t1_fwd_ms" in r:
+            row += [f"{r['t1_fwd_ms']:.2f}", f"{r['t1_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x"]
+        if "f64_fwd_ms" in r:
+            row += [f"{r['f64_fwd_ms']:.2f}", f"{r['f64_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x",
+                    f"{r['f64_fwdbwd_ms'] / r['conv3dt_fwdbwd_ms']:.2f}x"]
         if "workspace_mib" in r:
             row.append(f"{r['workspace_mib']:.1f}")
         rows.append(row)
@@ -300,6 +325,10 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--memory", action="store_true", help="measure workspace per shape")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also time the forward pass on one thread")
+    parser.add_argument("--float64", action="store_true",
+                        help="also time float64: the ratio float64 / float32")
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--plot", metavar="FILE")
     args = parser.parse_args(argv)
@@ -309,6 +338,8 @@ def main(argv=None):
             parser.error(f"--compare: unknown peer {p!r}; choose from {','.join(PEERS)}")
         if not peer_available(p):
             print(f"note: {p} is not importable; it is left out", file=sys.stderr)
+    if args.float64 and args.dtype != "float32":
+        parser.error("--float64 compares with float32; leave out --dtype float64")
     if args.shapes:
         for s in args.shapes:
             if s not in SHAPES:
@@ -320,7 +351,7 @@ def main(argv=None):
               file=sys.stderr, flush=True)
 
     results = run(args.shapes, args.dtype, args.threads, args.repeat, compare, args.memory,
-                  progress)
+                  progress, float64=args.float64, scaling=args.scaling)
     print(table(results, _matmul_gflops(args.dtype)))
     if args.json:
         with open(args.json, "w") as f:
