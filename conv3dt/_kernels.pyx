@@ -76,6 +76,16 @@ cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noe
     return s
 
 
+ctypedef void (*dot_block_f)(const float* X, Py_ssize_t ldi, const float* a,
+                             const Py_ssize_t* aoff, const Py_ssize_t* cols, Py_ssize_t nb,
+                             const Py_ssize_t* roff, Py_ssize_t nrow, Py_ssize_t len, float* c,
+                             Py_ssize_t ldc) noexcept nogil
+ctypedef void (*dot_block_d)(const double* X, Py_ssize_t ldi, const double* a,
+                             const Py_ssize_t* aoff, const Py_ssize_t* cols, Py_ssize_t nb,
+                             const Py_ssize_t* roff, Py_ssize_t nrow, Py_ssize_t len, double* c,
+                             Py_ssize_t ldc) noexcept nogil
+
+
 cdef extern from "_simd.h" nogil:
     int CONV3DT_NR
     void _zero_f "conv3dt_zero_f"(float* dst, Py_ssize_t n)
@@ -101,12 +111,30 @@ cdef extern from "_simd.h" nogil:
                                               const double* xt, Py_ssize_t ldx, const double* a,
                                               const Py_ssize_t* aoff, const Py_ssize_t* cols,
                                               double* c, Py_ssize_t ldc)
-    float _dot_runs_f "conv3dt_dot_runs_f"(const float* x, const float* y,
-                                           const Py_ssize_t* yoff, Py_ssize_t nrun,
-                                           Py_ssize_t len)
-    double _dot_runs_d "conv3dt_dot_runs_d"(const double* x, const double* y,
-                                            const Py_ssize_t* yoff, Py_ssize_t nrun,
-                                            Py_ssize_t len)
+    void _dot_block1_f "conv3dt_dot_block1_f"(const float*, Py_ssize_t, const float*,
+                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
+                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, float*,
+                                              Py_ssize_t)
+    void _dot_block2_f "conv3dt_dot_block2_f"(const float*, Py_ssize_t, const float*,
+                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
+                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, float*,
+                                              Py_ssize_t)
+    void _dot_block3_f "conv3dt_dot_block3_f"(const float*, Py_ssize_t, const float*,
+                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
+                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, float*,
+                                              Py_ssize_t)
+    void _dot_block1_d "conv3dt_dot_block1_d"(const double*, Py_ssize_t, const double*,
+                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
+                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, double*,
+                                              Py_ssize_t)
+    void _dot_block2_d "conv3dt_dot_block2_d"(const double*, Py_ssize_t, const double*,
+                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
+                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, double*,
+                                              Py_ssize_t)
+    void _dot_block3_d "conv3dt_dot_block3_d"(const double*, Py_ssize_t, const double*,
+                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
+                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, double*,
+                                              Py_ssize_t)
     void _axpy_f "conv3dt_axpy_f"(float* y, const float* x, float a, Py_ssize_t n)
     void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
     void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -685,6 +713,33 @@ cdef void _pack_x_tile(const floating* xg, Strides4 xs, Py_ssize_t cig, Py_ssize
                 _copy_strided(X + ci * nv + k * in_w, src, xs.w, in_w)
 
 
+cdef void _dot_blocks(const floating* X, Py_ssize_t ldi, Py_ssize_t cig, const floating* a,
+                      const Py_ssize_t* aoff, const Py_ssize_t* rows, Py_ssize_t kb,
+                      const Py_ssize_t* roff, Py_ssize_t nrun, Py_ssize_t len,
+                      floating* acc) noexcept nogil:
+    """acc[rows[i] * cig + ci] += sum over the runs of X[ci * ldi + run] * (a + aoff[i])
+    [run], i < kb: grad_weight (transposed) for few input channels, in register blocks of
+    up to 3 channels x 12 / 3 rows (_simd.h's dot block)."""
+    cdef Py_ssize_t ci0 = 0, mi, nb, i
+    cdef dot_block_f block_f
+    cdef dot_block_d block_d
+    while ci0 < cig:
+        mi = _min(3, cig - ci0)
+        nb = 12 // mi
+        block_f = _dot_block1_f if mi == 1 else (_dot_block2_f if mi == 2 else _dot_block3_f)
+        block_d = _dot_block1_d if mi == 1 else (_dot_block2_d if mi == 2 else _dot_block3_d)
+        i = 0
+        while i < kb:
+            if floating is float:
+                block_f(X + ci0 * ldi, ldi, a, aoff + i, rows + i, _min(nb, kb - i), roff,
+                        nrun, len, acc + ci0, cig)
+            else:
+                block_d(X + ci0 * ldi, ldi, a, aoff + i, rows + i, _min(nb, kb - i), roff,
+                        nrun, len, acc + ci0, cig)
+            i += nb
+        ci0 += mi
+
+
 cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
                      const Py_ssize_t[:, ::1] res, const Py_ssize_t[:, ::1] tap_table,
                      Py_ssize_t id, Py_ssize_t npl, Py_ssize_t a_lo, Py_ssize_t jh0,
@@ -735,14 +790,7 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
             _panel_product(nc, cig, kb, a, aoff, wpg, kc * CONV3DT_NR, rows, beta, T)
         if acc != NULL:
             if cig <= small_n:
-                for i in range(kb):
-                    for ci in range(cig):
-                        if floating is float:
-                            acc[rows[i] * cig + ci] += _dot_runs_f(X + ci * nrun * in_w,
-                                                                  a + aoff[i], roff, nrun, in_w)
-                        else:
-                            acc[rows[i] * cig + ci] += _dot_runs_d(X + ci * nrun * in_w,
-                                                                  a + aoff[i], roff, nrun, in_w)
+                _dot_blocks(X, nrun * in_w, cig, a, aoff, rows, kb, roff, nrun, in_w, acc)
             elif floating is float:
                 _wgrad_gemm_f(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, cig)
             else:

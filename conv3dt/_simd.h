@@ -17,8 +17,6 @@
 #define CONV3DT_CLONES
 #endif
 
-#define CONV3DT_LANES 16
-
 /* y[u] += a * x[u], u < n */
 #define CONV3DT_AXPY(name, T)                                                   \
     CONV3DT_CLONES static void name(T *restrict y, const T *restrict x, T a,    \
@@ -26,27 +24,73 @@
         for (ptrdiff_t u = 0; u < n; u++) y[u] += a * x[u];                     \
     }
 
-/* sum_{k < nrun, u < len} x[k * len + u] * y[yoff[k] + u], in CONV3DT_LANES partial sums
- * carried across the runs and added in a fixed order at the end */
-#define CONV3DT_DOT_RUNS(name, T)                                               \
-    CONV3DT_CLONES static T name(const T *restrict x, const T *restrict y,      \
-                                 const ptrdiff_t *restrict yoff, ptrdiff_t nrun, \
-                                 ptrdiff_t len) {                               \
-        T s[CONV3DT_LANES] = {0};                                               \
-        for (ptrdiff_t k = 0; k < nrun; k++) {                                  \
-            const T *xr = x + k * len, *yr = y + yoff[k];                       \
-            ptrdiff_t u = 0;                                                    \
-            for (; u + CONV3DT_LANES <= len; u += CONV3DT_LANES)                \
-                for (int v = 0; v < CONV3DT_LANES; v++) s[v] += xr[u + v] * yr[u + v]; \
-            for (int v = 0; u < len; u++, v++) s[v] += xr[u] * yr[u];           \
-        }                                                                       \
-        for (int w = CONV3DT_LANES / 2; w > 0; w /= 2)                          \
-            for (int v = 0; v < w; v++) s[v] += s[v + w];                       \
-        return s[0];                                                            \
+/* grad_weight's product for few input channels: a register block of MI channels x NB rows
+ * of B, each a vector of partial sums along the runs,
+ *     C[cols[c] * ldc + i] += sum_{k < nrow, u < len} X[i * ldi + k * len + u] * B_c[roff[k] + u],
+ *     i < MI, c < nb <= NB, B_c = A + aoff[c]
+ * (missing rows c >= nb are computed on a copy of the last one and dropped). The lanes are
+ * added in a fixed order at the end. The last len % W elements of each run are added as
+ * scalars: no element of B outside a run is read, where a non-finite grad_output would
+ * meet a zero of x. */
+#define CONV3DT_DOT_BLOCK(name, T, V, W, MI, NB)                                  \
+    CONV3DT_CLONES static void name(const T *restrict X, ptrdiff_t ldi,           \
+                                    const T *restrict A,                          \
+                                    const ptrdiff_t *restrict aoff,               \
+                                    const ptrdiff_t *restrict cols, ptrdiff_t nb, \
+                                    const ptrdiff_t *restrict roff, ptrdiff_t nrow, \
+                                    ptrdiff_t len, T *restrict C, ptrdiff_t ldc) { \
+        const T *b[NB];                                                           \
+        V acc[MI][NB];                                                            \
+        T tail[MI][NB];                                                           \
+        ptrdiff_t lv = len - len % W;                                             \
+        _Pragma("GCC unroll 16")                                                  \
+        for (int c = 0; c < NB; c++) {                                            \
+            b[c] = A + aoff[c < nb ? c : nb - 1];                                 \
+            _Pragma("GCC unroll 16")                                              \
+            for (int i = 0; i < MI; i++) {                                        \
+                acc[i][c] = (V){0};                                               \
+                tail[i][c] = 0;                                                   \
+            }                                                                     \
+        }                                                                         \
+        for (ptrdiff_t k = 0; k < nrow; k++) {                                    \
+            const T *x = X + k * len;                                             \
+            ptrdiff_t off = roff[k];                                              \
+            for (ptrdiff_t u = 0; u < lv; u += W) {                               \
+                V xv[MI];                                                         \
+                _Pragma("GCC unroll 16")                                          \
+                for (int i = 0; i < MI; i++)                                      \
+                    __builtin_memcpy(&xv[i], x + i * ldi + u, sizeof(V));         \
+                _Pragma("GCC unroll 16")                                          \
+                for (int c = 0; c < NB; c++) {                                    \
+                    V bv;                                                         \
+                    __builtin_memcpy(&bv, b[c] + off + u, sizeof(V));             \
+                    _Pragma("GCC unroll 16")                                      \
+                    for (int i = 0; i < MI; i++) acc[i][c] += xv[i] * bv;         \
+                }                                                                 \
+            }                                                                     \
+            for (ptrdiff_t u = lv; u < len; u++)                                  \
+                for (int c = 0; c < NB; c++)                                      \
+                    for (int i = 0; i < MI; i++)                                  \
+                        tail[i][c] += x[i * ldi + u] * b[c][off + u];             \
+        }                                                                         \
+        for (int c = 0; c < nb; c++)                                              \
+            for (int i = 0; i < MI; i++) {                                        \
+                T s[W];                                                           \
+                __builtin_memcpy(s, &acc[i][c], sizeof(V));                       \
+                for (int w = W / 2; w > 0; w /= 2)                                \
+                    for (int v = 0; v < w; v++) s[v] += s[v + w];                 \
+                C[cols[c] * ldc + i] += s[0] + tail[i][c];                        \
+            }                                                                     \
     }
 
-CONV3DT_DOT_RUNS(conv3dt_dot_runs_f, float)
-CONV3DT_DOT_RUNS(conv3dt_dot_runs_d, double)
+typedef float conv3dt_v8f_b __attribute__((vector_size(32)));
+typedef double conv3dt_v4d_b __attribute__((vector_size(32)));
+CONV3DT_DOT_BLOCK(conv3dt_dot_block1_f, float, conv3dt_v8f_b, 8, 1, 12)
+CONV3DT_DOT_BLOCK(conv3dt_dot_block2_f, float, conv3dt_v8f_b, 8, 2, 6)
+CONV3DT_DOT_BLOCK(conv3dt_dot_block3_f, float, conv3dt_v8f_b, 8, 3, 4)
+CONV3DT_DOT_BLOCK(conv3dt_dot_block1_d, double, conv3dt_v4d_b, 4, 1, 12)
+CONV3DT_DOT_BLOCK(conv3dt_dot_block2_d, double, conv3dt_v4d_b, 4, 2, 6)
+CONV3DT_DOT_BLOCK(conv3dt_dot_block3_d, double, conv3dt_v4d_b, 4, 3, 4)
 
 /* Register block of the panel product: CONV3DT_MV vectors of A x CONV3DT_NR columns of W
  * (12 accumulators of the 16 vector registers). NR = 4 divides the usual channel counts,
