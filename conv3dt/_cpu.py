@@ -170,11 +170,12 @@ def forward(plan, x, w, bias, out):
      slab_depths, window) = _forward_schedule(plan, dtype.itemsize)
     n_threads = _n_threads(plan)
     cog = plan.c_out // plan.groups
-    wpack = np.empty(wsize, dtype=dtype)
-    wpanel = np.zeros(panel_size, dtype=dtype)
-    _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, tap_dest, n_threads)
-    bias = np.empty(0, dtype=dtype) if bias is None else bias
     direct = cog <= _DIRECT_COUT and x.strides[4] == dtype.itemsize
+    wpack = np.empty(wsize if direct else 1, dtype=dtype)
+    wpanel = np.zeros(1 if direct else panel_size, dtype=dtype)
+    _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, tap_dest, not direct,
+                                 n_threads)
+    bias = np.empty(0, dtype=dtype) if bias is None else bias
     kblock = min(kc_max, _KBLOCK)
     code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
                             *plan.stride, fill, slab, slab_depths, window, direct, ncol,
@@ -187,18 +188,6 @@ def forward(plan, x, w, bias, out):
                      (window_elements + n_pw * cog * max(ncol, int(window[1])))
                      * dtype.itemsize
                      + 2 * kblock * np.dtype(np.intp).itemsize, ncol)
-
-
-def _weight_panels(w, groups):
-    """W_g [C_in_g x C_out_g * K] of each group in panels of PANEL_NR rows (grad_x's
-    product, see _simd.h): element (ci, r) at [g][ci // NR][r][ci % NR], zero-padded."""
-    nr = _kernels.PANEL_NR
-    cig = w.shape[0] // groups
-    cigp = -(-cig // nr) * nr
-    padded = np.zeros((groups, cigp, w[0].size), dtype=w.dtype)
-    padded[:, :cig] = w.reshape(groups, cig, -1)
-    return np.ascontiguousarray(
-        padded.reshape(groups, cigp // nr, nr, -1).transpose(0, 1, 3, 2)).reshape(-1)
 
 
 @functools.lru_cache(maxsize=128)
@@ -286,7 +275,12 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
         n_chunks = n_items
         chunks = np.empty((0, 1), dtype=dtype)
     gx = gx_out if gx_out is not None else np.empty((0,) * 5, dtype=dtype)
-    wpanel = _weight_panels(w, plan.groups) if gx_out is not None else np.empty(1, dtype)
+    if gx_out is not None:
+        nr = _kernels.PANEL_NR
+        wpanel = np.zeros(plan.groups * -(-cig // nr) * nr * kc, dtype=dtype)
+        _kernels.pack_backward_weight(w, wpanel, plan.groups, n_threads)
+    else:
+        wpanel = np.empty(1, dtype)
     kblock = min(kc, _KBLOCK)
     code = _kernels.backward(gy, x, wpanel, gx, chunks, gx_out is not None,
                              gw_out is not None, plan.groups,

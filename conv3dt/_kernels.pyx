@@ -258,12 +258,14 @@ cdef inline void _load_phase(Phase3* ph, const Py_ssize_t[:, :, ::1] phases,
 
 
 def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_g, kD, kH, kW]
-                        floating[::1] wpack,                  # OUT row-major blocks
-                        floating[::1] wpanel,                 # OUT the same in panels, zeroed
+                        floating[::1] wpack,                  # OUT row-major blocks (or unused)
+                        floating[::1] wpanel,                 # OUT in panels, zeroed (or unused)
                         Py_ssize_t groups,
                         const Py_ssize_t[:, ::1] tap_dest,    # IN  (K, 4) see below
+                        bint panels,                          # write wpanel, else wpack
                         int n_threads):
-    """Gather each phase combination's weight W_c [C_out_g x C_in_g * nt] per group.
+    """Gather each phase combination's weight W_c [C_out_g x C_in_g * nt] per group, in
+    panels for the window products or row-major for the direct path.
 
     Kernel tap t is tap number i of the nt taps of one combination c:
     tap_dest[t] = (row-major offset of c, panel offset of c, nt, i); -1 first for taps
@@ -278,12 +280,13 @@ def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_
     cdef Py_ssize_t pair
     with nogil:
         for pair in prange(w.shape[0] * cog, num_threads=n_threads, schedule='static'):
-            _pack_weight_slab(w0 + pair * kk, &wpack[0], &wpanel[0], kk, pair // cog,
+            _pack_weight_slab(w0 + pair * kk, &wpack[0], &wpanel[0], panels, kk, pair // cog,
                               pair % cog, cig, cog, &tap_dest[0, 0])
 
 
 cdef void _pack_weight_slab(const floating* slab, floating* wpack, floating* wpanel,
-                            Py_ssize_t kk, Py_ssize_t c_in, Py_ssize_t co, Py_ssize_t cig,
+                            bint panels, Py_ssize_t kk, Py_ssize_t c_in, Py_ssize_t co,
+                            Py_ssize_t cig,
                             Py_ssize_t cog, const Py_ssize_t* tap_dest) noexcept nogil:
     cdef Py_ssize_t t, nt, kc, g = c_in // cig, ci = c_in - g * cig
     cdef Py_ssize_t nr = CONV3DT_NR, cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
@@ -292,9 +295,32 @@ cdef void _pack_weight_slab(const floating* slab, floating* wpack, floating* wpa
             continue
         nt = tap_dest[4 * t + 2]
         kc = cig * nt
-        wpack[tap_dest[4 * t] + ((g * cog + co) * cig + ci) * nt + tap_dest[4 * t + 3]] = slab[t]
-        wpanel[tap_dest[4 * t + 1] + g * cogp * kc + (co // nr) * kc * nr
-               + (ci * nt + tap_dest[4 * t + 3]) * nr + co % nr] = slab[t]
+        if panels:
+            wpanel[tap_dest[4 * t + 1] + g * cogp * kc + (co // nr) * kc * nr
+                   + (ci * nt + tap_dest[4 * t + 3]) * nr + co % nr] = slab[t]
+        else:
+            wpack[tap_dest[4 * t] + ((g * cog + co) * cig + ci) * nt + tap_dest[4 * t + 3]] = slab[t]
+
+
+def pack_backward_weight(const floating[:, :, :, :, ::1] w,  # IN  [C_in, C_out_g, kD, kH, kW]
+                         floating[::1] wpanel,                # OUT panels, zeroed
+                         Py_ssize_t groups, int n_threads):
+    """W_g [C_in_g x C_out_g * K] of each group in panels of NR = CONV3DT_NR rows, for
+    grad_x's product: element (ci, r) at [g][ci // NR][r][ci % NR], cig rounded up to a
+    multiple of NR (the padding stays zero)."""
+    cdef Py_ssize_t cig = w.shape[0] // groups
+    cdef Py_ssize_t kc = w.shape[1] * w.shape[2] * w.shape[3] * w.shape[4]
+    cdef Py_ssize_t cigp = (cig + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
+    cdef const floating* w0 = &w[0, 0, 0, 0, 0]
+    cdef floating* dst
+    cdef Py_ssize_t c_in, g, ci, r
+    with nogil:
+        for c_in in prange(w.shape[0], num_threads=n_threads, schedule='static'):
+            g = c_in // cig
+            ci = c_in - g * cig
+            dst = &wpanel[(g * cigp + ci // CONV3DT_NR * CONV3DT_NR) * kc + ci % CONV3DT_NR]
+            for r in range(kc):
+                dst[r * CONV3DT_NR] = w0[c_in * kc + r]
 
 
 cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
@@ -842,7 +868,7 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
 
 def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, oW]
              const floating[:, :, :, :, :] x,         # IN  [N, C_in, D, H, W]
-             const floating[::1] wpanel,              # IN  W_g in panels (_cpu._weight_panels)
+             const floating[::1] wpanel,              # IN  W_g in panels (pack_backward_weight)
              floating[:, :, :, :, :] gx,              # OUT [N, C_in, D, H, W] (if need_gx)
              floating[:, ::1] gw_chunks,              # OUT (n_chunks, w.size), zeroed (if need_gw)
                                                       #     [G][C_out_g * K][C_in_g] each
@@ -947,13 +973,9 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     return -1 if failed else 0
 
 
-cdef inline floating _sum_column(const floating* a, Py_ssize_t rows,
-                                 Py_ssize_t ld) noexcept nogil:
-    cdef floating s = 0
-    cdef Py_ssize_t r
-    for r in range(rows):
-        s = s + a[r * ld]
-    return s
+cdef enum:
+    # Rows of a chunk summed at once by sum_chunks (a few KiB of partial sums)
+    _SUM_ROWS = 16
 
 
 def sum_chunks(const floating[:, ::1] chunks,  # IN  (n_chunks, size) partial sums, each
@@ -961,16 +983,39 @@ def sum_chunks(const floating[:, ::1] chunks,  # IN  (n_chunks, size) partial su
                floating[::1] out,              # OUT (size,) [G][cig][kc]: their sum
                Py_ssize_t cig, Py_ssize_t kc, int n_threads):
     """out[(g * cig + ci) * kc + r] = sum over chunks, in order, of
-    chunks[:, (g * kc + r) * cig + ci]."""
-    cdef Py_ssize_t gr, ci, rows = chunks.shape[0], ld = chunks.shape[1]
-    cdef const floating* base = &chunks[0, 0]
+    chunks[:, (g * kc + r) * cig + ci].
+
+    _SUM_ROWS rows gr = g * kc + r at a time: the chunks' blocks are added in order into
+    a small buffer (each read front to back), which is then written out transposed."""
+    cdef Py_ssize_t nrows = chunks.shape[1] // cig, n_chunks = chunks.shape[0]
+    cdef Py_ssize_t blk, ch, gr, gr0, nr, e, ci
+    cdef const floating* src
+    cdef floating* acc
     cdef floating* o = &out[0]
-    with nogil:
-        for gr in prange(ld // cig, num_threads=n_threads, schedule='static'):
-            # gr = g * kc + r: one row of a chunk, read in order
+    cdef int failed = 0
+    cdef int* failed_ptr = &failed
+    with nogil, parallel(num_threads=n_threads):
+        acc = <floating*>malloc(_SUM_ROWS * cig * sizeof(floating))
+        if acc == NULL:
+            failed_ptr[0] = 1
+        for blk in prange((nrows + _SUM_ROWS - 1) // _SUM_ROWS, schedule='static'):
+            if acc == NULL:
+                continue
+            gr0 = blk * _SUM_ROWS
+            nr = _min(_SUM_ROWS, nrows - gr0)
+            for e in range(nr * cig):
+                acc[e] = chunks[0, gr0 * cig + e]
+            for ch in range(1, n_chunks):
+                src = &chunks[ch, gr0 * cig]
+                for e in range(nr * cig):
+                    acc[e] = acc[e] + src[e]
+            # channel by channel, so that each output line is written in one go
             for ci in range(cig):
-                o[((gr // kc) * cig + ci) * kc + gr % kc] = _sum_column(base + gr * cig + ci,
-                                                                          rows, ld)
+                for gr in range(gr0, gr0 + nr):
+                    o[((gr // kc) * cig + ci) * kc + gr % kc] = acc[(gr - gr0) * cig + ci]
+        free(acc)
+    if failed:
+        raise MemoryError("could not allocate the buffer of grad_weight's chunk sums")
 
 
 # Bias gradients are summed sequentially in the array's precision within blocks of this
