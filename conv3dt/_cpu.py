@@ -15,8 +15,9 @@ from . import _kernels
 from ._geometry import phase_tables
 from ._threads import get_num_threads
 
-# Columns per tile (measured flat from 128 to 1024 columns; benchmarks/RESULTS.md).
-_NCOL = 512
+# Columns per tile (a longer reduction per grad_weight block; 512 -> 1024 measured 0-8%
+# faster, benchmarks/RESULTS.md).
+_NCOL = 1024
 # Partial grad_weight sums may use this much memory (a fixed chunk count, not a thread
 # count, keeps grad_weight bitwise independent of the number of threads).
 _CHUNK_BYTES = 32 * 1024 * 1024
@@ -53,6 +54,10 @@ def _raise_if_failed(code, what, n_threads, elements, ncol):
 # Output bytes per forward work item (a slab of output depths): the phases interleave their
 # writes within it, so it should stay in the L2 cache.
 _SLAB_BYTES = 1048576
+# Slabs are made thinner until the forward pass has this many work items (samples x groups
+# x slabs), so that small batches keep every thread busy. A property of the shape, not of
+# the thread count: results do not depend on the number of threads.
+_MIN_ITEMS = 8
 # The padded window of x per thread holds at most this much (whole channels; at least one).
 _WINDOW_BYTES = 4 * 1024 * 1024
 # Rows of W per product call of the forward pass: the product's 2-vector column of the
@@ -137,10 +142,13 @@ def _forward_schedule(plan, itemsize):
              np.arange(nt)], axis=1)
     panel_size = max(offset, 1) // cog * cog_panels if offset else 1
     # Slabs of output depths: a multiple of the depth stride (so every depth phase has rows
-    # in each slab) holding about _SLAB_BYTES of output.
+    # in each slab) holding about _SLAB_BYTES of output, and thin enough for _MIN_ITEMS
+    # work items.
     s_d = plan.stride[0]
     row_bytes = cog * plan.out_size[1] * plan.out_size[2] * itemsize
     slab = max(1, _SLAB_BYTES // (row_bytes * s_d)) * s_d
+    per_sample = -(-_MIN_ITEMS // (plan.n * plan.groups))
+    slab = min(slab, max(s_d, -(-plan.out_size[0] // (per_sample * s_d)) * s_d))
     ncol = _NCOL
     fill = not all(t.covers_all for t in tables) or len(combos) == 0
     # The padded window: planes of hp x wp, where a read outside x lands in a zero gap.
