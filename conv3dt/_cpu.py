@@ -103,6 +103,24 @@ def _slab_depths(table, in_d, out_d, stride_d, slab, margin):
     return np.array(out, dtype=np.intp).reshape(-1, 2)
 
 
+def _planes_per_tile(hp, wp, count_h, count_w, ncol, itemsize):
+    """Whole planes per tile of the forward pass (1: tiles of rows of one plane).
+
+    A tile of n planes computes ((n - 1) * hp + count_h - 1) * wp + count_w columns, the
+    gap rows between its planes included, in register blocks of PANEL_MV vectors: pick the
+    n (within ncol columns) that computes the fewest columns per output, the most planes
+    among equals. Small planes gain from filling whole blocks; larger ones lose more to
+    the gap rows than they gain.
+    """
+    block = _kernels.PANEL_MV * 32 // itemsize
+
+    def cost(n):
+        nc = ((n - 1) * hp + count_h - 1) * wp + count_w
+        return (-(-nc // block) * block) / (n * count_h * count_w)
+
+    return min(range(1, max(1, ncol // (hp * wp)) + 1), key=lambda n: (cost(n), -n))
+
+
 @functools.lru_cache(maxsize=128)
 def _forward_schedule(plan, itemsize):
     """Phase tables padded into arrays, phase combinations, tap destinations, tiling and
@@ -158,7 +176,7 @@ def _forward_schedule(plan, itemsize):
     count_w = max([int(p[2]) for p in tables[2].phases] + [1])
     hp, wp = max(in_h + gap_h, count_h), max(in_w + gap_w, count_w)
     lead = gap_h * wp + gap_w
-    planes_per_tile = max(1, ncol // (hp * wp))  # as in _kernels._forward_slab
+    planes_per_tile = _planes_per_tile(hp, wp, count_h, count_w, ncol, itemsize)
     slab_depths = _slab_depths(tables[0], in_d, plan.out_size[0], s_d, slab,
                                planes_per_tile - 1)
     depth = max(1, int((slab_depths[:, 1] - slab_depths[:, 0]).max(initial=1)))
@@ -168,14 +186,14 @@ def _forward_schedule(plan, itemsize):
     for arr in (phases, taps, combos, tap_dest, slab_depths, window):
         arr.setflags(write=False)
     return (phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill, slab, ncol,
-            kc_max, slab_depths, window)
+            planes_per_tile, kc_max, slab_depths, window)
 
 
 def forward(plan, x, w, bias, out):
     """out[...] = conv3d_transpose(x, w) + bias, all NCDHW (views); w C-contiguous."""
     dtype = out.dtype
-    (phases, taps, combos, tap_dest, wsize, panel_size, fill, slab, ncol, kc_max,
-     slab_depths, window) = _forward_schedule(plan, dtype.itemsize)
+    (phases, taps, combos, tap_dest, wsize, panel_size, fill, slab, ncol, planes_per_tile,
+     kc_max, slab_depths, window) = _forward_schedule(plan, dtype.itemsize)
     n_threads = _n_threads(plan)
     cog = plan.c_out // plan.groups
     direct = cog <= _DIRECT_COUT and x.strides[4] == dtype.itemsize
@@ -187,7 +205,7 @@ def forward(plan, x, w, bias, out):
     kblock = min(kc_max, _KBLOCK)
     code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
                             *plan.stride, fill, slab, slab_depths, window, direct, ncol,
-                            kblock, n_threads)
+                            planes_per_tile, kblock, n_threads)
     # Per thread: the window, Y [C_out_g x max(ncol, wp)] per w-phase, the run table and 2
     # row lists.
     window_elements = 1 if direct else int(window[5])

@@ -88,6 +88,7 @@ ctypedef void (*dot_block_d)(const double* X, Py_ssize_t ldi, const double* a,
 
 cdef extern from "_simd.h" nogil:
     int CONV3DT_NR
+    int CONV3DT_MV
     void _zero_f "conv3dt_zero_f"(float* dst, Py_ssize_t n)
     void _zero_d "conv3dt_zero_d"(double* dst, Py_ssize_t n)
     void _copy_f "conv3dt_copy_f"(float* dst, const float* src, Py_ssize_t step, Py_ssize_t n)
@@ -151,6 +152,8 @@ cdef extern from "_simd.h" nogil:
 
 #: Output channels per panel of the forward pass's packed weight (pack_forward_weight).
 PANEL_NR = CONV3DT_NR
+#: Vectors (of 32 bytes) of tile columns per register block of the panel product.
+PANEL_MV = CONV3DT_MV
 
 
 cdef inline void _panel_product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
@@ -497,9 +500,10 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                         const Py_ssize_t[:, ::1] combos, Py_ssize_t od_lo, Py_ssize_t od_hi,
                         Py_ssize_t d_lo, Py_ssize_t d_hi, bint fill, Py_ssize_t stride_d,
                         Py_ssize_t stride_h, Py_ssize_t stride_w, const Window* win,
-                        bint direct, Py_ssize_t ncol, Py_ssize_t kblock, floating* xp,
-                        floating* Y, Py_ssize_t y_size, Phase3* phw, Segment* segs,
-                        Py_ssize_t* rows, Py_ssize_t* aoff) noexcept nogil:
+                        bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile,
+                        Py_ssize_t kblock, floating* xp, floating* Y, Py_ssize_t y_size,
+                        Phase3* phw, Segment* segs, Py_ssize_t* rows,
+                        Py_ssize_t* aoff) noexcept nogil:
     """Output depths [od_lo, od_hi) of one (sample, group), every phase combination.
 
     The slab reads input depths [d_lo, d_hi) of x, copied block of channels by block into
@@ -516,7 +520,6 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
     cdef Py_ssize_t c_end, v
     cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp)
-    cdef Py_ssize_t planes_per_tile = max(1, ncol // (win.hp * win.wp))
     if fill:
         for co in range(cog):
             _fill_rows(yg + co * ys.c + od_lo * ys.d, ys, od_hi - od_lo, out_h, out_w,
@@ -554,7 +557,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                 _load_phase(&phw[v], phases, taps, combos, c + v)
             jd = jd_lo
             while jd < jd_hi:
-                # Several whole planes per tile when they fit, else rows of one plane.
+                # planes_per_tile whole planes per tile, or rows of one plane.
                 npl = _min(planes_per_tile, jd_hi - jd)
                 jh0 = 0
                 while jh0 < ph.count[1]:
@@ -609,7 +612,8 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             Py_ssize_t slab,                         # output depths per work item
             const Py_ssize_t[:, ::1] slab_depths,    # IN  (n_slabs, 2) input depths read
             const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, cib, elements
-            bint direct, Py_ssize_t ncol, Py_ssize_t kblock, int n_threads):
+            bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile, Py_ssize_t kblock,
+            int n_threads):
     """y = conv3d_transpose(x, w) (+ bias). Returns 0, or -1 if a workspace malloc failed.
 
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
@@ -676,7 +680,8 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
                           b0 + g * cog if b0 != NULL else NULL, phases, taps, combos,
                           sl * slab, _min(y.shape[2], (sl + 1) * slab), slab_depths[sl, 0],
                           slab_depths[sl, 1], fill, stride_d, stride_h, stride_w, &win,
-                          direct, ncol, kblock, xp, Y, y_size, phw, segs, rows, aoff)
+                          direct, ncol, planes_per_tile, kblock, xp, Y, y_size, phw, segs,
+                          rows, aoff)
         free(xp)
         free(Y)
         free(phw)
@@ -849,7 +854,7 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
     [kc x cig], transposed). Several planes form one tile; a single plane is tiled by rows."""
     cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
     cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp)
-    cdef Py_ssize_t planes_per_tile = max(1, ncol // (win.hp * win.wp)), co0 = 0, nco, jh0, nrow
+    cdef Py_ssize_t co0 = 0, nco, jh0, nrow
     while co0 < cog:
         nco = _min(win.cib, cog - co0)
         _copy_gy_window(gyg + co0 * gs.c, gs, nco, res, a_lo, a_hi, stride[0], stride[1],
