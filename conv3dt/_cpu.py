@@ -224,7 +224,7 @@ def _backward_schedule(plan, itemsize):
     (i + a_t) * s + r_t: residue grid r_t at offset a_t. Returns
     res (n_res, 6): (r_d, r_h, r_w, cnt_d, cnt_h, cnt_w) of each residue combination used;
     tap_table (K, 4): (residue combination, a_d, a_h, a_w) per tap; slab: input depths per
-    work item; depths (n_slabs, 2): the residue-grid depths each slab reads; window (see
+    work item; gx_planes: planes per tile of grad_x; depths (n_slabs, 2): the residue-grid depths each slab reads; window (see
     _kernels.backward).
     """
     per_dim = []
@@ -261,6 +261,8 @@ def _backward_schedule(plan, itemsize):
     # `slab` planes may read up to slab - 1 zero planes past either end of the grids.
     n_slabs = -(-in_d // max(1, _NCOL // (hp * wp)))
     slab = -(-in_d // n_slabs)
+    # grad_x tiles the slab on its own: its products compute the gap columns too.
+    gx_planes = _planes_per_tile(hp, wp, in_h, in_w, _NCOL, itemsize)
     cnt_d = max(cd.values())
     i = np.arange(0, in_d, slab)
     depths = np.stack([np.maximum(-(slab - 1), i + int(ad.min())),
@@ -275,7 +277,7 @@ def _backward_schedule(plan, itemsize):
     depths = np.ascontiguousarray(depths, dtype=np.intp)
     for arr in (res, tap_table, depths, window):
         arr.setflags(write=False)
-    return res, tap_table, slab, depths, window
+    return res, tap_table, slab, gx_planes, depths, window
 
 
 def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
@@ -289,7 +291,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
         _kernels.bias_grad(gy, gb_out, n_threads)
     if gx_out is None and gw_out is None:
         return
-    res, tap_table, slab, depths, window = _backward_schedule(plan, dtype.itemsize)
+    res, tap_table, slab, gx_planes, depths, window = _backward_schedule(plan, dtype.itemsize)
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
     kc = cog * int(np.prod(plan.kernel))
     n_items = plan.groups * plan.n * len(depths)
@@ -311,7 +313,8 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     code = _kernels.backward(gy, x, wpanel, gx, chunks, gx_out is not None,
                              gw_out is not None, plan.groups,
                              np.array(plan.stride, dtype=np.intp), res, tap_table, slab, depths,
-                             window, _NCOL, kblock, n_chunks, _SMALL_CIN, n_threads)
+                             window, _NCOL, gx_planes, kblock, n_chunks, _SMALL_CIN,
+                             n_threads)
     # Per thread: the window, T [C_in_g x cols], the x tile [ldx x cols], 2 row lists and
     # the run offsets.
     cols = max(_NCOL, int(window[1]))

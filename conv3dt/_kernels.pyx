@@ -847,28 +847,56 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
                      const Py_ssize_t[:, ::1] res, const Py_ssize_t[:, ::1] tap_table,
                      const Py_ssize_t* stride, Py_ssize_t id, Py_ssize_t npl,
                      Py_ssize_t a_lo, Py_ssize_t a_hi, Py_ssize_t cig, Py_ssize_t cog,
-                     Py_ssize_t ncol, Py_ssize_t kblock, int small_n, floating* buf,
-                     floating* T, floating* X, Py_ssize_t ldx, Py_ssize_t* rows,
-                     Py_ssize_t* aoff, Py_ssize_t* roff) noexcept nogil:
+                     Py_ssize_t ncol, Py_ssize_t gx_planes, Py_ssize_t kblock, int small_n,
+                     floating* buf, floating* T, floating* X, Py_ssize_t ldx,
+                     Py_ssize_t* rows, Py_ssize_t* aoff, Py_ssize_t* roff) noexcept nogil:
     """Input depths [id, id + npl) of one (sample, group): grad_x and/or grad_w (acc,
-    [kc x cig], transposed). Several planes form one tile; a single plane is tiled by rows."""
+    [kc x cig], transposed), from one window of grad_output per block of its channels.
+
+    grad_w takes the npl planes as one tile (a single plane: tiles of rows), so that each
+    register block of its product sums over many columns; grad_x, whose products also
+    compute the gap columns between rows and planes, takes gx_planes planes per tile
+    (_cpu._planes_per_tile)."""
     cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
-    cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp)
-    cdef Py_ssize_t co0 = 0, nco, jh0, nrow
+    cdef Py_ssize_t co0 = 0, nco, p, tile_planes
     while co0 < cog:
         nco = _min(win.cib, cog - co0)
         _copy_gy_window(gyg + co0 * gs.c, gs, nco, res, a_lo, a_hi, stride[0], stride[1],
                         stride[2], win, buf)
-        jh0 = 0
-        while jh0 < in_h:
-            nrow = _min(rows_per_tile, in_h - jh0) if npl == 1 else in_h
-            if acc != NULL:
-                _pack_x_tile(xg, xs, cig, id, npl, jh0, nrow, in_w, cig > small_n, ldx, X)
-            _grad_tile(buf, win, res.shape[0], res, tap_table, id, npl, a_lo, jh0, nrow, in_w,
-                       co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, acc, small_n, kblock,
-                       rows, aoff, roff)
-            jh0 += nrow
+        if acc != NULL:
+            _grad_tiles(buf, win, res, tap_table, xg, xs, id, npl, a_lo, in_h, in_w, co0,
+                        nco, cig, kc, wpg, T, NULL, gxs, X, ldx, acc, small_n, ncol, kblock,
+                        rows, aoff, roff)
+        if gxg != NULL:
+            p = 0
+            while p < npl:
+                tile_planes = _min(gx_planes, npl - p)
+                _grad_tiles(buf, win, res, tap_table, xg, xs, id + p, tile_planes, a_lo,
+                            in_h, in_w, co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, NULL,
+                            small_n, ncol, kblock, rows, aoff, roff)
+                p += tile_planes
         co0 += nco
+
+
+cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:, ::1] res,
+                      const Py_ssize_t[:, ::1] tap_table, const floating* xg, Strides4 xs,
+                      Py_ssize_t id, Py_ssize_t npl, Py_ssize_t a_lo, Py_ssize_t in_h,
+                      Py_ssize_t in_w, Py_ssize_t co0, Py_ssize_t nco, Py_ssize_t cig,
+                      Py_ssize_t kc, const floating* wpg, floating* T, floating* gxg,
+                      Strides4 gxs, floating* X, Py_ssize_t ldx, floating* acc, int small_n,
+                      Py_ssize_t ncol, Py_ssize_t kblock, Py_ssize_t* rows, Py_ssize_t* aoff,
+                      Py_ssize_t* roff) noexcept nogil:
+    """Input depths [id, id + npl) as one tile (npl > 1), or one plane as tiles of rows:
+    grad_x (gxg) or grad_w (acc), by _grad_tile."""
+    cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp), jh0 = 0, nrow
+    while jh0 < in_h:
+        nrow = _min(rows_per_tile, in_h - jh0) if npl == 1 else in_h
+        if acc != NULL:
+            _pack_x_tile(xg, xs, cig, id, npl, jh0, nrow, in_w, cig > small_n, ldx, X)
+        _grad_tile(buf, win, res.shape[0], res, tap_table, id, npl, a_lo, jh0, nrow, in_w,
+                   co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, acc, small_n, kblock, rows,
+                   aoff, roff)
+        jh0 += nrow
 
 
 def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, oW]
@@ -884,7 +912,8 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
              Py_ssize_t slab,                         # input depths per work item
              const Py_ssize_t[:, ::1] depths,         # IN  (n_slabs, 2) residue depths [lo, hi)
              const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, cob, elements
-             Py_ssize_t ncol, Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n,
+             Py_ssize_t ncol, Py_ssize_t gx_planes, Py_ssize_t kblock, Py_ssize_t n_chunks,
+             int small_n,
              int n_threads):
     """grad_x and the per-chunk partial sums of grad_w. Returns 0, or -1 on malloc failure.
 
@@ -968,7 +997,8 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                            acc0 + ch * acc_stride + g * cig * kc if acc0 != NULL else NULL,
                            &win, res, tap_table, &stride[0], sl * slab,
                            _min(slab, in_d - sl * slab), depths[sl, 0], depths[sl, 1], cig, cog,
-                           ncol, kblock, small_n, buf, T, X, ldx, rows, aoff, roff)
+                           ncol, gx_planes, kblock, small_n, buf, T, X, ldx, rows, aoff,
+                           roff)
         free(roff)
         free(buf)
         free(T)
