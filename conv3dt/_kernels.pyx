@@ -98,6 +98,7 @@ cdef extern from "_simd.h" nogil:
                                     Py_ssize_t n, int accumulate)
     void _store_d "conv3dt_store_d"(double* dst, Py_ssize_t step, const double* src,
                                     double b, Py_ssize_t n, int accumulate)
+    void _store_fence "conv3dt_store_fence"()
     void _store2_f "conv3dt_store2_f"(float* dst, const float* a, const float* c, float b,
                                       Py_ssize_t n, int accumulate)
     void _store2_d "conv3dt_store2_d"(double* dst, const double* a, const double* c,
@@ -682,6 +683,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
                           slab_depths[sl, 1], fill, stride_d, stride_h, stride_w, &win,
                           direct, ncol, planes_per_tile, kblock, xp, Y, y_size, phw, segs,
                           rows, aoff)
+            _store_fence()
         free(xp)
         free(Y)
         free(phw)

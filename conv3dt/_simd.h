@@ -303,6 +303,34 @@ CONV3DT_ZERO(conv3dt_zero_d, double, 4)
 CONV3DT_STORE(conv3dt_store_f, float)
 CONV3DT_STORE(conv3dt_store_d, double)
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* Streaming (non-temporal) stores of a 32-byte vector v to p (16-byte aligned), as two
+ * SSE halves, which every x86-64 CPU has. */
+typedef float conv3dt_v4f_h __attribute__((vector_size(16)));
+typedef double conv3dt_v2d_h __attribute__((vector_size(16)));
+#define CONV3DT_NT 1
+#define CONV3DT_STREAM(T, p, v)                                                   \
+    do {                                                                          \
+        if (sizeof(T) == 4) {                                                     \
+            conv3dt_v4f_h h[2];                                                   \
+            __builtin_memcpy(h, &(v), 32);                                        \
+            __builtin_ia32_movntps((float *)(p), h[0]);                           \
+            __builtin_ia32_movntps((float *)(p) + 4, h[1]);                       \
+        } else {                                                                  \
+            conv3dt_v2d_h h[2];                                                   \
+            __builtin_memcpy(h, &(v), 32);                                        \
+            __builtin_ia32_movntpd((double *)(p), h[0]);                          \
+            __builtin_ia32_movntpd((double *)(p) + 2, h[1]);                      \
+        }                                                                         \
+    } while (0)
+/* Orders the streaming stores of a work item before others read the output. */
+static inline void conv3dt_store_fence(void) { __builtin_ia32_sfence(); }
+#else
+#define CONV3DT_NT 0
+#define CONV3DT_STREAM(T, p, v) __builtin_memcpy((p), &(v), 32)
+static inline void conv3dt_store_fence(void) {}
+#endif
+
 /* dst[2u] = a[u] + b, dst[2u + 1] = c[u] + b, u < n (or += a[u], += c[u] when accumulate):
  * the two w-phases of a stride-2 output row written together, interleaved in registers so
  * that the row is stored in whole vectors. */
@@ -314,6 +342,18 @@ CONV3DT_STORE(conv3dt_store_d, double)
         const I lo = LO, hi = HI;                                                 \
         V bv = (V){0} + b;                                                        \
         ptrdiff_t u = 0;                                                          \
+        if (CONV3DT_NT && !accumulate && ((size_t)dst % 16) == 0) {               \
+            /* the output is not read again: stream it past the caches */         \
+            for (; u + W <= n; u += W) {                                          \
+                V va, vc;                                                         \
+                __builtin_memcpy(&va, a + u, sizeof(V));                          \
+                __builtin_memcpy(&vc, c + u, sizeof(V));                          \
+                V r0 = __builtin_shuffle(va, vc, lo) + bv;                        \
+                V r1 = __builtin_shuffle(va, vc, hi) + bv;                        \
+                CONV3DT_STREAM(T, dst + 2 * u, r0);                               \
+                CONV3DT_STREAM(T, dst + 2 * u + W, r1);                           \
+            }                                                                     \
+        }                                                                         \
         for (; u + W <= n; u += W) {                                              \
             V va, vc, o0, o1;                                                     \
             __builtin_memcpy(&va, a + u, sizeof(V));                              \
@@ -336,6 +376,7 @@ CONV3DT_STORE(conv3dt_store_d, double)
             dst[2 * u + 1] = accumulate ? dst[2 * u + 1] + c[u] : c[u] + b;       \
         }                                                                         \
     }
+
 
 typedef int conv3dt_v8i __attribute__((vector_size(32)));
 typedef long long conv3dt_v4l __attribute__((vector_size(32)));
