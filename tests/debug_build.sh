@@ -32,7 +32,8 @@ export PYTHONPATH="$work"
 status=0
 (cd "$work" && python -m pytest -q -p no:cacheprovider \
     tests/test_golden.py tests/test_threads.py tests/test_random_reference.py \
-    tests/test_reliability_values.py tests/test_reliability_sizes.py -m "not slow" "$@") || status=$?
+    tests/test_reliability_values.py tests/test_reliability_sizes.py tests/test_tiling.py \
+    -m "not slow" "$@") || status=$?
 unset LD_PRELOAD
 if ls "$report".* >/dev/null 2>&1; then
     echo "sanitizer reports:"; cat "$report".*; status=1
