@@ -1,7 +1,7 @@
 """CPU benchmark: conv3dt against PyTorch and PaddlePaddle, side by side in one process.
 
 Times the forward pass and forward + backward (all three gradients) per shape: the median
-of several runs after a warm-up. GFLOP/s counts ``2 * N * C_in * (C_out / groups) *
+of several calls after a warm-up, taken in rounds that alternate the libraries. GFLOP/s counts ``2 * N * C_in * (C_out / groups) *
 prod(k) * prod(input DHW)`` per pass (a backward pass does two such products, so
 forward + backward counts three). Peers are optional; they are timed when importable.
 
@@ -185,13 +185,25 @@ def workspace_mib(name, dtype, threads):
     return float(res.stdout.strip().splitlines()[-1])
 
 
+def _times_ms(fn, n):
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory=False,
-        progress=None, float64=False, scaling=False):
+        progress=None, float64=False, scaling=False, rounds=3):
     """Benchmark ``shapes`` (default: all); returns a list of result dicts.
 
-    Besides the peers, for each shape and right after its own timing: ``float64`` times
-    conv3dt in float64 too (``f64_fwd_ms``, ``f64_fwdbwd_ms``); ``scaling`` times its
-    forward pass on one thread (``t1_fwd_ms``).
+    Per shape, each library's forward pass is timed ``repeat`` times and forward + backward
+    half as often (at least 3), after a warm-up; the calls are spread over ``rounds``
+    rounds that take the libraries in turn, so that a slow spell of a shared machine hits
+    all of them, and each time is the median of all calls. With conv3dt, in the same
+    rounds: ``float64`` times it in float64 too (``f64_fwd_ms``, ``f64_fwdbwd_ms``);
+    ``scaling`` times its forward pass on one thread (``t1_fwd_ms``).
     """
     import conv3dt
 
@@ -218,23 +230,32 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                 libs.append(("torch", _torch_fns(x, w, b, gy, kwargs, threads)))
             if "paddle" in peers:
                 libs.append(("paddle", _paddle_fns(x, w, b, gy, kwargs, threads)))
+            # (key, function, threads) per library, timed together in each round
+            groups = []
             for lib, (fwd, fwd_bwd) in libs:
-                # Let the previous library's idle threads stop spinning (OpenMP runtimes
-                # busy-wait for up to ~0.2 s after a parallel region) so that they do not
-                # take cores from the library being timed.
-                time.sleep(_SETTLE_S)
-                row[f"{lib}_fwd_ms"] = _median_ms(fwd, repeat)
-                row[f"{lib}_fwdbwd_ms"] = _median_ms(fwd_bwd, max(3, repeat // 2))
+                timed = [(f"{lib}_fwd_ms", fwd, threads), (f"{lib}_fwdbwd_ms", fwd_bwd, threads)]
                 if lib == "conv3dt" and scaling:
-                    conv3dt.set_num_threads(1)
-                    try:
-                        row["t1_fwd_ms"] = _median_ms(fwd, repeat)
-                    finally:
-                        conv3dt.set_num_threads(threads)
+                    timed.append(("t1_fwd_ms", fwd, 1))
                 if lib == "conv3dt" and float64:
                     f64, f64_bwd = _conv3dt_fns(*shape_arrays(name, "float64"))
-                    row["f64_fwd_ms"] = _median_ms(f64, repeat)
-                    row["f64_fwdbwd_ms"] = _median_ms(f64_bwd, max(3, repeat // 2))
+                    timed += [("f64_fwd_ms", f64, threads), ("f64_fwdbwd_ms", f64_bwd, threads)]
+                groups.append(timed)
+            calls = {"fwd": -(-repeat // rounds), "fwdbwd": -(-max(3, repeat // 2) // rounds)}
+            samples = {}
+            for rnd in range(rounds):
+                for timed in groups:
+                    # Let the previous library's idle threads stop spinning (OpenMP
+                    # runtimes busy-wait for up to ~0.2 s after a parallel region) so that
+                    # they do not take cores from the library being timed.
+                    time.sleep(_SETTLE_S)
+                    for key, fn, n_threads in timed:
+                        conv3dt.set_num_threads(n_threads)
+                        if rnd == 0:
+                            fn()  # warm-up
+                        n = calls["fwdbwd" if key.endswith("fwdbwd_ms") else "fwd"]
+                        samples.setdefault(key, []).extend(_times_ms(fn, n))
+                    conv3dt.set_num_threads(threads)
+            row.update({key: statistics.median(v) for key, v in samples.items()})
             if memory:
                 row["workspace_mib"] = workspace_mib(name, dtype, threads)
             results.append(row)
@@ -323,7 +344,11 @@ def main(argv=None):
     parser.add_argument("--compare", default="", help="comma-separated peers: torch,paddle")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=7,
+                        help="timed forward passes per library and shape (default 7)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds the timed calls are spread over, the libraries in "
+                             "turn (default 3)")
     parser.add_argument("--memory", action="store_true", help="measure workspace per shape")
     parser.add_argument("--scaling", action="store_true",
                         help="also time the forward pass on one thread")
@@ -338,6 +363,10 @@ def main(argv=None):
             parser.error(f"--compare: unknown peer {p!r}; choose from {','.join(PEERS)}")
         if not peer_available(p):
             print(f"note: {p} is not importable; it is left out", file=sys.stderr)
+    for opt in ("threads", "repeat", "rounds"):
+        value = getattr(args, opt)
+        if value is not None and value < 1:
+            parser.error(f"--{opt} must be at least 1, got {value}")
     if args.float64 and args.dtype != "float32":
         parser.error("--float64 compares with float32; leave out --dtype float64")
     if args.shapes:
@@ -351,7 +380,7 @@ def main(argv=None):
               file=sys.stderr, flush=True)
 
     results = run(args.shapes, args.dtype, args.threads, args.repeat, compare, args.memory,
-                  progress, float64=args.float64, scaling=args.scaling)
+                  progress, float64=args.float64, scaling=args.scaling, rounds=args.rounds)
     print(table(results, _matmul_gflops(args.dtype)))
     if args.json:
         with open(args.json, "w") as f:

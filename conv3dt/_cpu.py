@@ -60,9 +60,9 @@ _SLAB_BYTES = 1048576
 _MIN_ITEMS = 8
 # The padded window of x per thread holds at most this much (whole channels; at least one).
 _WINDOW_BYTES = 4 * 1024 * 1024
-# Rows of W per product call of the forward pass: the product's 2-vector column of the
-# shifted rows (kblock x 64 bytes, less where taps share lines) then stays in the L1 cache
-# while every panel of output channels passes over it.
+# Rows of W per product call: the product's block of columns of the shifted rows (kblock x
+# 3 vectors, less where taps share lines) then stays in the L1 cache while every panel of
+# output channels passes over it.
 _KBLOCK = 256
 
 
@@ -104,7 +104,8 @@ def _slab_depths(table, in_d, out_d, stride_d, slab, margin):
 
 
 def _planes_per_tile(hp, wp, count_h, count_w, ncol, itemsize):
-    """Whole planes per tile of the forward pass (1: tiles of rows of one plane).
+    """Whole planes per tile of the forward pass or of grad_x (1: tiles of rows of one
+    plane), planes of hp x wp holding count_h x count_w outputs.
 
     A tile of n planes computes ((n - 1) * hp + count_h - 1) * wp + count_w columns, the
     gap rows between its planes included, in register blocks of PANEL_MV vectors: pick the
@@ -224,8 +225,8 @@ def _backward_schedule(plan, itemsize):
     (i + a_t) * s + r_t: residue grid r_t at offset a_t. Returns
     res (n_res, 6): (r_d, r_h, r_w, cnt_d, cnt_h, cnt_w) of each residue combination used;
     tap_table (K, 4): (residue combination, a_d, a_h, a_w) per tap; slab: input depths per
-    work item; gx_planes: planes per tile of grad_x; depths (n_slabs, 2): the residue-grid depths each slab reads; window (see
-    _kernels.backward).
+    work item; gx_planes: planes per tile of grad_x; depths (n_slabs, 2): the residue-grid
+    depths each slab reads; window (see _kernels.backward).
     """
     per_dim = []
     for a in range(3):

@@ -1,4 +1,4 @@
-/* Vector loops of conv3dt's CPU kernels for products too thin for BLAS.
+/* The register-blocked products and vector loops of conv3dt's CPU kernels.
  *
  * They are compiled twice with GCC (function multi-versioning): once for x86-64-v3
  * (AVX2 + FMA) and once for the baseline, and the loader picks the clone the CPU supports,

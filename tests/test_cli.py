@@ -220,6 +220,12 @@ def test_bench_scaling_and_float64_columns(tmp_path):
     assert bad.returncode == 2 and "--float64" in bad.stderr
 
 
+@pytest.mark.parametrize("option", ["--repeat", "--rounds", "--threads"])
+def test_bench_counts_below_one_are_usage_errors(tmp_path, option):
+    res = cli("bench", option, "0", cwd=tmp_path)
+    assert res.returncode == 2 and f"{option} must be at least 1, got 0" in res.stderr
+
+
 # ------------------------------------------------------------------------ run
 
 
