@@ -57,17 +57,6 @@ def flops(name):
     return 2.0 * n * c_in * (c_out // groups) * np.prod(_triple(k)) * np.prod(size)
 
 
-def _median_ms(fn, repeat, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def _conv3dt_fns(x, w, b, gy, kwargs):
     from .functional import conv3d_transpose, conv3d_transpose_backward
 
@@ -138,13 +127,6 @@ def peer_available(peer):
         return False
 
 
-def _matmul_gflops(dtype, repeat=5):
-    """GFLOP/s of a 2048 x 2048 matrix product: the practical ceiling of this machine."""
-    a = np.random.default_rng(1).standard_normal((2048, 2048)).astype(dtype)
-    ms = _median_ms(lambda: a @ a, repeat)
-    return 2 * 2048**3 / (ms * 1e6)
-
-
 def workspace_mib(name, dtype, threads):
     """Peak extra memory of one forward + backward pass, in MiB, measured in a child process.
 
@@ -199,9 +181,10 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
     """Benchmark ``shapes`` (default: all); returns a list of result dicts.
 
     Per shape, each library's forward pass is timed ``repeat`` times and forward + backward
-    half as often (at least 3), after a warm-up; the calls are spread over ``rounds``
+    half as often (at least 3); the calls are spread over ``rounds``
     rounds that take the libraries in turn, so that a slow spell of a shared machine hits
-    all of them, and each time is the median of all calls. With conv3dt, in the same
+    all of them, each round after one untimed call, and each time is the median of all
+    calls. A 2048 x 2048 matrix product is timed in the same rounds. With conv3dt, in the same
     rounds: ``float64`` times it in float64 too (``f64_fwd_ms``, ``f64_fwdbwd_ms``);
     ``scaling`` times its forward pass on one thread (``t1_fwd_ms``).
     """
@@ -215,6 +198,9 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
     if unknown:
         raise ValueError(f"unknown peers {unknown}; choose from {list(PEERS)}")
     threads = threads or conv3dt.get_num_threads()
+    # A 2048 x 2048 matrix product (NumPy's BLAS): the practical ceiling of the machine,
+    # timed in the same rounds as the libraries.
+    square = np.random.default_rng(1).standard_normal((2048, 2048)).astype(dtype)
     previous = conv3dt.get_num_threads()
     conv3dt.set_num_threads(threads)
     peers = [p for p in compare if peer_available(p)]
@@ -240,9 +226,10 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                     f64, f64_bwd = _conv3dt_fns(*shape_arrays(name, "float64"))
                     timed += [("f64_fwd_ms", f64, threads), ("f64_fwdbwd_ms", f64_bwd, threads)]
                 groups.append(timed)
+            groups.append([("matmul_ms", lambda: square @ square, threads)])
             calls = {"fwd": -(-repeat // rounds), "fwdbwd": -(-max(3, repeat // 2) // rounds)}
             samples = {}
-            for rnd in range(rounds):
+            for _ in range(rounds):
                 for timed in groups:
                     # Let the previous library's idle threads stop spinning (OpenMP
                     # runtimes busy-wait for up to ~0.2 s after a parallel region) so that
@@ -250,12 +237,12 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                     time.sleep(_SETTLE_S)
                     for key, fn, n_threads in timed:
                         conv3dt.set_num_threads(n_threads)
-                        if rnd == 0:
-                            fn()  # warm-up
+                        fn()  # warm-up: wakes the threads, brings the data into cache
                         n = calls["fwdbwd" if key.endswith("fwdbwd_ms") else "fwd"]
                         samples.setdefault(key, []).extend(_times_ms(fn, n))
                     conv3dt.set_num_threads(threads)
             row.update({key: statistics.median(v) for key, v in samples.items()})
+            row["matmul_gflops"] = 2 * 2048**3 / (row.pop("matmul_ms") * 1e6)
             if memory:
                 row["workspace_mib"] = workspace_mib(name, dtype, threads)
             results.append(row)
@@ -266,10 +253,11 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
     return results
 
 
-def table(results, matmul_gflops=None):
-    """The results as a text table, with ratios peer-time / conv3dt-time."""
+def table(results):
+    """The results as a text table, with ratios peer-time / conv3dt-time and conv3dt's
+    forward GFLOP/s as a share of the matrix product's in the same rounds."""
     peers = [p for p in PEERS if results and f"{p}_fwd_ms" in results[0]]
-    head = ["shape", "fwd ms", "GFLOP/s", "fwd+bwd ms"]
+    head = ["shape", "fwd ms", "GFLOP/s", "of matmul", "fwd+bwd ms"]
     for p in peers:
         head += [f"{p} fwd ms", f"{p}/conv3dt fwd", f"{p} f+b ms", f"{p}/conv3dt f+b"]
     extra = [("t1_fwd_ms", ["1-thread fwd ms", "speedup"]),
@@ -281,8 +269,9 @@ def table(results, matmul_gflops=None):
         head.append("workspace MiB")
     rows = [head]
     for r in results:
-        row = [r["shape"], f"{r['conv3dt_fwd_ms']:.2f}",
-               f"{r['gflop'] / r['conv3dt_fwd_ms'] * 1e3:.1f}", f"{r['conv3dt_fwdbwd_ms']:.2f}"]
+        gflops = r["gflop"] / r["conv3dt_fwd_ms"] * 1e3
+        row = [r["shape"], f"{r['conv3dt_fwd_ms']:.2f}", f"{gflops:.1f}",
+               f"{gflops / r['matmul_gflops']:.0%}", f"{r['conv3dt_fwdbwd_ms']:.2f}"]
         for p in peers:
             row += [f"{r[f'{p}_fwd_ms']:.2f}", f"{r[f'{p}_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x",
                     f"{r[f'{p}_fwdbwd_ms']:.2f}",
@@ -304,8 +293,10 @@ def table(results, matmul_gflops=None):
             ratios = [r[f"{p}_{kind}_ms"] / r[f"conv3dt_{kind}_ms"] for r in results]
             gm = float(np.exp(np.mean(np.log(ratios))))
             lines.append(f"geometric mean {p}/conv3dt ({kind}): {gm:.2f}x")
-    if matmul_gflops:
-        lines.append(f"matrix product 2048^3 ({results[0]['dtype']}): {matmul_gflops:.1f} GFLOP/s")
+    if results:
+        mm = statistics.median(r["matmul_gflops"] for r in results)
+        lines.append(f"matrix product 2048^3 ({results[0]['dtype']}), median over the shapes' "
+                     f"rounds: {mm:.1f} GFLOP/s")
     return "\n".join(lines)
 
 
@@ -381,7 +372,7 @@ def main(argv=None):
 
     results = run(args.shapes, args.dtype, args.threads, args.repeat, compare, args.memory,
                   progress, float64=args.float64, scaling=args.scaling, rounds=args.rounds)
-    print(table(results, _matmul_gflops(args.dtype)))
+    print(table(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -62,6 +62,14 @@ cdef inline Py_ssize_t _clamp(Py_ssize_t v, Py_ssize_t lo, Py_ssize_t hi) noexce
     return lo if v < lo else (hi if v > hi else v)
 
 
+cdef inline Py_ssize_t _rows_per_tile(Py_ssize_t rows, Py_ssize_t wp,
+                                      Py_ssize_t ncol) noexcept nogil:
+    """Rows of wp columns per tile: at most ncol columns, the rows split evenly (32 rows
+    in tiles of at most 31 go as 16 + 16, not 31 + 1)."""
+    cdef Py_ssize_t n_tiles = (rows + max(1, ncol // wp) - 1) // max(1, ncol // wp)
+    return (rows + n_tiles - 1) // n_tiles if n_tiles > 0 else 1
+
+
 cdef inline Py_ssize_t _floordiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     # b > 0; C division truncates towards zero.
     return a // b if a >= 0 else -((-a + b - 1) // b)
@@ -520,7 +528,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
     cdef Py_ssize_t c, co, jd, jd_lo, jd_hi, jh0, kc, nt, c0, nci, nrow, j0, j_end, npl
     cdef Py_ssize_t c_end, v
     cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
-    cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp)
+    cdef Py_ssize_t rows_per_tile
     if fill:
         for co in range(cog):
             _fill_rows(yg + co * ys.c + od_lo * ys.d, ys, od_hi - od_lo, out_h, out_w,
@@ -561,6 +569,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                 # planes_per_tile whole planes per tile, or rows of one plane.
                 npl = _min(planes_per_tile, jd_hi - jd)
                 jh0 = 0
+                rows_per_tile = _rows_per_tile(ph.count[1], win.wp, ncol)
                 while jh0 < ph.count[1]:
                     nrow = _min(rows_per_tile, ph.count[1] - jh0) if npl == 1 else ph.count[1]
                     for v in range(c_end - c):
@@ -890,7 +899,7 @@ cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:
                       Py_ssize_t* roff) noexcept nogil:
     """Input depths [id, id + npl) as one tile (npl > 1), or one plane as tiles of rows:
     grad_x (gxg) or grad_w (acc), by _grad_tile."""
-    cdef Py_ssize_t rows_per_tile = max(1, ncol // win.wp), jh0 = 0, nrow
+    cdef Py_ssize_t rows_per_tile = _rows_per_tile(in_h, win.wp, ncol), jh0 = 0, nrow
     while jh0 < in_h:
         nrow = _min(rows_per_tile, in_h - jh0) if npl == 1 else in_h
         if acc != NULL:
