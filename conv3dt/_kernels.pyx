@@ -425,25 +425,36 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
-    cdef Py_ssize_t kc = (c0 + nci) * nt, r = c0 * nt, kb, tap, md, mh, mw
+    cdef Py_ssize_t kc = (c0 + nci) * nt, r = c0 * nt, kb, md, mh, mw
     cdef Py_ssize_t wp = win.wp, nc = ((npl - 1) * win.hp + nrow - 1) * wp + ph.count[2]
     cdef const floating* a = xp + win.lead + jh0 * wp
     cdef floating beta = 0
     cdef bint first = True
+    # r = ci * nt + (itd * nth + ith) * ntw + itw, stepped without divisions
+    cdef Py_ssize_t ci = c0, itd = 0, ith = 0, itw = 0
     while r < kc or first:
         kb = 0
         while r < kc and kb < kblock:
-            tap = r % nt
-            md = jd + ph.q0[0] - ph.taps[0][2 * (tap // (nth * ntw)) + 1]
-            mh = ph.q0[1] - ph.taps[1][2 * ((tap // ntw) % nth) + 1]
-            mw = ph.q0[2] - ph.taps[2][2 * (tap % ntw) + 1]
+            md = jd + ph.q0[0] - ph.taps[0][2 * itd + 1]
+            mh = ph.q0[1] - ph.taps[1][2 * ith + 1]
+            mw = ph.q0[2] - ph.taps[2][2 * itw + 1]
             if (md + npl - 1 >= 0 and md < in_d and jh0 + nrow - 1 + mh >= 0
                     and jh0 + mh < in_h
                     and ph.count[2] - 1 + mw >= 0 and mw < in_w):
                 rows[kb] = r
-                aoff[kb] = (r // nt - c0) * win.cs + ((md - d_lo) * win.hp + mh) * wp + mw
+                aoff[kb] = (ci - c0) * win.cs + ((md - d_lo) * win.hp + mh) * wp + mw
                 kb += 1
             r += 1
+            itw += 1
+            if itw == ntw:
+                itw = 0
+                ith += 1
+                if ith == nth:
+                    ith = 0
+                    itd += 1
+                    if itd == ph.ntaps[0]:
+                        itd = 0
+                        ci += 1
         # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major)
         _panel_product(nc, cog, kb, a, aoff, wpg, wps, rows, beta, Y)
         beta = 1
@@ -811,11 +822,12 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
     cdef bint first = True
     for k in range(nrun):
         roff[k] = ((k // nrow) * win.hp + k % nrow) * wp
+    co = co0
+    t = 0
     while r < r_end or first:
         kb = 0
         while r < r_end and kb < kblock:
-            co = r // K
-            t = r - co * K
+            # r = co * K + t
             rho = tap_table[t, 0]
             ad = id + tap_table[t, 1]
             ah = tap_table[t, 2]
@@ -827,6 +839,10 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
                 aoff[kb] = ((co - co0) * n_res + rho) * win.cs + ((ad - a_lo) * win.hp + ah) * wp + aw
                 kb += 1
             r += 1
+            t += 1
+            if t == K:
+                t = 0
+                co += 1
         if gxg != NULL:
             # T [cig x nc] (+)= W_g[:, rows] @ B  (row-major), W_g in panels
             _panel_product(nc, cig, kb, a, aoff, wpg, kc * CONV3DT_NR, rows, beta, T)
