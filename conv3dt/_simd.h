@@ -303,28 +303,27 @@ CONV3DT_ZERO(conv3dt_zero_d, double, 4)
 CONV3DT_STORE(conv3dt_store_f, float)
 CONV3DT_STORE(conv3dt_store_d, double)
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__)
+#include <emmintrin.h>
 /* Streaming (non-temporal) stores of a 32-byte vector v to p (16-byte aligned), as two
- * SSE halves, which every x86-64 CPU has. */
-typedef float conv3dt_v4f_h __attribute__((vector_size(16)));
-typedef double conv3dt_v2d_h __attribute__((vector_size(16)));
+ * SSE2 halves, which every x86-64 CPU has. */
 #define CONV3DT_NT 1
 #define CONV3DT_STREAM(T, p, v)                                                   \
     do {                                                                          \
         if (sizeof(T) == 4) {                                                     \
-            conv3dt_v4f_h h[2];                                                   \
+            __m128 h[2];                                                          \
             __builtin_memcpy(h, &(v), 32);                                        \
-            __builtin_ia32_movntps((float *)(p), h[0]);                           \
-            __builtin_ia32_movntps((float *)(p) + 4, h[1]);                       \
+            _mm_stream_ps((float *)(p), h[0]);                                    \
+            _mm_stream_ps((float *)(p) + 4, h[1]);                                \
         } else {                                                                  \
-            conv3dt_v2d_h h[2];                                                   \
+            __m128d h[2];                                                         \
             __builtin_memcpy(h, &(v), 32);                                        \
-            __builtin_ia32_movntpd((double *)(p), h[0]);                          \
-            __builtin_ia32_movntpd((double *)(p) + 2, h[1]);                      \
+            _mm_stream_pd((double *)(p), h[0]);                                   \
+            _mm_stream_pd((double *)(p) + 2, h[1]);                               \
         }                                                                         \
     } while (0)
 /* Orders the streaming stores of a work item before others read the output. */
-static inline void conv3dt_store_fence(void) { __builtin_ia32_sfence(); }
+static inline void conv3dt_store_fence(void) { _mm_sfence(); }
 #else
 #define CONV3DT_NT 0
 #define CONV3DT_STREAM(T, p, v) __builtin_memcpy((p), &(v), 32)
