@@ -84,16 +84,6 @@ cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noe
     return s
 
 
-ctypedef void (*dot_block_f)(const float* X, Py_ssize_t ldi, const float* a,
-                             const Py_ssize_t* aoff, const Py_ssize_t* cols, Py_ssize_t nb,
-                             const Py_ssize_t* roff, Py_ssize_t nrow, Py_ssize_t len, float* c,
-                             Py_ssize_t ldc) noexcept nogil
-ctypedef void (*dot_block_d)(const double* X, Py_ssize_t ldi, const double* a,
-                             const Py_ssize_t* aoff, const Py_ssize_t* cols, Py_ssize_t nb,
-                             const Py_ssize_t* roff, Py_ssize_t nrow, Py_ssize_t len, double* c,
-                             Py_ssize_t ldc) noexcept nogil
-
-
 cdef extern from "_simd.h" nogil:
     int CONV3DT_NR
     int CONV3DT_MV
@@ -121,30 +111,16 @@ cdef extern from "_simd.h" nogil:
                                               const double* xt, Py_ssize_t ldx, const double* a,
                                               const Py_ssize_t* aoff, const Py_ssize_t* cols,
                                               double* c, Py_ssize_t ldc)
-    void _dot_block1_f "conv3dt_dot_block1_f"(const float*, Py_ssize_t, const float*,
-                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
-                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, float*,
-                                              Py_ssize_t)
-    void _dot_block2_f "conv3dt_dot_block2_f"(const float*, Py_ssize_t, const float*,
-                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
-                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, float*,
-                                              Py_ssize_t)
-    void _dot_block3_f "conv3dt_dot_block3_f"(const float*, Py_ssize_t, const float*,
-                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
-                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, float*,
-                                              Py_ssize_t)
-    void _dot_block1_d "conv3dt_dot_block1_d"(const double*, Py_ssize_t, const double*,
-                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
-                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, double*,
-                                              Py_ssize_t)
-    void _dot_block2_d "conv3dt_dot_block2_d"(const double*, Py_ssize_t, const double*,
-                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
-                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, double*,
-                                              Py_ssize_t)
-    void _dot_block3_d "conv3dt_dot_block3_d"(const double*, Py_ssize_t, const double*,
-                                              const Py_ssize_t*, const Py_ssize_t*, Py_ssize_t,
-                                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, double*,
-                                              Py_ssize_t)
+    void _dot_blocks_f "conv3dt_dot_blocks_f"(const float* X, Py_ssize_t ldi, Py_ssize_t cig,
+                                              const float* a, const Py_ssize_t* aoff,
+                                              const Py_ssize_t* rows, Py_ssize_t kb,
+                                              const Py_ssize_t* roff, Py_ssize_t nrow,
+                                              Py_ssize_t len, float* acc)
+    void _dot_blocks_d "conv3dt_dot_blocks_d"(const double* X, Py_ssize_t ldi, Py_ssize_t cig,
+                                              const double* a, const Py_ssize_t* aoff,
+                                              const Py_ssize_t* rows, Py_ssize_t kb,
+                                              const Py_ssize_t* roff, Py_ssize_t nrow,
+                                              Py_ssize_t len, double* acc)
     void _axpy_f "conv3dt_axpy_f"(float* y, const float* x, float a, Py_ssize_t n)
     void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
     void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -766,33 +742,6 @@ cdef void _pack_x_tile(const floating* xg, Strides4 xs, Py_ssize_t cig, Py_ssize
                 _copy_strided(X + ci * nv + k * in_w, src, xs.w, in_w)
 
 
-cdef void _dot_blocks(const floating* X, Py_ssize_t ldi, Py_ssize_t cig, const floating* a,
-                      const Py_ssize_t* aoff, const Py_ssize_t* rows, Py_ssize_t kb,
-                      const Py_ssize_t* roff, Py_ssize_t nrun, Py_ssize_t len,
-                      floating* acc) noexcept nogil:
-    """acc[rows[i] * cig + ci] += sum over the runs of X[ci * ldi + run] * (a + aoff[i])
-    [run], i < kb: grad_weight (transposed) for few input channels, in register blocks of
-    up to 3 channels x 12 / 3 rows (_simd.h's dot block)."""
-    cdef Py_ssize_t ci0 = 0, mi, nb, i
-    cdef dot_block_f block_f
-    cdef dot_block_d block_d
-    while ci0 < cig:
-        mi = _min(3, cig - ci0)
-        nb = 12 // mi
-        block_f = _dot_block1_f if mi == 1 else (_dot_block2_f if mi == 2 else _dot_block3_f)
-        block_d = _dot_block1_d if mi == 1 else (_dot_block2_d if mi == 2 else _dot_block3_d)
-        i = 0
-        while i < kb:
-            if floating is float:
-                block_f(X + ci0 * ldi, ldi, a, aoff + i, rows + i, _min(nb, kb - i), roff,
-                        nrun, len, acc + ci0, cig)
-            else:
-                block_d(X + ci0 * ldi, ldi, a, aoff + i, rows + i, _min(nb, kb - i), roff,
-                        nrun, len, acc + ci0, cig)
-            i += nb
-        ci0 += mi
-
-
 cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
                      const Py_ssize_t[:, ::1] res, const Py_ssize_t[:, ::1] tap_table,
                      Py_ssize_t id, Py_ssize_t npl, Py_ssize_t a_lo, Py_ssize_t jh0,
@@ -848,7 +797,12 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
             _panel_product(nc, cig, kb, a, aoff, wpg, kc * CONV3DT_NR, rows, beta, T)
         if acc != NULL:
             if cig <= small_n:
-                _dot_blocks(X, nrun * in_w, cig, a, aoff, rows, kb, roff, nrun, in_w, acc)
+                if floating is float:
+                    _dot_blocks_f(X, nrun * in_w, cig, a, aoff, rows, kb, roff, nrun, in_w,
+                                  acc)
+                else:
+                    _dot_blocks_d(X, nrun * in_w, cig, a, aoff, rows, kb, roff, nrun, in_w,
+                                  acc)
             elif floating is float:
                 _wgrad_gemm_f(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, cig)
             else:

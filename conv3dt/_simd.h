@@ -92,6 +92,36 @@ CONV3DT_DOT_BLOCK(conv3dt_dot_block1_d, double, conv3dt_v4d_b, 4, 1, 12)
 CONV3DT_DOT_BLOCK(conv3dt_dot_block2_d, double, conv3dt_v4d_b, 4, 2, 6)
 CONV3DT_DOT_BLOCK(conv3dt_dot_block3_d, double, conv3dt_v4d_b, 4, 3, 4)
 
+/* acc[rows[i] * cig + ci] += sum over the runs of X[ci * ldi + run] * (A + aoff[i])[run],
+ * i < kb, ci < cig: grad_weight (transposed) for few input channels, in dot blocks of up to
+ * 3 channels x 12 / 3 rows. Cloned like the blocks, so that each clone calls its own. */
+#define CONV3DT_DOT_BLOCKS(name, T, B1, B2, B3)                                   \
+    CONV3DT_CLONES static void name(const T *X, ptrdiff_t ldi, ptrdiff_t cig,     \
+                                    const T *A, const ptrdiff_t *aoff,            \
+                                    const ptrdiff_t *rows, ptrdiff_t kb,          \
+                                    const ptrdiff_t *roff, ptrdiff_t nrow,        \
+                                    ptrdiff_t len, T *acc) {                      \
+        for (ptrdiff_t ci0 = 0; ci0 < cig;) {                                     \
+            ptrdiff_t mi = cig - ci0 < 3 ? cig - ci0 : 3, nb = 12 / mi;           \
+            for (ptrdiff_t i = 0; i < kb; i += nb) {                              \
+                ptrdiff_t n = kb - i < nb ? kb - i : nb;                          \
+                const T *x = X + ci0 * ldi;                                       \
+                if (mi == 1)                                                      \
+                    B1(x, ldi, A, aoff + i, rows + i, n, roff, nrow, len, acc + ci0, cig); \
+                else if (mi == 2)                                                 \
+                    B2(x, ldi, A, aoff + i, rows + i, n, roff, nrow, len, acc + ci0, cig); \
+                else                                                              \
+                    B3(x, ldi, A, aoff + i, rows + i, n, roff, nrow, len, acc + ci0, cig); \
+            }                                                                     \
+            ci0 += mi;                                                            \
+        }                                                                         \
+    }
+
+CONV3DT_DOT_BLOCKS(conv3dt_dot_blocks_f, float, conv3dt_dot_block1_f, conv3dt_dot_block2_f,
+                   conv3dt_dot_block3_f)
+CONV3DT_DOT_BLOCKS(conv3dt_dot_blocks_d, double, conv3dt_dot_block1_d, conv3dt_dot_block2_d,
+                   conv3dt_dot_block3_d)
+
 /* Register block of the panel product: CONV3DT_MV vectors of A x CONV3DT_NR columns of W
  * (12 accumulators of the 16 vector registers). NR = 4 divides the usual channel counts,
  * so panels of W carry no zero padding. */
