@@ -146,6 +146,8 @@ def _forward_schedule(plan, itemsize):
                 offset += plan.groups * cog * cig * ntaps
                 kc_max = max(kc_max, cig * ntaps)
     combos = np.array(combos, dtype=np.intp).reshape(-1, 4)
+    # Consecutive combinations that differ only in their w-phase, tiled together.
+    n_pw = max(1, len(tables[2].phases))
     # Where each kernel tap lands in the packed weight (see _kernels.pack_forward_weight).
     cog_panels = -(-cog // _kernels.PANEL_NR) * _kernels.PANEL_NR
     tap_dest = np.full((int(np.prod(plan.kernel)), 4), -1, dtype=np.intp)
@@ -187,14 +189,14 @@ def _forward_schedule(plan, itemsize):
     for arr in (phases, taps, combos, tap_dest, slab_depths, window):
         arr.setflags(write=False)
     return (phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill, slab, ncol,
-            planes_per_tile, kc_max, slab_depths, window)
+            planes_per_tile, n_pw, kc_max, slab_depths, window)
 
 
 def forward(plan, x, w, bias, out):
     """out[...] = conv3d_transpose(x, w) + bias, all NCDHW (views); w C-contiguous."""
     dtype = out.dtype
     (phases, taps, combos, tap_dest, wsize, panel_size, fill, slab, ncol, planes_per_tile,
-     kc_max, slab_depths, window) = _forward_schedule(plan, dtype.itemsize)
+     n_pw, kc_max, slab_depths, window) = _forward_schedule(plan, dtype.itemsize)
     n_threads = _n_threads(plan)
     cog = plan.c_out // plan.groups
     direct = cog <= _DIRECT_COUT and x.strides[4] == dtype.itemsize
@@ -206,11 +208,10 @@ def forward(plan, x, w, bias, out):
     kblock = min(kc_max, _KBLOCK)
     code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
                             *plan.stride, fill, slab, slab_depths, window, direct, ncol,
-                            planes_per_tile, kblock, n_threads)
+                            planes_per_tile, n_pw, kblock, n_threads)
     # Per thread: the window, Y [C_out_g x max(ncol, wp)] per w-phase, the run table and 2
     # row lists.
     window_elements = 1 if direct else int(window[5])
-    n_pw = int(combos[:, 2].max(initial=0)) + 1
     _raise_if_failed(code, "the forward pass", n_threads,
                      (window_elements + n_pw * cog * max(ncol, int(window[1])))
                      * dtype.itemsize

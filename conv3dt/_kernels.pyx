@@ -609,14 +609,17 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             Py_ssize_t slab,                         # output depths per work item
             const Py_ssize_t[:, ::1] slab_depths,    # IN  (n_slabs, 2) input depths read
             const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, cib, elements
-            bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile, Py_ssize_t kblock,
-            int n_threads):
+            bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile,
+            Py_ssize_t n_pw,                         # combinations per (d, h) phase pair
+            Py_ssize_t kblock, int n_threads):
     """y = conv3d_transpose(x, w) (+ bias). Returns 0, or -1 if a workspace malloc failed.
 
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
     of sample n, group g, which read input depths slab_depths[s]. Per thread: the padded
-    window of x (`window`, see _copy_window; not with `direct`), one tile Y [C_out_g x
-    max(ncol, wp)] per w-phase, ncol runs and two row lists of kblock entries.
+    window of x (`window`, see _copy_window; not with `direct`), n_pw tiles Y [C_out_g x
+    max(ncol, wp)] (combos lists the w-phases innermost: at most n_pw consecutive
+    combinations share their depth and height phases), ncol runs and two row lists of
+    kblock entries.
     """
     cdef Py_ssize_t n_batch = x.shape[0], cig = x.shape[1] // groups
     cdef Py_ssize_t c_out = y.shape[1], cog = c_out // groups
@@ -639,11 +642,6 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     win.cib = window[4]
     cdef Py_ssize_t xp_size = 1 if direct else window[5]
     cdef Py_ssize_t y_size = cog * max(ncol, win.wp)
-    # The most combinations that differ only in their w-phase (consecutive in combos).
-    cdef Py_ssize_t n_pw = 1, run = 1, c
-    for c in range(1, combos.shape[0]):
-        run = run + 1 if combos[c, 0] == combos[c - 1, 0] and combos[c, 1] == combos[c - 1, 1] else 1
-        n_pw = max(n_pw, run)
     cdef Py_ssize_t it, n, g, sl
     cdef int failed = 0
     cdef int* failed_ptr = &failed
