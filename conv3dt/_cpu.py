@@ -43,6 +43,16 @@ def _n_threads(plan):
 _SEGMENT_BYTES = 5 * np.dtype(np.intp).itemsize
 
 
+def _tile_columns(ncol, wp, itemsize):
+    """Columns of a tile's product output, its last vector included (see _kernels)."""
+    return max(ncol, wp) + 32 // itemsize
+
+
+def _index_bytes(kblock, cols, itemsize):
+    """Bytes of a kernel's index lists: 2 row lists, a tile's vectors and its runs."""
+    return (2 * kblock + cols // (32 // itemsize) + 1 + cols) * np.dtype(np.intp).itemsize
+
+
 def _raise_if_failed(code, what, n_threads, elements, ncol):
     """MemoryError stating the per-thread workspace the kernel could not allocate."""
     if code != 0:
@@ -103,23 +113,32 @@ def _slab_depths(table, in_d, out_d, stride_d, slab, margin):
     return np.array(out, dtype=np.intp).reshape(-1, 2)
 
 
-def _planes_per_tile(hp, wp, count_h, count_w, ncol, itemsize):
-    """Whole planes per tile of the forward pass or of grad_x (1: tiles of rows of one
-    plane), planes of hp x wp holding count_h x count_w outputs.
+def _tile_layout(hp, wp, count_h, count_w, ncol, itemsize):
+    """How the forward pass or grad_x tiles planes of hp x wp holding count_h x count_w
+    kept outputs: (compact, planes per tile; 1: tiles of rows of one plane).
 
-    A tile of n planes computes ((n - 1) * hp + count_h - 1) * wp + count_w columns, the
-    gap rows between its planes included, in register blocks of PANEL_MV vectors: pick the
-    n (within ncol columns) that computes the fewest columns per output, the most planes
-    among equals. Small planes gain from filling whole blocks; larger ones lose more to
-    the gap rows than they gain.
+    The panel product computes whole vectors of 32 bytes. A `compact` tile gives each row
+    vectors of its own (count_w rounded up to whole vectors), so that no gap column or row
+    is computed: the choice when that is at most wp columns. Otherwise a tile's vectors
+    run over the window from its first kept column to its last, the gaps included. Of the
+    numbers of whole planes within ncol columns, pick the one that computes the fewest
+    vectors per output (a last register block of a single vector runs at half speed:
+    it counts twice), the fewest planes among equals: at the borders of x, a thinner tile
+    leaves out more of the taps that read only zeros.
     """
-    block = _kernels.PANEL_MV * 32 // itemsize
+    lanes = 32 // itemsize
+    pitch = -(-count_w // lanes) * lanes
+    compact = pitch <= wp
 
     def cost(n):
-        nc = ((n - 1) * hp + count_h - 1) * wp + count_w
-        return (-(-nc // block) * block) / (n * count_h * count_w)
+        if compact:
+            nv = n * count_h * pitch // lanes
+        else:
+            nv = -(-(((n - 1) * hp + count_h - 1) * wp + count_w) // lanes)
+        return (nv + (nv % _kernels.PANEL_MV == 1)) / (n * count_h * count_w)
 
-    return min(range(1, max(1, ncol // (hp * wp)) + 1), key=lambda n: (cost(n), -n))
+    n_max = max(1, ncol // (count_h * pitch if compact else hp * wp))
+    return compact, min(range(1, n_max + 1), key=lambda n: (cost(n), n))
 
 
 @functools.lru_cache(maxsize=128)
@@ -179,7 +198,7 @@ def _forward_schedule(plan, itemsize):
     count_w = max([int(p[2]) for p in tables[2].phases] + [1])
     hp, wp = max(in_h + gap_h, count_h), max(in_w + gap_w, count_w)
     lead = gap_h * wp + gap_w
-    planes_per_tile = _planes_per_tile(hp, wp, count_h, count_w, ncol, itemsize)
+    compact, planes_per_tile = _tile_layout(hp, wp, count_h, count_w, ncol, itemsize)
     slab_depths = _slab_depths(tables[0], in_d, plan.out_size[0], s_d, slab,
                                planes_per_tile - 1)
     depth = max(1, int((slab_depths[:, 1] - slab_depths[:, 0]).max(initial=1)))
@@ -189,14 +208,14 @@ def _forward_schedule(plan, itemsize):
     for arr in (phases, taps, combos, tap_dest, slab_depths, window):
         arr.setflags(write=False)
     return (phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill, slab, ncol,
-            planes_per_tile, n_pw, kc_max, slab_depths, window)
+            planes_per_tile, compact, n_pw, kc_max, slab_depths, window)
 
 
 def forward(plan, x, w, bias, out):
     """out[...] = conv3d_transpose(x, w) + bias, all NCDHW (views); w C-contiguous."""
     dtype = out.dtype
     (phases, taps, combos, tap_dest, wsize, panel_size, fill, slab, ncol, planes_per_tile,
-     n_pw, kc_max, slab_depths, window) = _forward_schedule(plan, dtype.itemsize)
+     compact, n_pw, kc_max, slab_depths, window) = _forward_schedule(plan, dtype.itemsize)
     n_threads = _n_threads(plan)
     cog = plan.c_out // plan.groups
     direct = cog <= _DIRECT_COUT and x.strides[4] == dtype.itemsize
@@ -208,14 +227,14 @@ def forward(plan, x, w, bias, out):
     kblock = min(kc_max, _KBLOCK)
     code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
                             *plan.stride, fill, slab, slab_depths, window, direct, ncol,
-                            planes_per_tile, n_pw, kblock, n_threads)
-    # Per thread: the window, Y [C_out_g x max(ncol, wp)] per w-phase, the run table and 2
-    # row lists.
+                            planes_per_tile, compact, n_pw, kblock, n_threads)
+    # Per thread: the window, Y [C_out_g x cols] per w-phase, the run table, 2 row lists
+    # and the tile's vectors and runs.
     window_elements = 1 if direct else int(window[5])
+    cols = _tile_columns(ncol, int(window[1]), dtype.itemsize)
     _raise_if_failed(code, "the forward pass", n_threads,
-                     (window_elements + n_pw * cog * max(ncol, int(window[1])))
-                     * dtype.itemsize
-                     + 2 * kblock * np.dtype(np.intp).itemsize, ncol)
+                     (window_elements + n_pw * cog * cols) * dtype.itemsize
+                     + _index_bytes(kblock, cols, dtype.itemsize), ncol)
 
 
 @functools.lru_cache(maxsize=128)
@@ -226,7 +245,7 @@ def _backward_schedule(plan, itemsize):
     (i + a_t) * s + r_t: residue grid r_t at offset a_t. Returns
     res (n_res, 6): (r_d, r_h, r_w, cnt_d, cnt_h, cnt_w) of each residue combination used;
     tap_table (K, 4): (residue combination, a_d, a_h, a_w) per tap; slab: input depths per
-    work item; gx_planes: planes per tile of grad_x; depths (n_slabs, 2): the residue-grid
+    work item; gx_planes, gx_compact: grad_x's tiles (_tile_layout); depths (n_slabs, 2): the residue-grid
     depths each slab reads; window (see _kernels.backward).
     """
     per_dim = []
@@ -264,7 +283,7 @@ def _backward_schedule(plan, itemsize):
     n_slabs = -(-in_d // max(1, _NCOL // (hp * wp)))
     slab = -(-in_d // n_slabs)
     # grad_x tiles the slab on its own: its products compute the gap columns too.
-    gx_planes = _planes_per_tile(hp, wp, in_h, in_w, _NCOL, itemsize)
+    gx_compact, gx_planes = _tile_layout(hp, wp, in_h, in_w, _NCOL, itemsize)
     cnt_d = max(cd.values())
     i = np.arange(0, in_d, slab)
     depths = np.stack([np.maximum(-(slab - 1), i + int(ad.min())),
@@ -279,7 +298,7 @@ def _backward_schedule(plan, itemsize):
     depths = np.ascontiguousarray(depths, dtype=np.intp)
     for arr in (res, tap_table, depths, window):
         arr.setflags(write=False)
-    return res, tap_table, slab, gx_planes, depths, window
+    return res, tap_table, slab, gx_planes, gx_compact, depths, window
 
 
 def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
@@ -293,7 +312,8 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
         _kernels.bias_grad(gy, gb_out, n_threads)
     if gx_out is None and gw_out is None:
         return
-    res, tap_table, slab, gx_planes, depths, window = _backward_schedule(plan, dtype.itemsize)
+    res, tap_table, slab, gx_planes, gx_compact, depths, window = _backward_schedule(
+        plan, dtype.itemsize)
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
     kc = cog * int(np.prod(plan.kernel))
     n_items = plan.groups * plan.n * len(depths)
@@ -315,14 +335,16 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     code = _kernels.backward(gy, x, wpanel, gx, chunks, gx_out is not None,
                              gw_out is not None, plan.groups,
                              np.array(plan.stride, dtype=np.intp), res, tap_table, slab, depths,
-                             window, _NCOL, gx_planes, kblock, n_chunks, _SMALL_CIN,
+                             window, _NCOL, gx_planes, gx_compact, kblock, n_chunks,
+                             _SMALL_CIN,
                              n_threads)
-    # Per thread: the window, T [C_in_g x cols], the x tile [ldx x cols], 2 row lists and
-    # the run offsets.
-    cols = max(_NCOL, int(window[1]))
+    # Per thread: the window, T [C_in_g x cols], the x tile [ldx x cols], 2 row lists, the
+    # run offsets and the tile's vectors and runs.
+    cols = _tile_columns(_NCOL, int(window[1]), dtype.itemsize)
     ldx = -(-cig // (64 // dtype.itemsize)) * (64 // dtype.itemsize)
     _raise_if_failed(code, "the backward pass", n_threads,
                      (int(window[5]) + (cig + ldx) * cols) * dtype.itemsize
-                     + (2 * kblock + cols) * np.dtype(np.intp).itemsize, 0)
+                     + _index_bytes(kblock, cols, dtype.itemsize)
+                     + cols * np.dtype(np.intp).itemsize, 0)
     if gw_out is not None:
         _kernels.sum_chunks(chunks, gw_out.reshape(-1), cig, kc, n_threads)

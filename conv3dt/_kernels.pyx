@@ -123,13 +123,15 @@ cdef extern from "_simd.h" nogil:
                                               Py_ssize_t len, double* acc)
     void _axpy_f "conv3dt_axpy_f"(float* y, const float* x, float a, Py_ssize_t n)
     void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
-    void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+    void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
                                               const float* a, const Py_ssize_t* aoff,
+                                              const Py_ssize_t* voff,
                                               const float* wp, Py_ssize_t wps,
                                               const Py_ssize_t* rows, float beta, float* c,
                                               Py_ssize_t ldc)
-    void _panel_gemm_d "conv3dt_panel_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+    void _panel_gemm_d "conv3dt_panel_gemm_d"(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
                                               const double* a, const Py_ssize_t* aoff,
+                                              const Py_ssize_t* voff,
                                               const double* wp, Py_ssize_t wps,
                                               const Py_ssize_t* rows, double beta, double* c,
                                               Py_ssize_t ldc)
@@ -141,20 +143,50 @@ PANEL_NR = CONV3DT_NR
 PANEL_MV = CONV3DT_MV
 
 
-cdef inline void _panel_product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
-                                const Py_ssize_t* aoff, const floating* wp, Py_ssize_t wps,
+cdef inline void _panel_product(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
+                                const floating* a, const Py_ssize_t* aoff,
+                                const Py_ssize_t* voff, const floating* wp, Py_ssize_t wps,
                                 const Py_ssize_t* rows, floating beta,
                                 floating* c) noexcept nogil:
-    """C [n x m] (+)= W[:, rows] @ A (row-major, see _simd.h's panel product), rows
-    increasing. Consecutive rows (none left out) go without the row list, so the kernel
-    runs its unrolled loop."""
+    """C [n x nv vectors] (+)= W[:, rows] @ A (row-major, see _simd.h's panel product),
+    rows increasing. Consecutive rows (none left out) go without the row list, so the
+    kernel runs its unrolled loop."""
+    cdef Py_ssize_t ldc = nv * (32 // sizeof(floating))
     if k > 0 and rows[k - 1] - rows[0] == k - 1:
         wp = wp + rows[0] * CONV3DT_NR
         rows = NULL
     if floating is float:
-        _panel_gemm_f(m, n, k, a, aoff, wp, wps, rows, beta, c, m)
+        _panel_gemm_f(nv, n, k, a, aoff, voff, wp, wps, rows, beta, c, ldc)
     else:
-        _panel_gemm_d(m, n, k, a, aoff, wp, wps, rows, beta, c, m)
+        _panel_gemm_d(nv, n, k, a, aoff, voff, wp, wps, rows, beta, c, ldc)
+
+
+cdef Py_ssize_t _tile_vectors(const Window* win, bint compact, Py_ssize_t npl,
+                              Py_ssize_t nrow, Py_ssize_t count_w, Py_ssize_t lanes,
+                              Py_ssize_t* voff, Py_ssize_t* coff) noexcept nogil:
+    """The vectors of `lanes` columns that the products compute for a tile of nrow rows of
+    npl planes (run k = p * nrow + q: row q of plane p, count_w columns kept): voff[v], the
+    vector's offset in the window from the tile's first row, and coff[k], where run k
+    starts in the product's output C. Returns the number of vectors.
+
+    compact: each run in whole vectors of its own, side by side in C (no gap column or row
+    is computed; the last vector of a run may end past count_w). Else the columns from the
+    first run's start to the last one's end, contiguous as in the window, gaps included.
+    """
+    cdef Py_ssize_t k, c, nv = 0, ncr = (count_w + lanes - 1) // lanes
+    cdef Py_ssize_t nrun = npl * nrow
+    for k in range(nrun):
+        coff[k] = ((k // nrow) * win.hp + k % nrow) * win.wp
+        if compact:
+            for c in range(ncr):
+                voff[nv + c] = coff[k] + c * lanes
+            nv += ncr
+            coff[k] = k * ncr * lanes
+    if not compact:
+        nv = (coff[nrun - 1] + count_w + lanes - 1) // lanes
+        for c in range(nv):
+            voff[c] = c * lanes
+    return nv
 
 
 cdef inline void _zero(floating* dst, Py_ssize_t n) noexcept nogil:
@@ -386,23 +418,24 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
                        Py_ssize_t in_d, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t c0,
                        Py_ssize_t nci, const floating* wpg, Py_ssize_t wps, Py_ssize_t cog,
                        const Phase3* ph, Py_ssize_t jd, Py_ssize_t npl, Py_ssize_t jh0,
-                       Py_ssize_t nrow, Py_ssize_t kblock, floating* Y, Py_ssize_t* rows,
+                       Py_ssize_t nrow, Py_ssize_t nv, const Py_ssize_t* voff,
+                       Py_ssize_t kblock, floating* Y, Py_ssize_t* rows,
                        Py_ssize_t* aoff) noexcept nogil:
     """Grid rows jh0 .. jh0 + nrow - 1 of grid depths jd .. jd + npl - 1 of one phase
-    combination (npl > 1 only for whole planes: jh0 = 0, nrow = count_h).
+    combination (npl > 1 only for whole planes: jh0 = 0, nrow = count_h), computed in the
+    nv vectors of _tile_vectors.
 
-    Tile column J = (p * hp + jh - jh0) * wp + jw for depth jd + p (the columns jw >=
-    count_w and rows jh >= count_h are computed and dropped). Row r = ci * nt + tap of the
-    combination's W reads x[ci, q - m] at grid q = (jd, jh0, 0) + J, which is the window
-    shifted by the tap: xp + lead + jh0 * wp + aoff[i],
+    Window column J = (p * hp + jh - jh0) * wp + jw for depth jd + p. Row r = ci * nt + tap
+    of the combination's W reads x[ci, q - m] at grid q = (jd, jh0, 0) + J, which is the
+    window shifted by the tap: xp + lead + jh0 * wp + aoff[i],
     aoff[i] = ci * cs + ((jd + md - d_lo) * hp + mh) * wp + mw with m* = q0 - m the tap's
     offsets. Rows whose reads all leave x for this tile are left out.
-    OUT Y [cog x nc] = W[:, rows] @ B (row-major), for _write_rows.
+    OUT Y [cog x nv vectors] = W[:, rows] @ B (row-major), for _write_rows.
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
     cdef Py_ssize_t kc = (c0 + nci) * nt, r = c0 * nt, kb, md, mh, mw
-    cdef Py_ssize_t wp = win.wp, nc = ((npl - 1) * win.hp + nrow - 1) * wp + ph.count[2]
+    cdef Py_ssize_t wp = win.wp
     cdef const floating* a = xp + win.lead + jh0 * wp
     cdef floating beta = 0
     cdef bint first = True
@@ -432,27 +465,27 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
                         itd = 0
                         ci += 1
         # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major)
-        _panel_product(nc, cog, kb, a, aoff, wpg, wps, rows, beta, Y)
+        _panel_product(nv, cog, kb, a, aoff, voff, wpg, wps, rows, beta, Y)
         beta = 1
         first = False
 
 
-cdef void _write_rows(const floating* Y, Py_ssize_t y_size, const Phase3* ph,
-                      Py_ssize_t n_pw, const Window* win, floating* yg, Strides4 ys,
-                      Py_ssize_t cog, const floating* bias, bint accumulate,
-                      Py_ssize_t stride_d, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                      Py_ssize_t jd, Py_ssize_t npl, Py_ssize_t jh0,
+cdef void _write_rows(const floating* Y, Py_ssize_t y_size, Py_ssize_t ldy,
+                      const Py_ssize_t* coff, const Phase3* ph, Py_ssize_t n_pw,
+                      floating* yg, Strides4 ys, Py_ssize_t cog, const floating* bias,
+                      bint accumulate, Py_ssize_t stride_d, Py_ssize_t stride_h,
+                      Py_ssize_t stride_w, Py_ssize_t jd, Py_ssize_t npl, Py_ssize_t jh0,
                       Py_ssize_t nrow) noexcept nogil:
     """Write the tiles of n_pw phase combinations that differ only in their w-phase
-    (ph[0 .. n_pw - 1], tile v at Y + v * y_size, see _window_tile) to y: y[co, o] = Y (+
-    bias[co]), or y[co, o] += Y when `accumulate` (a later block of input channels).
+    (ph[0 .. n_pw - 1], tile v at Y + v * y_size, rows of ldy elements, run k = p * nrow +
+    q starting at column coff[k], see _window_tile) to y: y[co, o] = Y (+ bias[co]), or
+    y[co, o] += Y when `accumulate` (a later block of input channels).
 
     Output row by output row, all w-phases at once: the phases interleave their elements
     within a row, and a row finished in one go is fetched into the cache once. Two phases
     of stride 2 side by side in a contiguous row are interleaved in whole vectors.
     """
-    cdef Py_ssize_t co, p, q, v, nc, od, oh, n_pair = 0, first = 0
-    cdef Py_ssize_t nc0 = ((npl - 1) * win.hp + nrow - 1) * win.wp + ph[0].count[2]
+    cdef Py_ssize_t co, p, q, v, od, oh, n_pair = 0, first = 0
     cdef const floating* src
     cdef floating* row
     cdef floating b
@@ -467,9 +500,8 @@ cdef void _write_rows(const floating* Y, Py_ssize_t y_size, const Phase3* ph,
             for q in range(nrow):
                 oh = ph[0].o0[1] + (jh0 + q) * stride_h
                 row = yg + co * ys.c + od * ys.d + oh * ys.h
+                src = Y + co * ldy + coff[p * nrow + q]
                 if n_pair > 0:
-                    # both tiles have nc0 columns
-                    src = Y + co * nc0 + (p * win.hp + q) * win.wp
                     if floating is float:
                         _store2_f(row + ph[first].o0[2], src + first * y_size,
                                   src + (1 - first) * y_size, b, n_pair, accumulate)
@@ -478,14 +510,12 @@ cdef void _write_rows(const floating* Y, Py_ssize_t y_size, const Phase3* ph,
                                   src + (1 - first) * y_size, b, n_pair, accumulate)
                     continue
                 for v in range(n_pw):
-                    nc = ((npl - 1) * win.hp + nrow - 1) * win.wp + ph[v].count[2]
-                    src = Y + v * y_size + co * nc + (p * win.hp + q) * win.wp
                     if floating is float:
-                        _store_f(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src, b,
-                                 ph[v].count[2], accumulate)
+                        _store_f(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src + v * y_size,
+                                 b, ph[v].count[2], accumulate)
                     else:
-                        _store_d(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src, b,
-                                 ph[v].count[2], accumulate)
+                        _store_d(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src + v * y_size,
+                                 b, ph[v].count[2], accumulate)
 
 
 cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
@@ -497,25 +527,26 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                         Py_ssize_t d_lo, Py_ssize_t d_hi, bint fill, Py_ssize_t stride_d,
                         Py_ssize_t stride_h, Py_ssize_t stride_w, const Window* win,
                         bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile,
-                        Py_ssize_t kblock, floating* xp, floating* Y, Py_ssize_t y_size,
-                        Phase3* phw, Segment* segs, Py_ssize_t* rows,
-                        Py_ssize_t* aoff) noexcept nogil:
+                        bint compact, Py_ssize_t kblock, floating* xp, floating* Y,
+                        Py_ssize_t y_size, Phase3* phw, Segment* segs, Py_ssize_t* rows,
+                        Py_ssize_t* aoff, Py_ssize_t* voff, Py_ssize_t* coff) noexcept nogil:
     """Output depths [od_lo, od_hi) of one (sample, group), every phase combination.
 
     The slab reads input depths [d_lo, d_hi) of x, copied block of channels by block into
     the padded window xp, which every tap of every combination then reads in place. With
     `direct` (few output channels) the products accumulate straight from x instead.
     Combinations that differ only in their w-phase (consecutive in combos) are tiled
-    together, and their tiles written out row by row (_write_rows; phw: one Phase3 per
-    w-phase, their tiles y_size elements apart in Y). Working slab by slab keeps the
+    together, in the same vectors (_tile_vectors, `compact` or not, voff and coff), and
+    their tiles written out row by row (_write_rows; phw: one Phase3 per w-phase, their
+    tiles y_size elements apart in Y). Working slab by slab keeps the
     output lines that the phases interleave in cache, and gives each thread its own
     output rows.
     """
     cdef Phase3 ph
     cdef Py_ssize_t c, co, jd, jd_lo, jd_hi, jh0, kc, nt, c0, nci, nrow, j0, j_end, npl
-    cdef Py_ssize_t c_end, v
+    cdef Py_ssize_t c_end, v, count_w, nv
     cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
-    cdef Py_ssize_t rows_per_tile
+    cdef Py_ssize_t rows_per_tile, lanes = 32 // sizeof(floating), pitch
     if fill:
         for co in range(cog):
             _fill_rows(yg + co * ys.c + od_lo * ys.d, ys, od_hi - od_lo, out_h, out_w,
@@ -549,23 +580,28 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
             while (c_end < combos.shape[0] and combos[c_end, 0] == combos[c, 0]
                    and combos[c_end, 1] == combos[c, 1]):
                 c_end += 1
+            count_w = 0
             for v in range(c_end - c):
                 _load_phase(&phw[v], phases, taps, combos, c + v)
+                count_w = max(count_w, phw[v].count[2])
+            # Columns per row of a tile: whole vectors of the kept ones, or the window's.
+            pitch = (count_w + lanes - 1) // lanes * lanes if compact else win.wp
             jd = jd_lo
             while jd < jd_hi:
                 # planes_per_tile whole planes per tile, or rows of one plane.
                 npl = _min(planes_per_tile, jd_hi - jd)
                 jh0 = 0
-                rows_per_tile = _rows_per_tile(ph.count[1], win.wp, ncol)
+                rows_per_tile = _rows_per_tile(ph.count[1], pitch, ncol)
                 while jh0 < ph.count[1]:
                     nrow = _min(rows_per_tile, ph.count[1] - jh0) if npl == 1 else ph.count[1]
+                    nv = _tile_vectors(win, compact, npl, nrow, count_w, lanes, voff, coff)
                     for v in range(c_end - c):
                         kc = cig * phw[v].ntaps[0] * phw[v].ntaps[1] * phw[v].ntaps[2]
                         _window_tile(xp, win, d_lo, in_d, in_h, in_w, c0, nci,
                                      wpanel + combos[c + v, 3] // cog * cogp + g * cogp * kc,
-                                     kc * CONV3DT_NR, cog, &phw[v], jd, npl, jh0, nrow, kblock,
-                                     Y + v * y_size, rows, aoff)
-                    _write_rows(Y, y_size, phw, c_end - c, win, yg, ys, cog,
+                                     kc * CONV3DT_NR, cog, &phw[v], jd, npl, jh0, nrow, nv,
+                                     voff, kblock, Y + v * y_size, rows, aoff)
+                    _write_rows(Y, y_size, nv * lanes, coff, phw, c_end - c, yg, ys, cog,
                                 bias if c0 == 0 else NULL, c0 > 0, stride_d, stride_h,
                                 stride_w, jd, npl, jh0, nrow)
                     jh0 += nrow
@@ -610,6 +646,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             const Py_ssize_t[:, ::1] slab_depths,    # IN  (n_slabs, 2) input depths read
             const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, cib, elements
             bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile,
+            bint compact,                            # tiles of kept columns only
             Py_ssize_t n_pw,                         # combinations per (d, h) phase pair
             Py_ssize_t kblock, int n_threads):
     """y = conv3d_transpose(x, w) (+ bias). Returns 0, or -1 if a workspace malloc failed.
@@ -617,9 +654,10 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
     of sample n, group g, which read input depths slab_depths[s]. Per thread: the padded
     window of x (`window`, see _copy_window; not with `direct`), n_pw tiles Y [C_out_g x
-    max(ncol, wp)] (combos lists the w-phases innermost: at most n_pw consecutive
-    combinations share their depth and height phases), ncol runs and two row lists of
-    kblock entries.
+    cols] (combos lists the w-phases innermost: at most n_pw consecutive combinations share
+    their depth and height phases), cols = max(ncol, wp) + one vector: a tile's columns,
+    its last vector included; ncol runs (`direct`), two row lists of kblock entries, and the
+    tile's vectors and runs (cols / lanes + 1 and cols entries).
     """
     cdef Py_ssize_t n_batch = x.shape[0], cig = x.shape[1] // groups
     cdef Py_ssize_t c_out = y.shape[1], cog = c_out // groups
@@ -641,7 +679,9 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     win.cs = window[3]
     win.cib = window[4]
     cdef Py_ssize_t xp_size = 1 if direct else window[5]
-    cdef Py_ssize_t y_size = cog * max(ncol, win.wp)
+    cdef Py_ssize_t lanes = 32 // sizeof(floating)
+    cdef Py_ssize_t cols = max(ncol, win.wp) + lanes
+    cdef Py_ssize_t y_size = cog * cols
     cdef Py_ssize_t it, n, g, sl
     cdef int failed = 0
     cdef int* failed_ptr = &failed
@@ -651,6 +691,8 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef Segment* segs
     cdef Py_ssize_t* rows
     cdef Py_ssize_t* aoff
+    cdef Py_ssize_t* voff
+    cdef Py_ssize_t* coff
 
     with nogil, parallel(num_threads=n_threads):
         xp = <floating*>calloc(xp_size, sizeof(floating))
@@ -659,12 +701,14 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
         segs = <Segment*>malloc(ncol * sizeof(Segment))
         rows = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
         aoff = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
+        voff = <Py_ssize_t*>malloc((cols // lanes + 1) * sizeof(Py_ssize_t))
+        coff = <Py_ssize_t*>malloc(cols * sizeof(Py_ssize_t))
         if (xp == NULL or Y == NULL or phw == NULL or segs == NULL or rows == NULL
-                or aoff == NULL):
+                or aoff == NULL or voff == NULL or coff == NULL):
             failed_ptr[0] = 1
         for it in prange(n_items, schedule='dynamic'):
             if (xp == NULL or Y == NULL or phw == NULL or segs == NULL or rows == NULL
-                    or aoff == NULL):
+                    or aoff == NULL or voff == NULL or coff == NULL):
                 continue
             sl = it % n_slabs
             g = (it // n_slabs) % groups
@@ -675,9 +719,11 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
                           b0 + g * cog if b0 != NULL else NULL, phases, taps, combos,
                           sl * slab, _min(y.shape[2], (sl + 1) * slab), slab_depths[sl, 0],
                           slab_depths[sl, 1], fill, stride_d, stride_h, stride_w, &win,
-                          direct, ncol, planes_per_tile, kblock, xp, Y, y_size, phw, segs,
-                          rows, aoff)
+                          direct, ncol, planes_per_tile, compact, kblock, xp, Y, y_size, phw,
+                          segs, rows, aoff, voff, coff)
             _store_fence()
+        free(voff)
+        free(coff)
         free(xp)
         free(Y)
         free(phw)
@@ -746,22 +792,23 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
                      Py_ssize_t nrow, Py_ssize_t in_w, Py_ssize_t co0, Py_ssize_t nco,
                      Py_ssize_t cig, Py_ssize_t kc, const floating* wpg, floating* T,
                      floating* gxg, Strides4 gxs, const floating* X, Py_ssize_t ldx,
-                     floating* acc, int small_n, Py_ssize_t kblock, Py_ssize_t* rows,
-                     Py_ssize_t* aoff, Py_ssize_t* roff) noexcept nogil:
+                     floating* acc, int small_n, Py_ssize_t kblock, bint compact,
+                     Py_ssize_t* rows, Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
+                     Py_ssize_t* coff) noexcept nogil:
     """Input rows jh0 .. jh0 + nrow - 1 of input depths id .. id + npl - 1 (npl > 1 only
-    for whole planes): grad_x and/or grad_w.
+    for whole planes): grad_x or grad_w.
 
-    Tile column J = (p * hp + q) * wp + u for depth id + p, row jh0 + q (the columns
-    u >= in_w and rows q >= in_h are computed and dropped for grad_x and left out of
-    grad_w's sums, which run over the npl * nrow runs roff). Row r = co * K + t of the
-    gathered grad_output reads residue tap_table[t, 0] at (id, jh0, 0) + J +
+    Window column J = (p * hp + q) * wp + u for depth id + p, row jh0 + q: grad_x computes
+    the vectors of _tile_vectors (`compact` or not) and drops the columns u >= in_w;
+    grad_w's sums run over the npl * nrow runs roff of in_w columns. Row r = co * K + t of
+    the gathered grad_output reads residue tap_table[t, 0] at (id, jh0, 0) + J +
     tap_table[t, 1:]: the window shifted, buf + lead + jh0 * wp + aoff[i]. Rows whose
     reads all leave grad_output for this tile are left out.
-        grad_x tile [cig x nc] (+)= W_g[:, rows] @ B      (T; written to gxg)
-        acc [kc x cig][rows, :] += B @ X_tile^T            (valid columns only)
+        grad_x tile [cig x nv vectors] (+)= W_g[:, rows] @ B      (T; written to gxg)
+        acc [kc x cig][rows, :] += B @ X_tile^T                    (valid columns only)
     """
     cdef Py_ssize_t K = tap_table.shape[0]
-    cdef Py_ssize_t wp = win.wp, nc = ((npl - 1) * win.hp + nrow - 1) * wp + in_w
+    cdef Py_ssize_t wp = win.wp, lanes = 32 // sizeof(floating), nv = 0
     cdef Py_ssize_t nrun = npl * nrow
     cdef Py_ssize_t r = co0 * K, r_end = (co0 + nco) * K, kb, co, t, rho, ad, ah, aw, i, ci, k
     cdef const floating* a = buf + win.lead + jh0 * wp
@@ -769,6 +816,8 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
     cdef bint first = True
     for k in range(nrun):
         roff[k] = ((k // nrow) * win.hp + k % nrow) * wp
+    if gxg != NULL:
+        nv = _tile_vectors(win, compact, npl, nrow, in_w, lanes, voff, coff)
     co = co0
     t = 0
     while r < r_end or first:
@@ -792,7 +841,8 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
                 co += 1
         if gxg != NULL:
             # T [cig x nc] (+)= W_g[:, rows] @ B  (row-major), W_g in panels
-            _panel_product(nc, cig, kb, a, aoff, wpg, kc * CONV3DT_NR, rows, beta, T)
+            _panel_product(nv, cig, kb, a, aoff, voff, wpg, kc * CONV3DT_NR, rows, beta,
+                           T)
         if acc != NULL:
             if cig <= small_n:
                 if floating is float:
@@ -812,12 +862,12 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
             for k in range(nrun):
                 if floating is float:
                     _store_f(gxg + ci * gxs.c + (id + k // nrow) * gxs.d
-                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nc + roff[k], 0, in_w,
-                             co0 > 0)
+                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nv * lanes + coff[k],
+                             0, in_w, co0 > 0)
                 else:
                     _store_d(gxg + ci * gxs.c + (id + k // nrow) * gxs.d
-                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nc + roff[k], 0, in_w,
-                             co0 > 0)
+                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nv * lanes + coff[k],
+                             0, in_w, co0 > 0)
 
 
 cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strides4 xs,
@@ -826,16 +876,16 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
                      const Py_ssize_t[:, ::1] res, const Py_ssize_t[:, ::1] tap_table,
                      const Py_ssize_t* stride, Py_ssize_t id, Py_ssize_t npl,
                      Py_ssize_t a_lo, Py_ssize_t a_hi, Py_ssize_t cig, Py_ssize_t cog,
-                     Py_ssize_t ncol, Py_ssize_t gx_planes, Py_ssize_t kblock, int small_n,
-                     floating* buf, floating* T, floating* X, Py_ssize_t ldx,
-                     Py_ssize_t* rows, Py_ssize_t* aoff, Py_ssize_t* roff) noexcept nogil:
+                     Py_ssize_t ncol, Py_ssize_t gx_planes, bint compact, Py_ssize_t kblock,
+                     int small_n, floating* buf, floating* T, floating* X, Py_ssize_t ldx,
+                     Py_ssize_t* rows, Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
+                     Py_ssize_t* coff) noexcept nogil:
     """Input depths [id, id + npl) of one (sample, group): grad_x and/or grad_w (acc,
     [kc x cig], transposed), from one window of grad_output per block of its channels.
 
     grad_w takes the npl planes as one tile (a single plane: tiles of rows), so that each
-    register block of its product sums over many columns; grad_x, whose products also
-    compute the gap columns between rows and planes, takes gx_planes planes per tile
-    (_cpu._planes_per_tile)."""
+    register block of its product sums over many columns; grad_x takes gx_planes planes
+    per tile, `compact` or not (_cpu._tile_layout)."""
     cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
     cdef Py_ssize_t co0 = 0, nco, p, tile_planes
     while co0 < cog:
@@ -844,15 +894,15 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
                         stride[2], win, buf)
         if acc != NULL:
             _grad_tiles(buf, win, res, tap_table, xg, xs, id, npl, a_lo, in_h, in_w, co0,
-                        nco, cig, kc, wpg, T, NULL, gxs, X, ldx, acc, small_n, ncol, kblock,
-                        rows, aoff, roff)
+                        nco, cig, kc, wpg, T, NULL, gxs, X, ldx, acc, small_n, ncol, False,
+                        kblock, rows, aoff, roff, voff, coff)
         if gxg != NULL:
             p = 0
             while p < npl:
                 tile_planes = _min(gx_planes, npl - p)
                 _grad_tiles(buf, win, res, tap_table, xg, xs, id + p, tile_planes, a_lo,
                             in_h, in_w, co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, NULL,
-                            small_n, ncol, kblock, rows, aoff, roff)
+                            small_n, ncol, compact, kblock, rows, aoff, roff, voff, coff)
                 p += tile_planes
         co0 += nco
 
@@ -863,18 +913,21 @@ cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:
                       Py_ssize_t in_w, Py_ssize_t co0, Py_ssize_t nco, Py_ssize_t cig,
                       Py_ssize_t kc, const floating* wpg, floating* T, floating* gxg,
                       Strides4 gxs, floating* X, Py_ssize_t ldx, floating* acc, int small_n,
-                      Py_ssize_t ncol, Py_ssize_t kblock, Py_ssize_t* rows, Py_ssize_t* aoff,
-                      Py_ssize_t* roff) noexcept nogil:
+                      Py_ssize_t ncol, bint compact, Py_ssize_t kblock, Py_ssize_t* rows,
+                      Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
+                      Py_ssize_t* coff) noexcept nogil:
     """Input depths [id, id + npl) as one tile (npl > 1), or one plane as tiles of rows:
-    grad_x (gxg) or grad_w (acc), by _grad_tile."""
-    cdef Py_ssize_t rows_per_tile = _rows_per_tile(in_h, win.wp, ncol), jh0 = 0, nrow
+    grad_x (gxg, tiles `compact` or not) or grad_w (acc), by _grad_tile."""
+    cdef Py_ssize_t lanes = 32 // sizeof(floating)
+    cdef Py_ssize_t pitch = (in_w + lanes - 1) // lanes * lanes if compact else win.wp
+    cdef Py_ssize_t rows_per_tile = _rows_per_tile(in_h, pitch, ncol), jh0 = 0, nrow
     while jh0 < in_h:
         nrow = _min(rows_per_tile, in_h - jh0) if npl == 1 else in_h
         if acc != NULL:
             _pack_x_tile(xg, xs, cig, id, npl, jh0, nrow, in_w, cig > small_n, ldx, X)
         _grad_tile(buf, win, res.shape[0], res, tap_table, id, npl, a_lo, jh0, nrow, in_w,
-                   co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, acc, small_n, kblock, rows,
-                   aoff, roff)
+                   co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, acc, small_n, kblock, compact,
+                   rows, aoff, roff, voff, coff)
         jh0 += nrow
 
 
@@ -891,9 +944,9 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
              Py_ssize_t slab,                         # input depths per work item
              const Py_ssize_t[:, ::1] depths,         # IN  (n_slabs, 2) residue depths [lo, hi)
              const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, cob, elements
-             Py_ssize_t ncol, Py_ssize_t gx_planes, Py_ssize_t kblock, Py_ssize_t n_chunks,
-             int small_n,
-             int n_threads):
+             Py_ssize_t ncol, Py_ssize_t gx_planes,
+             bint compact,                            # grad_x's tiles: kept columns only
+             Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n, int n_threads):
     """grad_x and the per-chunk partial sums of grad_w. Returns 0, or -1 on malloc failure.
 
     Kernel tap t reads grad_output at i * s + t * dil - lo = (i + a_t) * s + r_t per
@@ -929,10 +982,11 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     win.cs = window[3]
     win.cib = window[4]
     cdef Py_ssize_t buf_size = window[5]
-    cdef Py_ssize_t cols = max(ncol, win.wp)
+    # A tile's columns, the last vector of grad_x's included.
+    cdef Py_ssize_t lanes = 32 // sizeof(floating)
+    cdef Py_ssize_t cols = max(ncol, win.wp) + lanes
     # Transposed x tiles are padded to whole register blocks (2 vectors) of channels.
-    cdef Py_ssize_t lanes = 64 // sizeof(floating)
-    cdef Py_ssize_t ldx = (cig + lanes - 1) // lanes * lanes
+    cdef Py_ssize_t ldx = (cig + 2 * lanes - 1) // (2 * lanes) * (2 * lanes)
     if need_gx:
         gxs = _strides(gx.strides, sizeof(floating))
         sgx_n = gx.strides[0] // sizeof(floating)
@@ -949,6 +1003,8 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     cdef Py_ssize_t* rows
     cdef Py_ssize_t* aoff
     cdef Py_ssize_t* roff
+    cdef Py_ssize_t* voff
+    cdef Py_ssize_t* coff
 
     with nogil, parallel(num_threads=n_threads):
         buf = <floating*>calloc(buf_size, sizeof(floating))
@@ -957,12 +1013,14 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
         rows = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
         aoff = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
         roff = <Py_ssize_t*>malloc(cols * sizeof(Py_ssize_t))
+        voff = <Py_ssize_t*>malloc((cols // lanes + 1) * sizeof(Py_ssize_t))
+        coff = <Py_ssize_t*>malloc(cols * sizeof(Py_ssize_t))
         if (buf == NULL or T == NULL or X == NULL or rows == NULL or aoff == NULL
-                or roff == NULL):
+                or roff == NULL or voff == NULL or coff == NULL):
             failed_ptr[0] = 1
         for ch in prange(n_chunks, schedule='dynamic'):
             if (buf == NULL or T == NULL or X == NULL or rows == NULL or aoff == NULL
-                    or roff == NULL):
+                    or roff == NULL or voff == NULL or coff == NULL):
                 continue
             for it in range(ch * n_items // n_chunks, (ch + 1) * n_items // n_chunks):
                 g = it // (n_batch * n_slabs)
@@ -976,8 +1034,10 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                            acc0 + ch * acc_stride + g * cig * kc if acc0 != NULL else NULL,
                            &win, res, tap_table, &stride[0], sl * slab,
                            _min(slab, in_d - sl * slab), depths[sl, 0], depths[sl, 1], cig, cog,
-                           ncol, gx_planes, kblock, small_n, buf, T, X, ldx, rows, aoff,
-                           roff)
+                           ncol, gx_planes, compact, kblock, small_n, buf, T, X, ldx, rows,
+                           aoff, roff, voff, coff)
+        free(voff)
+        free(coff)
         free(roff)
         free(buf)
         free(T)

@@ -122,90 +122,98 @@ CONV3DT_DOT_BLOCKS(conv3dt_dot_blocks_f, float, conv3dt_dot_block1_f, conv3dt_do
 CONV3DT_DOT_BLOCKS(conv3dt_dot_blocks_d, double, conv3dt_dot_block1_d, conv3dt_dot_block2_d,
                    conv3dt_dot_block3_d)
 
-/* Register block of the panel product: CONV3DT_MV vectors of A x CONV3DT_NR columns of W
- * (12 accumulators of the 16 vector registers). NR = 4 divides the usual channel counts,
- * so panels of W carry no zero padding. */
+/* Register block of the panel product: up to CONV3DT_MV vectors of A x CONV3DT_NR columns
+ * of W (12 accumulators of the 16 vector registers). NR = 4 divides the usual channel
+ * counts, so panels of W carry no zero padding. */
 #define CONV3DT_MV 3
 #define CONV3DT_NR 4
-_Static_assert(CONV3DT_MV == 3, "CONV3DT_PANEL_STEP loads three vectors");
+_Static_assert(CONV3DT_MV == 3, "the panel product has blocks of 3, 2 and 1 vectors");
 
-/* The product of the forward pass and of grad_x, column-major like BLAS:
- *     C[j + col * ldc] = beta * C[...] + sum_r A[aoff[r] + j] * W(rows[r], col),
- *     j < m, col < n, r < k
- * Row r of the left operand starts at A + aoff[r]: the rows of a packed block (aoff[r] =
- * r * ld) or shifted windows of one padded copy of x read in place (the forward pass), so
- * that no second copy is made as a BLAS would. W is packed in panels of CONV3DT_NR columns,
+/* The product of the forward pass and of grad_x, over vectors of W elements:
+ *     C[v * W + j + col * ldc] = beta * C[...] + sum_r A[aoff[r] + voff[v] + j] * W(rows[r], col),
+ *     v < nv, j < W, col < n, r < k
+ * Row r of the left operand starts at A + aoff[r] (shifted windows of one padded copy of
+ * the input, read in place, so that no second copy is made as a BLAS would), and each of
+ * its vectors at its own offset voff[v]: a tile's vectors cover only the columns it
+ * keeps, and C holds them compactly. W is packed in panels of CONV3DT_NR columns,
  * W(r, q * NR + c) at Wp[q * wps + r * NR + c], zero-padded past n, so its broadcasts are
  * read front to back; rows, when not NULL, picks the rows of W (the caller left out rows
  * of A that are all zero), else rows[r] = r. A register block of MV vectors x NR
- * accumulators runs over all of k: one load per vector of A, one broadcast per element of
- * W. Every row is read in whole vectors: up to MV vectors - 1 elements past A[aoff[r] + m
- * - 1] must be readable (their products are discarded). beta is 0 or 1. */
-/* One step of the register block: acc[c][v] += A(r, vector v) * W(r, c). */
-#define CONV3DT_PANEL_STEP(T, V, W, ar, wr)                                       \
+ * accumulators (fewer vectors for the last nv % MV) runs over all of k: one load per
+ * vector of A, one broadcast per element of W. beta is 0 or 1. */
+/* One step of a block of NVB vectors: acc[c][v] (+)= A(r, vector v) * W(r, c), OP = or +=. */
+#define CONV3DT_PANEL_STEP(T, V, NVB, off, wr, OP)                                \
     do {                                                                          \
-        V a0, a1, a2;                                                             \
-        __builtin_memcpy(&a0, (ar), sizeof(V));                                   \
-        __builtin_memcpy(&a1, (ar) + W, sizeof(V));                               \
-        __builtin_memcpy(&a2, (ar) + 2 * W, sizeof(V));                           \
+        V a[NVB];                                                                 \
+        _Pragma("GCC unroll 4")                                                   \
+        for (int v = 0; v < NVB; v++) __builtin_memcpy(&a[v], p[v] + (off), sizeof(V)); \
+        _Pragma("GCC unroll 4")                                                   \
         for (int c = 0; c < CONV3DT_NR; c++) {                                    \
             T b = (wr)[c];                                                        \
-            acc[c][0] += a0 * b;                                                  \
-            acc[c][1] += a1 * b;                                                  \
-            acc[c][2] += a2 * b;                                                  \
+            _Pragma("GCC unroll 4")                                               \
+            for (int v = 0; v < NVB; v++) acc[c][v] OP a[v] * b;                  \
+        }                                                                         \
+    } while (0)
+
+/* The register block of vectors vb .. vb + NVB - 1 and panel cb / NR, written to C. */
+#define CONV3DT_PANEL_BLOCK(T, V, W, NVB)                                         \
+    do {                                                                          \
+        const T *p[NVB];                                                          \
+        V acc[CONV3DT_NR][NVB];                                                   \
+        _Pragma("GCC unroll 4")                                                   \
+        for (int v = 0; v < NVB; v++) p[v] = A + voff[vb + v];                    \
+        /* The first step sets the accumulators: zeros held in a register for them \
+         * would leave too few for the loop. */                                   \
+        if (k == 0) {                                                             \
+            _Pragma("GCC unroll 4")                                               \
+            for (int c = 0; c < CONV3DT_NR; c++) {                                \
+                _Pragma("GCC unroll 4")                                           \
+                for (int v = 0; v < NVB; v++) acc[c][v] = (V){0};                 \
+            }                                                                     \
+        } else if (rows) {                                                        \
+            CONV3DT_PANEL_STEP(T, V, NVB, aoff[0], w + rows[0] * CONV3DT_NR, =);  \
+            for (ptrdiff_t r = 1; r < k; r++)                                     \
+                CONV3DT_PANEL_STEP(T, V, NVB, aoff[r], w + rows[r] * CONV3DT_NR, +=); \
+        } else {                                                                  \
+            CONV3DT_PANEL_STEP(T, V, NVB, aoff[0], w, =);                         \
+            _Pragma("GCC unroll 4")                                               \
+            for (ptrdiff_t r = 1; r < k; r++)                                     \
+                CONV3DT_PANEL_STEP(T, V, NVB, aoff[r], w + r * CONV3DT_NR, +=);   \
+        }                                                                         \
+        for (int c = 0; c < nr; c++) {                                            \
+            _Pragma("GCC unroll 4")                                               \
+            for (int v = 0; v < NVB; v++) {                                       \
+                T *dst = C + (cb + c) * ldc + (vb + v) * W;                       \
+                if (beta != 0) {                                                  \
+                    V old;                                                        \
+                    __builtin_memcpy(&old, dst, sizeof(V));                       \
+                    acc[c][v] += old;                                             \
+                }                                                                 \
+                __builtin_memcpy(dst, &acc[c][v], sizeof(V));                     \
+            }                                                                     \
         }                                                                         \
     } while (0)
 
 #define CONV3DT_PANEL_GEMM(name, T, V, W)                                         \
     typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
-    CONV3DT_CLONES static void name(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,        \
+    CONV3DT_CLONES static void name(ptrdiff_t nv, ptrdiff_t n, ptrdiff_t k,       \
                                     const T *restrict A,                          \
                                     const ptrdiff_t *restrict aoff,              \
+                                    const ptrdiff_t *restrict voff,              \
                                     const T *restrict Wp, ptrdiff_t wps,         \
                                     const ptrdiff_t *restrict rows, T beta,      \
                                     T *restrict C, ptrdiff_t ldc) {              \
-        const ptrdiff_t MB = CONV3DT_MV * W;                                      \
-        for (ptrdiff_t jb = 0; jb < m; jb += MB) {                                \
-            const T *a = A + jb;                                                  \
-            ptrdiff_t mr = m - jb < MB ? m - jb : MB;                             \
+        for (ptrdiff_t vb = 0; vb < nv; vb += CONV3DT_MV) {                       \
+            ptrdiff_t nvb = nv - vb < CONV3DT_MV ? nv - vb : CONV3DT_MV;          \
             for (ptrdiff_t cb = 0; cb < n; cb += CONV3DT_NR) {                    \
                 const T *w = Wp + (cb / CONV3DT_NR) * wps;                        \
                 ptrdiff_t nr = n - cb < CONV3DT_NR ? n - cb : CONV3DT_NR;         \
-                V acc[CONV3DT_NR][CONV3DT_MV];                                    \
-                for (int c = 0; c < CONV3DT_NR; c++) {                            \
-                    acc[c][0] = (V){0};                                           \
-                    acc[c][1] = (V){0};                                           \
-                    acc[c][2] = (V){0};                                           \
-                }                                                                 \
-                if (rows) {                                                       \
-                    for (ptrdiff_t r = 0; r < k; r++)                             \
-                        CONV3DT_PANEL_STEP(T, V, W, a + aoff[r],                  \
-                                           w + rows[r] * CONV3DT_NR);             \
-                } else {                                                          \
-                    _Pragma("GCC unroll 4")                                       \
-                    for (ptrdiff_t r = 0; r < k; r++)                             \
-                        CONV3DT_PANEL_STEP(T, V, W, a + aoff[r],                  \
-                                           w + r * CONV3DT_NR);                   \
-                }                                                                 \
-                for (int c = 0; c < nr; c++) {                                    \
-                    T *dst = C + (cb + c) * ldc + jb;                             \
-                    if (mr == MB) {                                               \
-                        for (int v = 0; v < CONV3DT_MV; v++) {                    \
-                            if (beta != 0) {                                      \
-                                V old;                                            \
-                                __builtin_memcpy(&old, dst + v * W, sizeof(V));   \
-                                acc[c][v] += old;                                 \
-                            }                                                     \
-                            __builtin_memcpy(dst + v * W, &acc[c][v], sizeof(V)); \
-                        }                                                         \
-                    } else {                                                      \
-                        T tmp[CONV3DT_MV * W];                                    \
-                        for (int v = 0; v < CONV3DT_MV; v++)                      \
-                            __builtin_memcpy(tmp + v * W, &acc[c][v], sizeof(V)); \
-                        for (ptrdiff_t i = 0; i < mr; i++)                        \
-                            dst[i] = (beta != 0 ? dst[i] : 0) + tmp[i];           \
-                    }                                                             \
-                }                                                                 \
+                if (nvb == 3)                                                     \
+                    CONV3DT_PANEL_BLOCK(T, V, W, 3);                              \
+                else if (nvb == 2)                                                \
+                    CONV3DT_PANEL_BLOCK(T, V, W, 2);                              \
+                else                                                              \
+                    CONV3DT_PANEL_BLOCK(T, V, W, 1);                              \
             }                                                                     \
         }                                                                         \
     }
