@@ -48,9 +48,11 @@ def _tile_columns(ncol, wp, itemsize):
     return max(ncol, wp) + 32 // itemsize
 
 
-def _index_bytes(kblock, cols, itemsize):
-    """Bytes of a kernel's index lists: 2 row lists, a tile's vectors and its runs."""
-    return (2 * kblock + cols // (32 // itemsize) + 1 + cols) * np.dtype(np.intp).itemsize
+def _index_bytes(kblock, cols, itemsize, n_taps):
+    """Bytes of a kernel's index lists: 2 row lists, a tile's vectors, its runs and its
+    taps (room for n_taps)."""
+    return ((2 * kblock + cols // (32 // itemsize) + 1 + cols + 2 * n_taps)
+            * np.dtype(np.intp).itemsize)
 
 
 def _raise_if_failed(code, what, n_threads, elements, ncol):
@@ -229,12 +231,12 @@ def forward(plan, x, w, bias, out):
                             *plan.stride, fill, slab, slab_depths, window, direct, ncol,
                             planes_per_tile, compact, n_pw, kblock, n_threads)
     # Per thread: the window, Y [C_out_g x cols] per w-phase, the run table, 2 row lists
-    # and the tile's vectors and runs.
+    # and the tile's vectors, runs and taps.
     window_elements = 1 if direct else int(window[5])
     cols = _tile_columns(ncol, int(window[1]), dtype.itemsize)
     _raise_if_failed(code, "the forward pass", n_threads,
                      (window_elements + n_pw * cog * cols) * dtype.itemsize
-                     + _index_bytes(kblock, cols, dtype.itemsize), ncol)
+                     + _index_bytes(kblock, cols, dtype.itemsize, taps.shape[1] ** 3), ncol)
 
 
 @functools.lru_cache(maxsize=128)
@@ -320,7 +322,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     if gw_out is not None:
         budget = max(1, _CHUNK_BYTES // (w.size * dtype.itemsize))
         n_chunks = max(1, min(n_items, _MAX_CHUNKS, budget))
-        chunks = np.zeros((n_chunks, w.size), dtype=dtype)
+        chunks = np.empty((n_chunks, w.size), dtype=dtype)
     else:
         n_chunks = n_items
         chunks = np.empty((0, 1), dtype=dtype)
@@ -339,12 +341,12 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
                              _SMALL_CIN,
                              n_threads)
     # Per thread: the window, T [C_in_g x cols], the x tile [ldx x cols], 2 row lists, the
-    # run offsets and the tile's vectors and runs.
+    # run offsets and the tile's vectors, runs and taps.
     cols = _tile_columns(_NCOL, int(window[1]), dtype.itemsize)
     ldx = -(-cig // (64 // dtype.itemsize)) * (64 // dtype.itemsize)
     _raise_if_failed(code, "the backward pass", n_threads,
                      (int(window[5]) + (cig + ldx) * cols) * dtype.itemsize
-                     + _index_bytes(kblock, cols, dtype.itemsize)
+                     + _index_bytes(kblock, cols, dtype.itemsize, len(tap_table))
                      + cols * np.dtype(np.intp).itemsize, 0)
     if gw_out is not None:
         _kernels.sum_chunks(chunks, gw_out.reshape(-1), cig, kc, n_threads)

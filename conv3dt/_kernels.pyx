@@ -161,6 +161,33 @@ cdef inline void _panel_product(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
         _panel_gemm_d(nv, n, k, a, aoff, voff, wp, wps, rows, beta, c, ldc)
 
 
+cdef Py_ssize_t _take_rows(Py_ssize_t* ch, Py_ssize_t* j, Py_ssize_t ch0, Py_ssize_t ch_end,
+                           Py_ssize_t nt, Py_ssize_t ch_stride, Py_ssize_t ntap,
+                           const Py_ssize_t* tap, const Py_ssize_t* tap_off,
+                           Py_ssize_t kblock, Py_ssize_t* rows,
+                           Py_ssize_t* aoff) noexcept nogil:
+    """The next (up to kblock) rows of a tile's product: row ch * nt + tap[j] of the
+    weight for channel ch (from ch[0], below ch_end) and each of the ntap taps that read
+    inside the data for this tile (from j[0]), increasing; its left operand starts at
+    aoff = (ch - ch0) * ch_stride + tap_off[j] in the window. Advances ch[0] and j[0];
+    returns the number of rows."""
+    cdef Py_ssize_t kb = 0, c = ch[0], t = j[0]
+    if ntap == 0:
+        ch[0] = ch_end
+        return 0
+    while c < ch_end and kb < kblock:
+        rows[kb] = c * nt + tap[t]
+        aoff[kb] = (c - ch0) * ch_stride + tap_off[t]
+        kb += 1
+        t += 1
+        if t == ntap:
+            t = 0
+            c += 1
+    ch[0] = c
+    j[0] = t
+    return kb
+
+
 cdef Py_ssize_t _tile_vectors(const Window* win, bint compact, Py_ssize_t npl,
                               Py_ssize_t nrow, Py_ssize_t count_w, Py_ssize_t lanes,
                               Py_ssize_t* voff, Py_ssize_t* coff) noexcept nogil:
@@ -419,8 +446,8 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
                        Py_ssize_t nci, const floating* wpg, Py_ssize_t wps, Py_ssize_t cog,
                        const Phase3* ph, Py_ssize_t jd, Py_ssize_t npl, Py_ssize_t jh0,
                        Py_ssize_t nrow, Py_ssize_t nv, const Py_ssize_t* voff,
-                       Py_ssize_t kblock, floating* Y, Py_ssize_t* rows,
-                       Py_ssize_t* aoff) noexcept nogil:
+                       Py_ssize_t kblock, floating* Y, Py_ssize_t* rows, Py_ssize_t* aoff,
+                       Py_ssize_t* tap, Py_ssize_t* tap_off) noexcept nogil:
     """Grid rows jh0 .. jh0 + nrow - 1 of grid depths jd .. jd + npl - 1 of one phase
     combination (npl > 1 only for whole planes: jh0 = 0, nrow = count_h), computed in the
     nv vectors of _tile_vectors.
@@ -429,42 +456,34 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
     of the combination's W reads x[ci, q - m] at grid q = (jd, jh0, 0) + J, which is the
     window shifted by the tap: xp + lead + jh0 * wp + aoff[i],
     aoff[i] = ci * cs + ((jd + md - d_lo) * hp + mh) * wp + mw with m* = q0 - m the tap's
-    offsets. Rows whose reads all leave x for this tile are left out.
+    offsets. Taps whose reads all leave x for this tile are left out (tap, tap_off: room
+    for the combination's taps).
     OUT Y [cog x nv vectors] = W[:, rows] @ B (row-major), for _write_rows.
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
-    cdef Py_ssize_t kc = (c0 + nci) * nt, r = c0 * nt, kb, md, mh, mw
+    cdef Py_ssize_t kb, md, mh, mw, ntap = 0, itd, ith, itw
     cdef Py_ssize_t wp = win.wp
     cdef const floating* a = xp + win.lead + jh0 * wp
     cdef floating beta = 0
     cdef bint first = True
-    # r = ci * nt + (itd * nth + ith) * ntw + itw, stepped without divisions
-    cdef Py_ssize_t ci = c0, itd = 0, ith = 0, itw = 0
-    while r < kc or first:
-        kb = 0
-        while r < kc and kb < kblock:
-            md = jd + ph.q0[0] - ph.taps[0][2 * itd + 1]
+    cdef Py_ssize_t ci = c0, j = 0
+    for itd in range(ph.ntaps[0]):
+        md = jd + ph.q0[0] - ph.taps[0][2 * itd + 1]
+        for ith in range(nth):
             mh = ph.q0[1] - ph.taps[1][2 * ith + 1]
-            mw = ph.q0[2] - ph.taps[2][2 * itw + 1]
-            if (md + npl - 1 >= 0 and md < in_d and jh0 + nrow - 1 + mh >= 0
-                    and jh0 + mh < in_h
-                    and ph.count[2] - 1 + mw >= 0 and mw < in_w):
-                rows[kb] = r
-                aoff[kb] = (ci - c0) * win.cs + ((md - d_lo) * win.hp + mh) * wp + mw
-                kb += 1
-            r += 1
-            itw += 1
-            if itw == ntw:
-                itw = 0
-                ith += 1
-                if ith == nth:
-                    ith = 0
-                    itd += 1
-                    if itd == ph.ntaps[0]:
-                        itd = 0
-                        ci += 1
-        # Y [cog x nc] (+)= W_phase[:, rows] @ B  (row-major)
+            for itw in range(ntw):
+                mw = ph.q0[2] - ph.taps[2][2 * itw + 1]
+                if (md + npl - 1 >= 0 and md < in_d and jh0 + nrow - 1 + mh >= 0
+                        and jh0 + mh < in_h
+                        and ph.count[2] - 1 + mw >= 0 and mw < in_w):
+                    tap[ntap] = (itd * nth + ith) * ntw + itw
+                    tap_off[ntap] = ((md - d_lo) * win.hp + mh) * wp + mw
+                    ntap += 1
+    while ci < c0 + nci or first:
+        kb = _take_rows(&ci, &j, c0, c0 + nci, nt, win.cs, ntap, tap, tap_off, kblock, rows,
+                        aoff)
+        # Y [cog x nv vectors] (+)= W_phase[:, rows] @ B  (row-major)
         _panel_product(nv, cog, kb, a, aoff, voff, wpg, wps, rows, beta, Y)
         beta = 1
         first = False
@@ -529,7 +548,8 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                         bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile,
                         bint compact, Py_ssize_t kblock, floating* xp, floating* Y,
                         Py_ssize_t y_size, Phase3* phw, Segment* segs, Py_ssize_t* rows,
-                        Py_ssize_t* aoff, Py_ssize_t* voff, Py_ssize_t* coff) noexcept nogil:
+                        Py_ssize_t* aoff, Py_ssize_t* voff, Py_ssize_t* coff, Py_ssize_t* tap,
+                        Py_ssize_t* tap_off) noexcept nogil:
     """Output depths [od_lo, od_hi) of one (sample, group), every phase combination.
 
     The slab reads input depths [d_lo, d_hi) of x, copied block of channels by block into
@@ -600,7 +620,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                         _window_tile(xp, win, d_lo, in_d, in_h, in_w, c0, nci,
                                      wpanel + combos[c + v, 3] // cog * cogp + g * cogp * kc,
                                      kc * CONV3DT_NR, cog, &phw[v], jd, npl, jh0, nrow, nv,
-                                     voff, kblock, Y + v * y_size, rows, aoff)
+                                     voff, kblock, Y + v * y_size, rows, aoff, tap, tap_off)
                     _write_rows(Y, y_size, nv * lanes, coff, phw, c_end - c, yg, ys, cog,
                                 bias if c0 == 0 else NULL, c0 > 0, stride_d, stride_h,
                                 stride_w, jd, npl, jh0, nrow)
@@ -656,8 +676,9 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     window of x (`window`, see _copy_window; not with `direct`), n_pw tiles Y [C_out_g x
     cols] (combos lists the w-phases innermost: at most n_pw consecutive combinations share
     their depth and height phases), cols = max(ncol, wp) + one vector: a tile's columns,
-    its last vector included; ncol runs (`direct`), two row lists of kblock entries, and the
-    tile's vectors and runs (cols / lanes + 1 and cols entries).
+    its last vector included; ncol runs (`direct`), two row lists of kblock entries, the
+    tile's vectors and runs (cols / lanes + 1 and cols entries) and its taps (2 x T^3,
+    T = taps.shape[1]).
     """
     cdef Py_ssize_t n_batch = x.shape[0], cig = x.shape[1] // groups
     cdef Py_ssize_t c_out = y.shape[1], cog = c_out // groups
@@ -693,9 +714,12 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef Py_ssize_t* aoff
     cdef Py_ssize_t* voff
     cdef Py_ssize_t* coff
+    cdef Py_ssize_t* tap
+    cdef Py_ssize_t ntap_max = taps.shape[1] * taps.shape[1] * taps.shape[1]
 
     with nogil, parallel(num_threads=n_threads):
         xp = <floating*>calloc(xp_size, sizeof(floating))
+        tap = <Py_ssize_t*>malloc(2 * ntap_max * sizeof(Py_ssize_t))
         Y = <floating*>malloc(n_pw * y_size * sizeof(floating))
         phw = <Phase3*>malloc(n_pw * sizeof(Phase3))
         segs = <Segment*>malloc(ncol * sizeof(Segment))
@@ -704,11 +728,11 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
         voff = <Py_ssize_t*>malloc((cols // lanes + 1) * sizeof(Py_ssize_t))
         coff = <Py_ssize_t*>malloc(cols * sizeof(Py_ssize_t))
         if (xp == NULL or Y == NULL or phw == NULL or segs == NULL or rows == NULL
-                or aoff == NULL or voff == NULL or coff == NULL):
+                or aoff == NULL or voff == NULL or coff == NULL or tap == NULL):
             failed_ptr[0] = 1
         for it in prange(n_items, schedule='dynamic'):
             if (xp == NULL or Y == NULL or phw == NULL or segs == NULL or rows == NULL
-                    or aoff == NULL or voff == NULL or coff == NULL):
+                    or aoff == NULL or voff == NULL or coff == NULL or tap == NULL):
                 continue
             sl = it % n_slabs
             g = (it // n_slabs) % groups
@@ -720,8 +744,9 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
                           sl * slab, _min(y.shape[2], (sl + 1) * slab), slab_depths[sl, 0],
                           slab_depths[sl, 1], fill, stride_d, stride_h, stride_w, &win,
                           direct, ncol, planes_per_tile, compact, kblock, xp, Y, y_size, phw,
-                          segs, rows, aoff, voff, coff)
+                          segs, rows, aoff, voff, coff, tap, tap + ntap_max)
             _store_fence()
+        free(tap)
         free(voff)
         free(coff)
         free(xp)
@@ -794,7 +819,7 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
                      floating* gxg, Strides4 gxs, const floating* X, Py_ssize_t ldx,
                      floating* acc, int small_n, Py_ssize_t kblock, bint compact,
                      Py_ssize_t* rows, Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
-                     Py_ssize_t* coff) noexcept nogil:
+                     Py_ssize_t* coff, Py_ssize_t* tap, Py_ssize_t* tap_off) noexcept nogil:
     """Input rows jh0 .. jh0 + nrow - 1 of input depths id .. id + npl - 1 (npl > 1 only
     for whole planes): grad_x or grad_w.
 
@@ -802,15 +827,15 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
     the vectors of _tile_vectors (`compact` or not) and drops the columns u >= in_w;
     grad_w's sums run over the npl * nrow runs roff of in_w columns. Row r = co * K + t of
     the gathered grad_output reads residue tap_table[t, 0] at (id, jh0, 0) + J +
-    tap_table[t, 1:]: the window shifted, buf + lead + jh0 * wp + aoff[i]. Rows whose
-    reads all leave grad_output for this tile are left out.
+    tap_table[t, 1:]: the window shifted, buf + lead + jh0 * wp + aoff[i]. Taps whose
+    reads all leave grad_output for this tile are left out (tap, tap_off: K entries each).
         grad_x tile [cig x nv vectors] (+)= W_g[:, rows] @ B      (T; written to gxg)
         acc [kc x cig][rows, :] += B @ X_tile^T                    (valid columns only)
     """
     cdef Py_ssize_t K = tap_table.shape[0]
     cdef Py_ssize_t wp = win.wp, lanes = 32 // sizeof(floating), nv = 0
     cdef Py_ssize_t nrun = npl * nrow
-    cdef Py_ssize_t r = co0 * K, r_end = (co0 + nco) * K, kb, co, t, rho, ad, ah, aw, i, ci, k
+    cdef Py_ssize_t kb, co = co0, j = 0, t, rho, ad, ah, aw, ci, k, ntap = 0
     cdef const floating* a = buf + win.lead + jh0 * wp
     cdef floating beta = 0
     cdef bint first = True
@@ -818,27 +843,21 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
         roff[k] = ((k // nrow) * win.hp + k % nrow) * wp
     if gxg != NULL:
         nv = _tile_vectors(win, compact, npl, nrow, in_w, lanes, voff, coff)
-    co = co0
-    t = 0
-    while r < r_end or first:
-        kb = 0
-        while r < r_end and kb < kblock:
-            # r = co * K + t
-            rho = tap_table[t, 0]
-            ad = id + tap_table[t, 1]
-            ah = tap_table[t, 2]
-            aw = tap_table[t, 3]
-            if (ad + npl - 1 >= 0 and ad < res[rho, 3] and jh0 + nrow - 1 + ah >= 0
-                    and jh0 + ah < res[rho, 4]
-                    and in_w - 1 + aw >= 0 and aw < res[rho, 5]):
-                rows[kb] = r
-                aoff[kb] = ((co - co0) * n_res + rho) * win.cs + ((ad - a_lo) * win.hp + ah) * wp + aw
-                kb += 1
-            r += 1
-            t += 1
-            if t == K:
-                t = 0
-                co += 1
+    for t in range(K):
+        rho = tap_table[t, 0]
+        ad = id + tap_table[t, 1]
+        ah = tap_table[t, 2]
+        aw = tap_table[t, 3]
+        if (ad + npl - 1 >= 0 and ad < res[rho, 3] and jh0 + nrow - 1 + ah >= 0
+                and jh0 + ah < res[rho, 4]
+                and in_w - 1 + aw >= 0 and aw < res[rho, 5]):
+            tap[ntap] = t
+            tap_off[ntap] = rho * win.cs + ((ad - a_lo) * win.hp + ah) * wp + aw
+            ntap += 1
+    while co < co0 + nco or first:
+        # rows co * K + t
+        kb = _take_rows(&co, &j, co0, co0 + nco, K, n_res * win.cs, ntap, tap, tap_off,
+                        kblock, rows, aoff)
         if gxg != NULL:
             # T [cig x nc] (+)= W_g[:, rows] @ B  (row-major), W_g in panels
             _panel_product(nv, cig, kb, a, aoff, voff, wpg, kc * CONV3DT_NR, rows, beta,
@@ -879,7 +898,7 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
                      Py_ssize_t ncol, Py_ssize_t gx_planes, bint compact, Py_ssize_t kblock,
                      int small_n, floating* buf, floating* T, floating* X, Py_ssize_t ldx,
                      Py_ssize_t* rows, Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
-                     Py_ssize_t* coff) noexcept nogil:
+                     Py_ssize_t* coff, Py_ssize_t* tap, Py_ssize_t* tap_off) noexcept nogil:
     """Input depths [id, id + npl) of one (sample, group): grad_x and/or grad_w (acc,
     [kc x cig], transposed), from one window of grad_output per block of its channels.
 
@@ -895,14 +914,15 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
         if acc != NULL:
             _grad_tiles(buf, win, res, tap_table, xg, xs, id, npl, a_lo, in_h, in_w, co0,
                         nco, cig, kc, wpg, T, NULL, gxs, X, ldx, acc, small_n, ncol, False,
-                        kblock, rows, aoff, roff, voff, coff)
+                        kblock, rows, aoff, roff, voff, coff, tap, tap_off)
         if gxg != NULL:
             p = 0
             while p < npl:
                 tile_planes = _min(gx_planes, npl - p)
                 _grad_tiles(buf, win, res, tap_table, xg, xs, id + p, tile_planes, a_lo,
                             in_h, in_w, co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, NULL,
-                            small_n, ncol, compact, kblock, rows, aoff, roff, voff, coff)
+                            small_n, ncol, compact, kblock, rows, aoff, roff, voff, coff,
+                            tap, tap_off)
                 p += tile_planes
         co0 += nco
 
@@ -915,7 +935,7 @@ cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:
                       Strides4 gxs, floating* X, Py_ssize_t ldx, floating* acc, int small_n,
                       Py_ssize_t ncol, bint compact, Py_ssize_t kblock, Py_ssize_t* rows,
                       Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
-                      Py_ssize_t* coff) noexcept nogil:
+                      Py_ssize_t* coff, Py_ssize_t* tap, Py_ssize_t* tap_off) noexcept nogil:
     """Input depths [id, id + npl) as one tile (npl > 1), or one plane as tiles of rows:
     grad_x (gxg, tiles `compact` or not) or grad_w (acc), by _grad_tile."""
     cdef Py_ssize_t lanes = 32 // sizeof(floating)
@@ -927,7 +947,7 @@ cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:
             _pack_x_tile(xg, xs, cig, id, npl, jh0, nrow, in_w, cig > small_n, ldx, X)
         _grad_tile(buf, win, res.shape[0], res, tap_table, id, npl, a_lo, jh0, nrow, in_w,
                    co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, acc, small_n, kblock, compact,
-                   rows, aoff, roff, voff, coff)
+                   rows, aoff, roff, voff, coff, tap, tap_off)
         jh0 += nrow
 
 
@@ -935,7 +955,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
              const floating[:, :, :, :, :] x,         # IN  [N, C_in, D, H, W]
              const floating[::1] wpanel,              # IN  W_g in panels (pack_backward_weight)
              floating[:, :, :, :, :] gx,              # OUT [N, C_in, D, H, W] (if need_gx)
-             floating[:, ::1] gw_chunks,              # OUT (n_chunks, w.size), zeroed (if need_gw)
+             floating[:, ::1] gw_chunks,              # OUT (n_chunks, w.size) (if need_gw)
                                                       #     [G][C_out_g * K][C_in_g] each
              bint need_gx, bint need_gw, Py_ssize_t groups,
              const Py_ssize_t[::1] stride,            # IN  stride (d, h, w)
@@ -1005,9 +1025,11 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     cdef Py_ssize_t* roff
     cdef Py_ssize_t* voff
     cdef Py_ssize_t* coff
+    cdef Py_ssize_t* tap
 
     with nogil, parallel(num_threads=n_threads):
         buf = <floating*>calloc(buf_size, sizeof(floating))
+        tap = <Py_ssize_t*>malloc(2 * K * sizeof(Py_ssize_t))
         T = <floating*>malloc(cig * cols * sizeof(floating))
         X = <floating*>calloc(ldx * cols, sizeof(floating))
         rows = <Py_ssize_t*>malloc(kblock * sizeof(Py_ssize_t))
@@ -1016,12 +1038,14 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
         voff = <Py_ssize_t*>malloc((cols // lanes + 1) * sizeof(Py_ssize_t))
         coff = <Py_ssize_t*>malloc(cols * sizeof(Py_ssize_t))
         if (buf == NULL or T == NULL or X == NULL or rows == NULL or aoff == NULL
-                or roff == NULL or voff == NULL or coff == NULL):
+                or roff == NULL or voff == NULL or coff == NULL or tap == NULL):
             failed_ptr[0] = 1
         for ch in prange(n_chunks, schedule='dynamic'):
             if (buf == NULL or T == NULL or X == NULL or rows == NULL or aoff == NULL
-                    or roff == NULL or voff == NULL or coff == NULL):
+                    or roff == NULL or voff == NULL or coff == NULL or tap == NULL):
                 continue
+            if acc0 != NULL:
+                memset(acc0 + ch * acc_stride, 0, acc_stride * sizeof(floating))
             for it in range(ch * n_items // n_chunks, (ch + 1) * n_items // n_chunks):
                 g = it // (n_batch * n_slabs)
                 rem = it - g * n_batch * n_slabs
@@ -1035,7 +1059,8 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                            &win, res, tap_table, &stride[0], sl * slab,
                            _min(slab, in_d - sl * slab), depths[sl, 0], depths[sl, 1], cig, cog,
                            ncol, gx_planes, compact, kblock, small_n, buf, T, X, ldx, rows,
-                           aoff, roff, voff, coff)
+                           aoff, roff, voff, coff, tap, tap + K)
+        free(tap)
         free(voff)
         free(coff)
         free(roff)
