@@ -295,8 +295,11 @@ CONV3DT_WGRAD_GEMM(conv3dt_wgrad_gemm_d, double, conv3dt_v4d_w, 4)
 
 /* dst[u] = src[u * step], u < n: the inner copy of the packing loops. Runs are often
  * short (a row of a small volume), so the contiguous case copies whole vectors inline
- * instead of calling memcpy for each run. */
-#define CONV3DT_COPY(name, T, W)                                                 \
+ * instead of calling memcpy for each run, and step 2 (a residue grid of a stride-2
+ * output) takes every other element of two 16-byte vectors (H elements each) at once,
+ * never reading past src[(n - 1) * step]. */
+#define CONV3DT_COPY(name, T, W, H, V, I, EVEN)                                  \
+    typedef T V __attribute__((vector_size(16)));                                \
     static inline void name(T *restrict dst, const T *restrict src,              \
                             ptrdiff_t step, ptrdiff_t n) {                       \
         ptrdiff_t u = 0;                                                          \
@@ -304,12 +307,24 @@ CONV3DT_WGRAD_GEMM(conv3dt_wgrad_gemm_d, double, conv3dt_v4d_w, 4)
             for (; u + W <= n; u += W) __builtin_memcpy(dst + u, src + u, W * sizeof(T)); \
             for (; u < n; u++) dst[u] = src[u];                                   \
         } else {                                                                  \
+            if (step == 2) {                                                      \
+                for (; u + H < n; u += H) {                                       \
+                    V a, b, r;                                                    \
+                    __builtin_memcpy(&a, src + 2 * u, sizeof(V));                 \
+                    __builtin_memcpy(&b, src + 2 * u + H, sizeof(V));             \
+                    r = __builtin_shuffle(a, b, EVEN);                            \
+                    __builtin_memcpy(dst + u, &r, sizeof(V));                     \
+                }                                                                 \
+            }                                                                     \
             for (; u < n; u++) dst[u] = src[u * step];                            \
         }                                                                         \
     }
 
-CONV3DT_COPY(conv3dt_copy_f, float, 8)
-CONV3DT_COPY(conv3dt_copy_d, double, 4)
+typedef int conv3dt_v4i __attribute__((vector_size(16)));
+typedef long long conv3dt_v2l __attribute__((vector_size(16)));
+CONV3DT_COPY(conv3dt_copy_f, float, 8, 4, conv3dt_v4f_c, conv3dt_v4i,
+             ((conv3dt_v4i){0, 2, 4, 6}))
+CONV3DT_COPY(conv3dt_copy_d, double, 4, 2, conv3dt_v2d_c, conv3dt_v2l, ((conv3dt_v2l){0, 2}))
 
 /* dst[u] = 0, u < n: the zero padding of the packing loops, short runs written inline. */
 #define CONV3DT_ZERO(name, T, W)                                                 \
