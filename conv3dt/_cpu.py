@@ -247,8 +247,8 @@ def _backward_schedule(plan, itemsize):
     (i + a_t) * s + r_t: residue grid r_t at offset a_t. Returns
     res (n_res, 6): (r_d, r_h, r_w, cnt_d, cnt_h, cnt_w) of each residue combination used;
     tap_table (K, 4): (residue combination, a_d, a_h, a_w) per tap; slab: input depths per
-    work item; gx_planes, gx_compact: grad_x's tiles (_tile_layout); depths (n_slabs, 2): the residue-grid
-    depths each slab reads; window (see _kernels.backward).
+    work item; gx_planes, gx_compact: grad_x's tiles (_tile_layout); depths (n_slabs, 2):
+    the residue-grid depths each slab reads; window and inner (see _kernels.backward).
     """
     per_dim = []
     for a in range(3):
@@ -298,9 +298,17 @@ def _backward_schedule(plan, itemsize):
     cob = max(1, min(cog, _WINDOW_BYTES // (len(res) * cs * itemsize)))
     window = np.array([hp, wp, lead, cs, cob, cob * len(res) * cs + wp + 64], dtype=np.intp)
     depths = np.ascontiguousarray(depths, dtype=np.intp)
-    for arr in (res, tap_table, depths, window):
+    # The input depths and rows [lo, hi) where every tap reads inside grad_output
+    # (0 <= i + a_t < cnt(r_t)): grad_w tiles the others apart.
+    inner = []
+    for (r, off, _, cnt), size in zip(per_dim[:2], plan.in_size[:2]):
+        lo = min(size, max([0] + [-int(a) for a in off]))
+        hi = min(size, min(cnt[int(v)] - int(a) for v, a in zip(r, off)))
+        inner += [lo, max(lo, hi)]
+    inner = np.array(inner, dtype=np.intp)
+    for arr in (res, tap_table, depths, window, inner):
         arr.setflags(write=False)
-    return res, tap_table, slab, gx_planes, gx_compact, depths, window
+    return res, tap_table, slab, gx_planes, gx_compact, depths, window, inner
 
 
 def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
@@ -314,7 +322,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
         _kernels.bias_grad(gy, gb_out, n_threads)
     if gx_out is None and gw_out is None:
         return
-    res, tap_table, slab, gx_planes, gx_compact, depths, window = _backward_schedule(
+    res, tap_table, slab, gx_planes, gx_compact, depths, window, inner = _backward_schedule(
         plan, dtype.itemsize)
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
     kc = cog * int(np.prod(plan.kernel))
@@ -337,7 +345,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     code = _kernels.backward(gy, x, wpanel, gx, chunks, gx_out is not None,
                              gw_out is not None, plan.groups,
                              np.array(plan.stride, dtype=np.intp), res, tap_table, slab, depths,
-                             window, _NCOL, gx_planes, gx_compact, kblock, n_chunks,
+                             window, inner, _NCOL, gx_planes, gx_compact, kblock, n_chunks,
                              _SMALL_CIN,
                              n_threads)
     # Per thread: the window, T [C_in_g x cols], the x tile [ldx x cols], 2 row lists, the

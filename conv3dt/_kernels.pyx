@@ -820,8 +820,8 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
                      floating* acc, int small_n, Py_ssize_t kblock, bint compact,
                      Py_ssize_t* rows, Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
                      Py_ssize_t* coff, Py_ssize_t* tap, Py_ssize_t* tap_off) noexcept nogil:
-    """Input rows jh0 .. jh0 + nrow - 1 of input depths id .. id + npl - 1 (npl > 1 only
-    for whole planes): grad_x or grad_w.
+    """Input rows jh0 .. jh0 + nrow - 1 of input depths id .. id + npl - 1: grad_x or
+    grad_w.
 
     Window column J = (p * hp + q) * wp + u for depth id + p, row jh0 + q: grad_x computes
     the vectors of _tile_vectors (`compact` or not) and drops the columns u >= in_w;
@@ -893,8 +893,9 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
                      Py_ssize_t in_h, Py_ssize_t in_w, const floating* wpg, floating* gxg,
                      Strides4 gxs, floating* acc, const Window* win,
                      const Py_ssize_t[:, ::1] res, const Py_ssize_t[:, ::1] tap_table,
-                     const Py_ssize_t* stride, Py_ssize_t id, Py_ssize_t npl,
-                     Py_ssize_t a_lo, Py_ssize_t a_hi, Py_ssize_t cig, Py_ssize_t cog,
+                     const Py_ssize_t* stride, const Py_ssize_t* inner, Py_ssize_t id,
+                     Py_ssize_t npl, Py_ssize_t a_lo, Py_ssize_t a_hi, Py_ssize_t cig,
+                     Py_ssize_t cog,
                      Py_ssize_t ncol, Py_ssize_t gx_planes, bint compact, Py_ssize_t kblock,
                      int small_n, floating* buf, floating* T, floating* X, Py_ssize_t ldx,
                      Py_ssize_t* rows, Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
@@ -902,25 +903,37 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
     """Input depths [id, id + npl) of one (sample, group): grad_x and/or grad_w (acc,
     [kc x cig], transposed), from one window of grad_output per block of its channels.
 
-    grad_w takes the npl planes as one tile (a single plane: tiles of rows), so that each
-    register block of its product sums over many columns; grad_x takes gx_planes planes
-    per tile, `compact` or not (_cpu._tile_layout)."""
+    grad_w takes the npl planes as few tiles as it can (a single plane: tiles of rows), so
+    that each register block of its product sums over many columns, but the planes and
+    rows outside inner = (depths [d_lo, d_hi), rows [h_lo, h_hi)) in tiles of their own;
+    grad_x takes gx_planes planes per tile, `compact` or not (_cpu._tile_layout)."""
     cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
-    cdef Py_ssize_t co0 = 0, nco, p, tile_planes
+    cdef Py_ssize_t co0 = 0, nco, p, tile_planes, i, j, d0, d1, h0, h1
     while co0 < cog:
         nco = _min(win.cib, cog - co0)
         _copy_gy_window(gyg + co0 * gs.c, gs, nco, res, a_lo, a_hi, stride[0], stride[1],
                         stride[2], win, buf)
         if acc != NULL:
-            _grad_tiles(buf, win, res, tap_table, xg, xs, id, npl, a_lo, in_h, in_w, co0,
-                        nco, cig, kc, wpg, T, NULL, gxs, X, ldx, acc, small_n, ncol, False,
-                        kblock, rows, aoff, roff, voff, coff, tap, tap_off)
+            # The planes and rows where some tap reads outside grad_output (up to `inner`
+            # ones from either end) tiled apart from the others, so that their tiles leave
+            # out the taps that read only zeros there.
+            for i in range(3):
+                d0 = _clamp(inner[i - 1] if i > 0 else 0, id, id + npl)
+                d1 = _clamp(inner[i] if i < 2 else id + npl, d0, id + npl)
+                for j in range(3):
+                    h0 = _clamp(inner[j + 1] if j > 0 else 0, 0, in_h)
+                    h1 = _clamp(inner[j + 2] if j < 2 else in_h, h0, in_h)
+                    if d1 > d0 and h1 > h0:
+                        _grad_tiles(buf, win, res, tap_table, xg, xs, d0, d1 - d0, a_lo, h0,
+                                    h1, in_w, co0, nco, cig, kc, wpg, T, NULL, gxs, X, ldx,
+                                    acc, small_n, ncol, False, kblock, rows, aoff, roff, voff,
+                                    coff, tap, tap_off)
         if gxg != NULL:
             p = 0
             while p < npl:
                 tile_planes = _min(gx_planes, npl - p)
                 _grad_tiles(buf, win, res, tap_table, xg, xs, id + p, tile_planes, a_lo,
-                            in_h, in_w, co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, NULL,
+                            0, in_h, in_w, co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, NULL,
                             small_n, ncol, compact, kblock, rows, aoff, roff, voff, coff,
                             tap, tap_off)
                 p += tile_planes
@@ -929,20 +942,22 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
 
 cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:, ::1] res,
                       const Py_ssize_t[:, ::1] tap_table, const floating* xg, Strides4 xs,
-                      Py_ssize_t id, Py_ssize_t npl, Py_ssize_t a_lo, Py_ssize_t in_h,
-                      Py_ssize_t in_w, Py_ssize_t co0, Py_ssize_t nco, Py_ssize_t cig,
-                      Py_ssize_t kc, const floating* wpg, floating* T, floating* gxg,
-                      Strides4 gxs, floating* X, Py_ssize_t ldx, floating* acc, int small_n,
-                      Py_ssize_t ncol, bint compact, Py_ssize_t kblock, Py_ssize_t* rows,
-                      Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
+                      Py_ssize_t id, Py_ssize_t npl, Py_ssize_t a_lo, Py_ssize_t jh_lo,
+                      Py_ssize_t jh_hi, Py_ssize_t in_w, Py_ssize_t co0, Py_ssize_t nco,
+                      Py_ssize_t cig, Py_ssize_t kc, const floating* wpg, floating* T,
+                      floating* gxg, Strides4 gxs, floating* X, Py_ssize_t ldx, floating* acc,
+                      int small_n, Py_ssize_t ncol, bint compact, Py_ssize_t kblock,
+                      Py_ssize_t* rows, Py_ssize_t* aoff, Py_ssize_t* roff, Py_ssize_t* voff,
                       Py_ssize_t* coff, Py_ssize_t* tap, Py_ssize_t* tap_off) noexcept nogil:
-    """Input depths [id, id + npl) as one tile (npl > 1), or one plane as tiles of rows:
-    grad_x (gxg, tiles `compact` or not) or grad_w (acc), by _grad_tile."""
+    """Rows [jh_lo, jh_hi) of input depths [id, id + npl), in tiles of all npl planes and
+    as many rows as fit ncol columns (split evenly): grad_x (gxg, tiles `compact` or not)
+    or grad_w (acc), by _grad_tile."""
     cdef Py_ssize_t lanes = 32 // sizeof(floating)
     cdef Py_ssize_t pitch = (in_w + lanes - 1) // lanes * lanes if compact else win.wp
-    cdef Py_ssize_t rows_per_tile = _rows_per_tile(in_h, pitch, ncol), jh0 = 0, nrow
-    while jh0 < in_h:
-        nrow = _min(rows_per_tile, in_h - jh0) if npl == 1 else in_h
+    cdef Py_ssize_t rows_per_tile = _rows_per_tile(jh_hi - jh_lo, npl * pitch, ncol)
+    cdef Py_ssize_t jh0 = jh_lo, nrow
+    while jh0 < jh_hi:
+        nrow = _min(rows_per_tile, jh_hi - jh0)
         if acc != NULL:
             _pack_x_tile(xg, xs, cig, id, npl, jh0, nrow, in_w, cig > small_n, ldx, X)
         _grad_tile(buf, win, res.shape[0], res, tap_table, id, npl, a_lo, jh0, nrow, in_w,
@@ -964,6 +979,9 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
              Py_ssize_t slab,                         # input depths per work item
              const Py_ssize_t[:, ::1] depths,         # IN  (n_slabs, 2) residue depths [lo, hi)
              const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, cob, elements
+             const Py_ssize_t[::1] inner,             # IN  depths [d_lo, d_hi) and rows
+                                                      #     [h_lo, h_hi) where all taps read
+                                                      #     inside grad_output
              Py_ssize_t ncol, Py_ssize_t gx_planes,
              bint compact,                            # grad_x's tiles: kept columns only
              Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n, int n_threads):
@@ -1056,7 +1074,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                            wp0 + g * cigp * kc,
                            gx0 + n * sgx_n + g * cig * gxs.c if gx0 != NULL else NULL, gxs,
                            acc0 + ch * acc_stride + g * cig * kc if acc0 != NULL else NULL,
-                           &win, res, tap_table, &stride[0], sl * slab,
+                           &win, res, tap_table, &stride[0], &inner[0], sl * slab,
                            _min(slab, in_d - sl * slab), depths[sl, 0], depths[sl, 1], cig, cog,
                            ncol, gx_planes, compact, kblock, small_n, buf, T, X, ldx, rows,
                            aoff, roff, voff, coff, tap, tap + K)
