@@ -1162,15 +1162,54 @@ cdef double _sum_channel(const floating* gc, Py_ssize_t n_batch, Py_ssize_t sn,
     return total + partial
 
 
+cdef void _sum_channels4(const floating* gc, Py_ssize_t n_batch, Py_ssize_t sn,
+                         Strides4 s, Py_ssize_t od, Py_ssize_t oh, Py_ssize_t ow,
+                         floating* out) noexcept nogil:
+    """_sum_channel of the 4 channels from gc, side by side: the same sums in the same
+    order, as four independent chains of additions instead of one at a time."""
+    cdef double t0 = 0, t1 = 0, t2 = 0, t3 = 0
+    cdef floating p0 = 0, p1 = 0, p2 = 0, p3 = 0
+    cdef Py_ssize_t n, a, b, e, count = 0
+    cdef const floating* g
+    for n in range(n_batch):
+        for a in range(od):
+            for b in range(oh):
+                g = gc + n * sn + a * s.d + b * s.h
+                for e in range(ow):
+                    p0 = p0 + g[e * s.w]
+                    p1 = p1 + g[s.c + e * s.w]
+                    p2 = p2 + g[2 * s.c + e * s.w]
+                    p3 = p3 + g[3 * s.c + e * s.w]
+                    count = count + 1
+                    if count == _SUM_BLOCK:
+                        t0 = t0 + p0
+                        t1 = t1 + p1
+                        t2 = t2 + p2
+                        t3 = t3 + p3
+                        p0 = 0
+                        p1 = 0
+                        p2 = 0
+                        p3 = 0
+                        count = 0
+    out[0] = <floating>(t0 + p0)
+    out[1] = <floating>(t1 + p1)
+    out[2] = <floating>(t2 + p2)
+    out[3] = <floating>(t3 + p3)
+
+
 def bias_grad(const floating[:, :, :, :, :] gy,   # IN  [N, C_out, oD, oH, oW]
               floating[::1] gb,                     # OUT [C_out]
               int n_threads):
-    """gb[co] = sum of gy[:, co] over batch and space (blocked sum, see _SUM_BLOCK)."""
+    """gb[co] = sum of gy[:, co] over batch and space (blocked sum, see _SUM_BLOCK), four
+    channels at a time."""
     cdef Strides4 s = _strides(gy.strides, sizeof(floating))
     cdef Py_ssize_t sn = gy.strides[0] // sizeof(floating)
     cdef const floating* g0 = &gy[0, 0, 0, 0, 0]
-    cdef Py_ssize_t co
+    cdef Py_ssize_t c4, co, n4 = gy.shape[1] // 4
     with nogil:
-        for co in prange(gy.shape[1], num_threads=n_threads, schedule='static'):
+        for c4 in prange(n4, num_threads=n_threads, schedule='static'):
+            _sum_channels4(g0 + 4 * c4 * s.c, gy.shape[0], sn, s, gy.shape[2], gy.shape[3],
+                           gy.shape[4], &gb[4 * c4])
+        for co in range(4 * n4, gy.shape[1]):
             gb[co] = <floating>_sum_channel(g0 + co * s.c, gy.shape[0], sn, s, gy.shape[2],
                                             gy.shape[3], gy.shape[4])
