@@ -32,6 +32,17 @@ _SMALL_CIN = 8
 _SERIAL_MACS = 1 << 20
 
 
+def all_finite(arr):
+    """No NaN or infinity in ``arr`` (a NumPy float array): one pass, in parallel when
+    it is contiguous."""
+    if arr.size == 0:
+        return True
+    if arr.flags.c_contiguous:
+        return _kernels.all_finite(arr.reshape(-1), get_num_threads())
+    # min and max propagate NaN and infinity, and make no temporary the size of arr
+    return bool(np.isfinite(arr.min())) and bool(np.isfinite(arr.max()))
+
+
 def _n_threads(plan):
     """Threads for one pass of ``plan``: the configured count, or 1 for tiny problems."""
     macs = (plan.n * plan.c_in * (plan.c_out // plan.groups) * int(np.prod(plan.kernel))

@@ -39,16 +39,25 @@ Precision: CuPy's float32 ``matmul`` computes in float32 (TF32 only if the user 
 """
 
 import functools
+import math
 from typing import NamedTuple, Tuple
 
 from ._geometry import phase_tables
 
-__all__ = ["forward", "backward", "WORKSPACE_BYTES"]
+__all__ = ["all_finite", "forward", "backward", "WORKSPACE_BYTES"]
 
 # Upper bound (bytes) on one chunk's workspace: columns buffer, GEMM result and zero-padded
 # window. Chunks are whole samples when they fit, else planes of the depth axis (at least
 # one plane, so a single plane larger than this is still processed).
 WORKSPACE_BYTES = 256 * 1024 * 1024
+
+
+def all_finite(arr):
+    """No NaN or infinity in ``arr`` (min and max propagate both; no temporary the size of
+    arr)."""
+    if arr.size == 0:
+        return True
+    return math.isfinite(float(arr.min())) and math.isfinite(float(arr.max()))
 
 
 def _module(xp):

@@ -121,6 +121,8 @@ cdef extern from "_simd.h" nogil:
                                               const Py_ssize_t* rows, Py_ssize_t kb,
                                               const Py_ssize_t* roff, Py_ssize_t nrow,
                                               Py_ssize_t len, double* acc)
+    Py_ssize_t _nonfinite_f "conv3dt_nonfinite_f"(const float* x, Py_ssize_t n)
+    Py_ssize_t _nonfinite_d "conv3dt_nonfinite_d"(const double* x, Py_ssize_t n)
     void _axpy_f "conv3dt_axpy_f"(float* y, const float* x, float a, Py_ssize_t n)
     void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
     void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
@@ -1160,6 +1162,27 @@ cdef double _sum_channel(const floating* gc, Py_ssize_t n_batch, Py_ssize_t sn,
                         partial = 0
                         count = 0
     return total + partial
+
+
+cdef enum:
+    # Elements per block of all_finite's parallel loop
+    _FINITE_BLOCK = 65536
+
+
+def all_finite(const floating[::1] a, int n_threads):
+    """Whether no element of a is NaN or infinite (one pass, in parallel)."""
+    cdef Py_ssize_t blk, n = a.shape[0], bad = 0
+    cdef const floating* a0 = &a[0] if n > 0 else NULL
+    with nogil:
+        for blk in prange((n + _FINITE_BLOCK - 1) // _FINITE_BLOCK, num_threads=n_threads,
+                          schedule='static'):
+            if floating is float:
+                bad += _nonfinite_f(a0 + blk * _FINITE_BLOCK,
+                                    _min(_FINITE_BLOCK, n - blk * _FINITE_BLOCK))
+            else:
+                bad += _nonfinite_d(a0 + blk * _FINITE_BLOCK,
+                                    _min(_FINITE_BLOCK, n - blk * _FINITE_BLOCK))
+    return bad == 0
 
 
 cdef void _sum_channels4(const floating* gc, Py_ssize_t n_batch, Py_ssize_t sn,

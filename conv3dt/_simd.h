@@ -440,4 +440,20 @@ CONV3DT_STORE2(conv3dt_store2_d, double, conv3dt_v4d_s, conv3dt_v4l, 4,
 CONV3DT_AXPY(conv3dt_axpy_f, float)
 CONV3DT_AXPY(conv3dt_axpy_d, double)
 
+/* The number of NaN or infinite elements among x[u], u < n: those whose exponent bits are
+ * all set (an integer test, which vectorises, where a floating-point one would not). */
+#define CONV3DT_NONFINITE(name, T, U, MASK)                                       \
+    CONV3DT_CLONES static ptrdiff_t name(const T *restrict x, ptrdiff_t n) {      \
+        ptrdiff_t bad = 0;                                                        \
+        for (ptrdiff_t u = 0; u < n; u++) {                                       \
+            U b;                                                                  \
+            __builtin_memcpy(&b, x + u, sizeof(U));                               \
+            bad += (b & MASK) == MASK;                                            \
+        }                                                                         \
+        return bad;                                                               \
+    }
+
+CONV3DT_NONFINITE(conv3dt_nonfinite_f, float, unsigned int, 0x7f800000u)
+CONV3DT_NONFINITE(conv3dt_nonfinite_d, double, unsigned long long, 0x7ff0000000000000ull)
+
 #endif

@@ -116,13 +116,6 @@ def _empty(xp, shape, dtype, what):
         raise MemoryError(f"{message}, which cannot be allocated: {exc}") from None
 
 
-def _all_finite(arr, xp):
-    """No NaN or Inf in ``arr`` (min and max propagate both; no temporary the size of arr)."""
-    if arr.size == 0:
-        return True
-    return bool(xp.isfinite(arr.min())) and bool(xp.isfinite(arr.max()))
-
-
 def _padded(plan):
     """Some (input position, tap) pairs fall outside the output (they contribute nothing)."""
     return any(lo > 0 or hi > 0 for lo, hi in zip(plan.pad_lo, plan.pad_hi))
@@ -243,7 +236,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     out = _empty(xp, plan.y_shape, x.dtype, "the output")
     if out.size == 0:
         return out
-    if not _all_finite(weight, xp):
+    if not backend.all_finite(weight):
         _exact_forward(plan, _ncdhw(x, plan.data_format), weight, bias,
                        _ncdhw(out, plan.data_format), xp)
         return out
@@ -309,8 +302,8 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
     # be a NaN that the arithmetic of the operation does not produce. Those rare inputs take
     # the exact tap-by-tap path.
     padded = _padded(plan)
-    exact_gx = gx is not None and padded and not _all_finite(weight, xp)
-    exact_gw = gw is not None and padded and not _all_finite(x, xp)
+    exact_gx = gx is not None and padded and not backend.all_finite(weight)
+    exact_gw = gw is not None and padded and not backend.all_finite(x)
     if not (exact_gx and exact_gw and gb is None):
         backend.backward(plan, gy_v, x_v, weight, None if exact_gx else gx_v,
                          None if exact_gw else gw, gb)

@@ -1,5 +1,4 @@
 """Values: NaN and Inf propagate as IEEE arithmetic says, thread counts give identical bits,
-import warnings
 and float32 accumulation error on long reductions stays within the documented bound.
 
 The non-finite pattern (NaN, +Inf, -Inf per element) is compared with a scalar float64 loop
@@ -228,3 +227,23 @@ def test_float32_accumulation_error_on_long_reductions():
     for a32, a64, what in ((gx32, gx64, "grad_x"), (gw32, gw64, "grad_weight")):
         rel = np.abs(a32 - a64).max() / np.abs(a64).max()
         assert rel < PRECISION_REL, (what, rel)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_all_finite_finds_every_non_finite_element(dtype, contiguous):
+    """The finiteness check that routes non-finite inputs to the exact path, in each of its
+    parallel blocks and at their edges; the largest finite values and subnormals are finite."""
+    from conv3dt import _cpu
+
+    base = np.random.default_rng(3).standard_normal(2 * 200_003).astype(dtype)
+    info = np.finfo(dtype)
+    base[[10, 11, 12]] = [info.max, -info.max, info.tiny / 4]
+    view = (lambda a: a[::2]) if not contiguous else (lambda a: a[:200_003])
+    assert _cpu.all_finite(view(base))
+    for value in (np.inf, -np.inf, np.nan):
+        for pos in (0, 65_535, 65_536, 131_072, 200_002):
+            arr = base.copy()
+            arr[2 * pos if not contiguous else pos] = value
+            assert not _cpu.all_finite(view(arr)), (value, pos)
+    assert _cpu.all_finite(np.empty(0, dtype))
