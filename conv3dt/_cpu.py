@@ -136,8 +136,8 @@ def _tile_layout(hp, wp, count_h, count_w, ncol, itemsize):
     run over the window from its first kept column to its last, the gaps included. Of the
     numbers of whole planes within ncol columns, pick the one that computes the fewest
     vectors per output (a last register block of a single vector runs at half speed:
-    it counts twice), the fewest planes among equals: at the borders of x, a thinner tile
-    leaves out more of the taps that read only zeros.
+    it counts twice), the most planes among equals (the kernels tile the planes at the
+    borders of x, where some taps read only zeros, on their own).
     """
     lanes = 32 // itemsize
     pitch = -(-count_w // lanes) * lanes
@@ -151,7 +151,7 @@ def _tile_layout(hp, wp, count_h, count_w, ncol, itemsize):
         return (nv + (nv % _kernels.PANEL_MV == 1)) / (n * count_h * count_w)
 
     n_max = max(1, ncol // (count_h * pitch if compact else hp * wp))
-    return compact, min(range(1, n_max + 1), key=lambda n: (cost(n), n))
+    return compact, min(range(1, n_max + 1), key=lambda n: (cost(n), -n))
 
 
 @functools.lru_cache(maxsize=128)

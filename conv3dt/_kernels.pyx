@@ -70,6 +70,34 @@ cdef inline Py_ssize_t _rows_per_tile(Py_ssize_t rows, Py_ssize_t wp,
     return (rows + n_tiles - 1) // n_tiles if n_tiles > 0 else 1
 
 
+cdef Py_ssize_t _plane_tile(Py_ssize_t j, Py_ssize_t j_hi, Py_ssize_t in_lo, Py_ssize_t in_hi,
+                            Py_ssize_t max_planes) noexcept nogil:
+    """Planes of the tile that starts at plane j (< j_hi): one, where some tap reads
+    outside the data (j outside [in_lo, in_hi)), so that its tiles leave out the taps that
+    read only zeros; else as many of the inner planes from j as max_planes allows, the
+    inner ones split evenly."""
+    cdef Py_ssize_t end = _min(j_hi, in_hi)
+    if j < in_lo or j >= end:
+        return 1
+    return _rows_per_tile(end - j, 1, max_planes)
+
+
+cdef Py_ssize_t _row_ranges(bint inner, Py_ssize_t count, Py_ssize_t in_lo, Py_ssize_t in_hi,
+                            Py_ssize_t* bounds) noexcept nogil:
+    """The ranges [bounds[i], bounds[i + 1]) of rows that a tile of inner planes splits its
+    count rows into (the rows outside [in_lo, in_hi), where some tap reads outside the
+    data, apart from the others; a single range for other tiles). Returns their number;
+    some may be empty."""
+    bounds[0] = 0
+    if not inner:
+        bounds[1] = count
+        return 1
+    bounds[1] = _clamp(in_lo, 0, count)
+    bounds[2] = _clamp(in_hi, bounds[1], count)
+    bounds[3] = count
+    return 3
+
+
 cdef inline Py_ssize_t _floordiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     # b > 0; C division truncates towards zero.
     return a // b if a >= 0 else -((-a + b - 1) // b)
@@ -569,6 +597,8 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
     cdef Py_ssize_t c_end, v, count_w, nv
     cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     cdef Py_ssize_t rows_per_tile, lanes = 32 // sizeof(floating), pitch
+    cdef Py_ssize_t d_in_lo, d_in_hi, h_in_lo, h_in_hi, md, mh, t, r, nrange
+    cdef Py_ssize_t bounds[4]
     if fill:
         for co in range(cog):
             _fill_rows(yg + co * ys.c + od_lo * ys.d, ys, od_hi - od_lo, out_h, out_w,
@@ -608,25 +638,41 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                 count_w = max(count_w, phw[v].count[2])
             # Columns per row of a tile: whole vectors of the kept ones, or the window's.
             pitch = (count_w + lanes - 1) // lanes * lanes if compact else win.wp
+            # The grid depths and rows where every tap of this (d, h) phase pair reads
+            # inside x: 0 <= j + q0 - m < size.
+            d_in_lo, d_in_hi, h_in_lo, h_in_hi = 0, in_d, 0, in_h
+            for t in range(ph.ntaps[0]):
+                md = ph.q0[0] - ph.taps[0][2 * t + 1]
+                d_in_lo = max(d_in_lo, -md)
+                d_in_hi = _min(d_in_hi, in_d - md)
+            for t in range(ph.ntaps[1]):
+                mh = ph.q0[1] - ph.taps[1][2 * t + 1]
+                h_in_lo = max(h_in_lo, -mh)
+                h_in_hi = _min(h_in_hi, in_h - mh)
             jd = jd_lo
             while jd < jd_hi:
-                # planes_per_tile whole planes per tile, or rows of one plane.
-                npl = _min(planes_per_tile, jd_hi - jd)
-                jh0 = 0
-                rows_per_tile = _rows_per_tile(ph.count[1], pitch, ncol)
-                while jh0 < ph.count[1]:
-                    nrow = _min(rows_per_tile, ph.count[1] - jh0) if npl == 1 else ph.count[1]
-                    nv = _tile_vectors(win, compact, npl, nrow, count_w, lanes, voff, coff)
-                    for v in range(c_end - c):
-                        kc = cig * phw[v].ntaps[0] * phw[v].ntaps[1] * phw[v].ntaps[2]
-                        _window_tile(xp, win, d_lo, in_d, in_h, in_w, c0, nci,
-                                     wpanel + combos[c + v, 3] // cog * cogp + g * cogp * kc,
-                                     kc * CONV3DT_NR, cog, &phw[v], jd, npl, jh0, nrow, nv,
-                                     voff, kblock, Y + v * y_size, rows, aoff, tap, tap_off)
-                    _write_rows(Y, y_size, nv * lanes, coff, phw, c_end - c, yg, ys, cog,
-                                bias if c0 == 0 else NULL, c0 > 0, stride_d, stride_h,
-                                stride_w, jd, npl, jh0, nrow)
-                    jh0 += nrow
+                # Tiles of whole planes, or of rows of one plane (see _plane_tile,
+                # _row_ranges; a tile of several planes keeps whole rows unless compact).
+                npl = _plane_tile(jd, jd_hi, d_in_lo, d_in_hi, planes_per_tile)
+                nrange = _row_ranges((compact or npl == 1) and d_in_lo <= jd < d_in_hi,
+                                     ph.count[1], h_in_lo, h_in_hi, bounds)
+                for r in range(nrange):
+                    rows_per_tile = _rows_per_tile(bounds[r + 1] - bounds[r], npl * pitch, ncol)
+                    jh0 = bounds[r]
+                    while jh0 < bounds[r + 1]:
+                        nrow = _min(rows_per_tile, bounds[r + 1] - jh0)
+                        nv = _tile_vectors(win, compact, npl, nrow, count_w, lanes, voff, coff)
+                        for v in range(c_end - c):
+                            kc = cig * phw[v].ntaps[0] * phw[v].ntaps[1] * phw[v].ntaps[2]
+                            _window_tile(xp, win, d_lo, in_d, in_h, in_w, c0, nci,
+                                         wpanel + combos[c + v, 3] // cog * cogp
+                                         + g * cogp * kc, kc * CONV3DT_NR, cog, &phw[v], jd,
+                                         npl, jh0, nrow, nv, voff, kblock, Y + v * y_size,
+                                         rows, aoff, tap, tap_off)
+                        _write_rows(Y, y_size, nv * lanes, coff, phw, c_end - c, yg, ys, cog,
+                                    bias if c0 == 0 else NULL, c0 > 0, stride_d, stride_h,
+                                    stride_w, jd, npl, jh0, nrow)
+                        jh0 += nrow
                 jd += npl
             c = c_end
         c0 += nci
@@ -906,39 +952,41 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
     [kc x cig], transposed), from one window of grad_output per block of its channels.
 
     grad_w takes the npl planes as few tiles as it can (a single plane: tiles of rows), so
-    that each register block of its product sums over many columns, but the planes and
-    rows outside inner = (depths [d_lo, d_hi), rows [h_lo, h_hi)) in tiles of their own;
-    grad_x takes gx_planes planes per tile, `compact` or not (_cpu._tile_layout)."""
+    that each register block of its product sums over many columns; grad_x up to gx_planes
+    planes per tile, `compact` or not (_cpu._tile_layout). Both tile the planes and rows
+    outside inner = (depths [d_lo, d_hi), rows [h_lo, h_hi)) apart."""
     cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
-    cdef Py_ssize_t co0 = 0, nco, p, tile_planes, i, j, d0, d1, h0, h1
+    cdef Py_ssize_t co0 = 0, nco, p, tile_planes, r
+    cdef Py_ssize_t bounds[4]
     while co0 < cog:
         nco = _min(win.cib, cog - co0)
         _copy_gy_window(gyg + co0 * gs.c, gs, nco, res, a_lo, a_hi, stride[0], stride[1],
                         stride[2], win, buf)
-        if acc != NULL:
-            # The planes and rows where some tap reads outside grad_output (up to `inner`
-            # ones from either end) tiled apart from the others, so that their tiles leave
-            # out the taps that read only zeros there.
-            for i in range(3):
-                d0 = _clamp(inner[i - 1] if i > 0 else 0, id, id + npl)
-                d1 = _clamp(inner[i] if i < 2 else id + npl, d0, id + npl)
-                for j in range(3):
-                    h0 = _clamp(inner[j + 1] if j > 0 else 0, 0, in_h)
-                    h1 = _clamp(inner[j + 2] if j < 2 else in_h, h0, in_h)
-                    if d1 > d0 and h1 > h0:
-                        _grad_tiles(buf, win, res, tap_table, xg, xs, d0, d1 - d0, a_lo, h0,
-                                    h1, in_w, co0, nco, cig, kc, wpg, T, NULL, gxs, X, ldx,
-                                    acc, small_n, ncol, False, kblock, rows, aoff, roff, voff,
-                                    coff, tap, tap_off)
-        if gxg != NULL:
-            p = 0
-            while p < npl:
-                tile_planes = _min(gx_planes, npl - p)
-                _grad_tiles(buf, win, res, tap_table, xg, xs, id + p, tile_planes, a_lo,
-                            0, in_h, in_w, co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, NULL,
-                            small_n, ncol, compact, kblock, rows, aoff, roff, voff, coff,
-                            tap, tap_off)
-                p += tile_planes
+        # The planes and rows where some tap reads outside grad_output (outside `inner`)
+        # are tiled apart from the others (_plane_tile, _row_ranges), so that their tiles
+        # leave out the taps that read only zeros there.
+        p = id
+        while acc != NULL and p < id + npl:
+            tile_planes = _plane_tile(p, id + npl, inner[0], inner[1], npl)
+            for r in range(_row_ranges(True, in_h, inner[2], inner[3], bounds)):
+                if bounds[r + 1] > bounds[r]:
+                    _grad_tiles(buf, win, res, tap_table, xg, xs, p, tile_planes, a_lo,
+                                bounds[r], bounds[r + 1], in_w, co0, nco, cig, kc, wpg, T,
+                                NULL, gxs, X, ldx, acc, small_n, ncol, False, kblock, rows,
+                                aoff, roff, voff, coff, tap, tap_off)
+            p += tile_planes
+        p = id
+        while gxg != NULL and p < id + npl:
+            tile_planes = _plane_tile(p, id + npl, inner[0], inner[1], gx_planes)
+            for r in range(_row_ranges((compact or tile_planes == 1)
+                                       and inner[0] <= p < inner[1], in_h, inner[2],
+                                       inner[3], bounds)):
+                if bounds[r + 1] > bounds[r]:
+                    _grad_tiles(buf, win, res, tap_table, xg, xs, p, tile_planes, a_lo,
+                                bounds[r], bounds[r + 1], in_w, co0, nco, cig, kc, wpg, T,
+                                gxg, gxs, X, ldx, NULL, small_n, ncol, compact, kblock, rows,
+                                aoff, roff, voff, coff, tap, tap_off)
+            p += tile_planes
         co0 += nco
 
 
