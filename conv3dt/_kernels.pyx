@@ -1128,6 +1128,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                            _min(slab, in_d - sl * slab), depths[sl, 0], depths[sl, 1], cig, cog,
                            ncol, gx_planes, compact, kblock, small_n, buf, T, X, ldx, rows,
                            aoff, roff, voff, coff, tap, tap + K)
+            _store_fence()
         free(tap)
         free(voff)
         free(coff)

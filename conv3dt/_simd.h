@@ -338,23 +338,6 @@ CONV3DT_COPY(conv3dt_copy_d, double, 4, 2, conv3dt_v2d_c, conv3dt_v2l, ((conv3dt
 CONV3DT_ZERO(conv3dt_zero_f, float, 8)
 CONV3DT_ZERO(conv3dt_zero_d, double, 4)
 
-/* dst[u * step] = src[u] + b, or dst[u * step] += src[u] when accumulate; u < n: the
- * write-out of a tile of the forward pass to its (strided) output positions. */
-#define CONV3DT_STORE(name, T)                                                    \
-    static inline void name(T *restrict dst, ptrdiff_t step,                      \
-                            const T *restrict src, T b, ptrdiff_t n,              \
-                            int accumulate) {                                     \
-        if (accumulate) {                                                         \
-            for (ptrdiff_t u = 0; u < n; u++) dst[u * step] += src[u];            \
-        } else if (step == 1) {                                                   \
-            for (ptrdiff_t u = 0; u < n; u++) dst[u] = src[u] + b;                \
-        } else {                                                                  \
-            for (ptrdiff_t u = 0; u < n; u++) dst[u * step] = src[u] + b;         \
-        }                                                                         \
-    }
-
-CONV3DT_STORE(conv3dt_store_f, float)
-CONV3DT_STORE(conv3dt_store_d, double)
 
 #if defined(__x86_64__)
 #include <emmintrin.h>
@@ -382,6 +365,37 @@ static inline void conv3dt_store_fence(void) { _mm_sfence(); }
 #define CONV3DT_STREAM(T, p, v) __builtin_memcpy((p), &(v), 32)
 static inline void conv3dt_store_fence(void) {}
 #endif
+
+/* dst[u * step] = src[u] + b, or dst[u * step] += src[u] when accumulate; u < n: the
+ * write-out of a tile to its (strided) output positions. A contiguous row that is not
+ * accumulated is streamed past the caches (from a 16-byte aligned start), as it is not
+ * read again. */
+#define CONV3DT_STORE(name, T, V, W)                                              \
+    typedef T V __attribute__((vector_size(32)));                                \
+    static inline void name(T *restrict dst, ptrdiff_t step,                      \
+                            const T *restrict src, T b, ptrdiff_t n,              \
+                            int accumulate) {                                     \
+        if (accumulate) {                                                         \
+            for (ptrdiff_t u = 0; u < n; u++) dst[u * step] += src[u];            \
+        } else if (step == 1) {                                                   \
+            ptrdiff_t u = 0;                                                      \
+            if (CONV3DT_NT && ((size_t)dst % 16) == 0) {                          \
+                V bv = (V){0} + b;                                                \
+                for (; u + W <= n; u += W) {                                      \
+                    V v;                                                          \
+                    __builtin_memcpy(&v, src + u, sizeof(V));                     \
+                    v += bv;                                                      \
+                    CONV3DT_STREAM(T, dst + u, v);                                \
+                }                                                                 \
+            }                                                                     \
+            for (; u < n; u++) dst[u] = src[u] + b;                               \
+        } else {                                                                  \
+            for (ptrdiff_t u = 0; u < n; u++) dst[u * step] = src[u] + b;         \
+        }                                                                         \
+    }
+
+CONV3DT_STORE(conv3dt_store_f, float, conv3dt_v8f_t, 8)
+CONV3DT_STORE(conv3dt_store_d, double, conv3dt_v4d_t, 4)
 
 /* dst[2u] = a[u] + b, dst[2u + 1] = c[u] + b, u < n (or += a[u], += c[u] when accumulate):
  * the two w-phases of a stride-2 output row written together, interleaved in registers so
