@@ -233,7 +233,7 @@ def forward(plan, x, w, bias, out):
     cog = plan.c_out // plan.groups
     direct = cog <= _DIRECT_COUT and x.strides[4] == dtype.itemsize
     wpack = np.empty(wsize if direct else 1, dtype=dtype)
-    wpanel = np.zeros(1 if direct else panel_size, dtype=dtype)
+    wpanel = np.empty(1 if direct else panel_size, dtype=dtype)
     _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, tap_dest, not direct,
                                  n_threads)
     bias = np.empty(0, dtype=dtype) if bias is None else bias

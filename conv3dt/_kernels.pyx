@@ -336,7 +336,7 @@ cdef inline void _load_phase(Phase3* ph, const Py_ssize_t[:, :, ::1] phases,
 
 def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_g, kD, kH, kW]
                         floating[::1] wpack,                  # OUT row-major blocks (or unused)
-                        floating[::1] wpanel,                 # OUT in panels, zeroed (or unused)
+                        floating[::1] wpanel,                 # OUT in panels (or unused)
                         Py_ssize_t groups,
                         const Py_ssize_t[:, ::1] tap_dest,    # IN  (K, 4) see below
                         bint panels,                          # write wpanel, else wpack
@@ -349,23 +349,25 @@ def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_
     that reach no output. Row r = ci * nt + i of W_c, column co:
       wpack  [off + ((g * cog + co) * cig + ci) * nt + i]                 (row-major)
       wpanel [poff + g * cogp * kc + (co // NR) * kc * NR + r * NR + co % NR]  (panels)
-    with kc = cig * nt and cogp = cog rounded up to a multiple of NR = CONV3DT_NR.
+    with kc = cig * nt and cogp = cog rounded up to a multiple of NR = CONV3DT_NR (columns
+    co >= cog are zeros).
     """
     cdef Py_ssize_t cig = w.shape[0] // groups, cog = w.shape[1]
     cdef Py_ssize_t kk = w.shape[2] * w.shape[3] * w.shape[4]
     cdef const floating* w0 = &w[0, 0, 0, 0, 0]
-    cdef Py_ssize_t pair
+    cdef Py_ssize_t c_in
     with nogil:
-        for pair in prange(w.shape[0] * cog, num_threads=n_threads, schedule='static'):
-            _pack_weight_slab(w0 + pair * kk, &wpack[0], &wpanel[0], panels, kk, pair // cog,
-                              pair % cog, cig, cog, &tap_dest[0, 0])
+        for c_in in prange(w.shape[0], num_threads=n_threads, schedule='static'):
+            _pack_weight_channel(w0 + c_in * cog * kk, &wpack[0], &wpanel[0], panels, kk,
+                                 c_in, cig, cog, &tap_dest[0, 0])
 
 
-cdef void _pack_weight_slab(const floating* slab, floating* wpack, floating* wpanel,
-                            bint panels, Py_ssize_t kk, Py_ssize_t c_in, Py_ssize_t co,
-                            Py_ssize_t cig,
-                            Py_ssize_t cog, const Py_ssize_t* tap_dest) noexcept nogil:
-    cdef Py_ssize_t t, nt, kc, g = c_in // cig, ci = c_in - g * cig
+cdef void _pack_weight_channel(const floating* src, floating* wpack, floating* wpanel,
+                               bint panels, Py_ssize_t kk, Py_ssize_t c_in, Py_ssize_t cig,
+                               Py_ssize_t cog, const Py_ssize_t* tap_dest) noexcept nogil:
+    """The rows of input channel c_in (src = w[c_in], [cog][kk], which stays in the L1
+    cache) in every combination's weight, tap by tap (see pack_forward_weight)."""
+    cdef Py_ssize_t t, nt, kc, co, base, g = c_in // cig, ci = c_in - g * cig
     cdef Py_ssize_t nr = CONV3DT_NR, cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     for t in range(kk):
         if tap_dest[4 * t] < 0:
@@ -373,10 +375,13 @@ cdef void _pack_weight_slab(const floating* slab, floating* wpack, floating* wpa
         nt = tap_dest[4 * t + 2]
         kc = cig * nt
         if panels:
-            wpanel[tap_dest[4 * t + 1] + g * cogp * kc + (co // nr) * kc * nr
-                   + (ci * nt + tap_dest[4 * t + 3]) * nr + co % nr] = slab[t]
+            base = tap_dest[4 * t + 1] + g * cogp * kc + (ci * nt + tap_dest[4 * t + 3]) * nr
+            for co in range(cogp):
+                wpanel[base + (co // nr) * kc * nr + co % nr] = src[co * kk + t] if co < cog else 0
         else:
-            wpack[tap_dest[4 * t] + ((g * cog + co) * cig + ci) * nt + tap_dest[4 * t + 3]] = slab[t]
+            base = tap_dest[4 * t] + (g * cog * cig + ci) * nt + tap_dest[4 * t + 3]
+            for co in range(cog):
+                wpack[base + co * cig * nt] = src[co * kk + t]
 
 
 def pack_backward_weight(const floating[:, :, :, :, ::1] w,  # IN  [C_in, C_out_g, kD, kH, kW]
