@@ -82,20 +82,17 @@ cdef Py_ssize_t _plane_tile(Py_ssize_t j, Py_ssize_t j_hi, Py_ssize_t in_lo, Py_
     return _rows_per_tile(end - j, 1, max_planes)
 
 
-cdef Py_ssize_t _row_ranges(bint inner, Py_ssize_t count, Py_ssize_t in_lo, Py_ssize_t in_hi,
-                            Py_ssize_t* bounds) noexcept nogil:
-    """The ranges [bounds[i], bounds[i + 1]) of rows that a tile of inner planes splits its
-    count rows into (the rows outside [in_lo, in_hi), where some tap reads outside the
-    data, apart from the others; a single range for other tiles). Returns their number;
-    some may be empty."""
-    bounds[0] = 0
-    if not inner:
-        bounds[1] = count
-        return 1
-    bounds[1] = _clamp(in_lo, 0, count)
-    bounds[2] = _clamp(in_hi, bounds[1], count)
-    bounds[3] = count
-    return 3
+cdef Py_ssize_t _rows_end(Py_ssize_t jh, bint split, Py_ssize_t count, Py_ssize_t in_lo,
+                          Py_ssize_t in_hi) noexcept nogil:
+    """The end of the range of rows from jh (< count) that a plane tile tiles on its own:
+    with `split`, each row outside [in_lo, in_hi) (where some tap reads outside the data,
+    so that its tiles leave out the taps that read only zeros there) and the rows inside
+    as one range; else all rows."""
+    if not split:
+        return count
+    if jh < in_lo or jh >= in_hi:
+        return jh + 1
+    return _min(in_hi, count)
 
 
 cdef inline Py_ssize_t _floordiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -602,8 +599,8 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
     cdef Py_ssize_t c_end, v, count_w, nv
     cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     cdef Py_ssize_t rows_per_tile, lanes = 32 // sizeof(floating), pitch
-    cdef Py_ssize_t d_in_lo, d_in_hi, h_in_lo, h_in_hi, md, mh, t, r, nrange
-    cdef Py_ssize_t bounds[4]
+    cdef Py_ssize_t d_in_lo, d_in_hi, h_in_lo, h_in_hi, md, mh, t, h0, h1
+    cdef bint split
     if fill:
         for co in range(cog):
             _fill_rows(yg + co * ys.c + od_lo * ys.d, ys, od_hi - od_lo, out_h, out_w,
@@ -656,16 +653,20 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                 h_in_hi = _min(h_in_hi, in_h - mh)
             jd = jd_lo
             while jd < jd_hi:
-                # Tiles of whole planes, or of rows of one plane (see _plane_tile,
-                # _row_ranges; a tile of several planes keeps whole rows unless compact).
+                # Tiles of whole planes, or of rows of one plane (see _plane_tile); the
+                # boundary rows apart (_rows_end) where a row of the tile fills a register
+                # block (and a tile of several planes keeps whole rows unless compact).
                 npl = _plane_tile(jd, jd_hi, d_in_lo, d_in_hi, planes_per_tile)
-                nrange = _row_ranges((compact or npl == 1) and d_in_lo <= jd < d_in_hi,
-                                     ph.count[1], h_in_lo, h_in_hi, bounds)
-                for r in range(nrange):
-                    rows_per_tile = _rows_per_tile(bounds[r + 1] - bounds[r], npl * pitch, ncol)
-                    jh0 = bounds[r]
-                    while jh0 < bounds[r + 1]:
-                        nrow = _min(rows_per_tile, bounds[r + 1] - jh0)
+                split = ((compact or npl == 1)
+                         and npl * ((count_w + lanes - 1) // lanes) >= CONV3DT_MV)
+                h0 = 0
+                while h0 < ph.count[1]:
+                    h1 = _rows_end(h0, split, ph.count[1], h_in_lo, h_in_hi)
+                    rows_per_tile = _rows_per_tile(h1 - h0, npl * pitch, ncol)
+                    jh0 = h0
+                    h0 = h1
+                    while jh0 < h1:
+                        nrow = _min(rows_per_tile, h1 - jh0)
                         nv = _tile_vectors(win, compact, npl, nrow, count_w, lanes, voff, coff)
                         for v in range(c_end - c):
                             kc = cig * phw[v].ntaps[0] * phw[v].ntaps[1] * phw[v].ntaps[2]
@@ -961,37 +962,38 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
     planes per tile, `compact` or not (_cpu._tile_layout). Both tile the planes and rows
     outside inner = (depths [d_lo, d_hi), rows [h_lo, h_hi)) apart."""
     cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
-    cdef Py_ssize_t co0 = 0, nco, p, tile_planes, r
-    cdef Py_ssize_t bounds[4]
+    cdef Py_ssize_t co0 = 0, nco, p, tile_planes, part, h0, h1
+    cdef Py_ssize_t lanes = 32 // sizeof(floating)
+    cdef bint split
     while co0 < cog:
         nco = _min(win.cib, cog - co0)
         _copy_gy_window(gyg + co0 * gs.c, gs, nco, res, a_lo, a_hi, stride[0], stride[1],
                         stride[2], win, buf)
         # The planes and rows where some tap reads outside grad_output (outside `inner`)
-        # are tiled apart from the others (_plane_tile, _row_ranges), so that their tiles
-        # leave out the taps that read only zeros there.
-        p = id
-        while acc != NULL and p < id + npl:
-            tile_planes = _plane_tile(p, id + npl, inner[0], inner[1], npl)
-            for r in range(_row_ranges(True, in_h, inner[2], inner[3], bounds)):
-                if bounds[r + 1] > bounds[r]:
-                    _grad_tiles(buf, win, res, tap_table, xg, xs, p, tile_planes, a_lo,
-                                bounds[r], bounds[r + 1], in_w, co0, nco, cig, kc, wpg, T,
-                                NULL, gxs, X, ldx, acc, small_n, ncol, False, kblock, rows,
-                                aoff, roff, voff, coff, tap, tap_off)
-            p += tile_planes
-        p = id
-        while gxg != NULL and p < id + npl:
-            tile_planes = _plane_tile(p, id + npl, inner[0], inner[1], gx_planes)
-            for r in range(_row_ranges((compact or tile_planes == 1)
-                                       and inner[0] <= p < inner[1], in_h, inner[2],
-                                       inner[3], bounds)):
-                if bounds[r + 1] > bounds[r]:
-                    _grad_tiles(buf, win, res, tap_table, xg, xs, p, tile_planes, a_lo,
-                                bounds[r], bounds[r + 1], in_w, co0, nco, cig, kc, wpg, T,
-                                gxg, gxs, X, ldx, NULL, small_n, ncol, compact, kblock, rows,
-                                aoff, roff, voff, coff, tap, tap_off)
-            p += tile_planes
+        # are tiled apart from the others (_plane_tile, _rows_end), so that their tiles
+        # leave out the taps that read only zeros there; grad_x's rows only where a row
+        # of the tile fills a register block.
+        for part in range(2):
+            if (acc if part == 0 else gxg) == NULL:
+                continue
+            p = id
+            while p < id + npl:
+                tile_planes = _plane_tile(p, id + npl, inner[0], inner[1],
+                                          npl if part == 0 else gx_planes)
+                split = part == 0 or ((compact or tile_planes == 1)
+                                      and tile_planes * ((in_w + lanes - 1) // lanes)
+                                      >= CONV3DT_MV)
+                h0 = 0
+                while h0 < in_h:
+                    h1 = _rows_end(h0, split, in_h, inner[2], inner[3])
+                    _grad_tiles(buf, win, res, tap_table, xg, xs, p, tile_planes, a_lo, h0,
+                                h1, in_w, co0, nco, cig, kc, wpg, T,
+                                NULL if part == 0 else gxg, gxs, X, ldx,
+                                acc if part == 0 else NULL, small_n, ncol,
+                                part == 1 and compact, kblock, rows, aoff, roff, voff, coff,
+                                tap, tap_off)
+                    h0 = h1
+                p += tile_planes
         co0 += nco
 
 
