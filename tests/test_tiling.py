@@ -36,6 +36,8 @@ CASES = [
     (1, 6, 6, (4, 4, 5), 3, 1, 2, 0, 2, 2),         # dilation, groups
     (1, 4, 4, (3, 4, 5), 3, 2, 1, 1, 1, 4),         # depthwise
     (1, 12, 2, (3, 4, 4), 2, 1, 0, 0, 1, 1),        # few output channels (direct path)
+    (1, 3, 5, (3, 4, 20), 3, 1, 1, 0, 1, 1),        # rows of 3 vectors: boundary rows alone
+    (1, 3, 4, (3, 3, 18), 4, 2, 1, 0, 1, 1),        # the same with two phases per axis
 ]
 
 
