@@ -852,17 +852,25 @@ cdef void _pack_x_tile(const floating* xg, Strides4 xs, Py_ssize_t cig, Py_ssize
                        bint transposed, Py_ssize_t ldx, floating* X) noexcept nogil:
     """x[ci, id + p, jh0 + q, u] of a tile (p < npl, q < nrow, u < in_w) at tile position
     v = k * in_w + u of run k = p * nrow + q: X[v * ldx + ci] when `transposed` (for
-    _wgrad_gemm), else X[ci * npl * nrow * in_w + v]."""
-    cdef Py_ssize_t ci, k, u, nv = npl * nrow * in_w
+    _wgrad_gemm, 8 channels at a time: each line of X is written in one go), else
+    X[ci * npl * nrow * in_w + v]."""
+    cdef Py_ssize_t ci, c, nc, k, u, nv = npl * nrow * in_w
     cdef const floating* src
+    cdef floating* dst
+    if transposed:
+        for ci in range(0, cig, 8):
+            nc = _min(8, cig - ci)
+            for k in range(npl * nrow):
+                src = xg + ci * xs.c + (id + k // nrow) * xs.d + (jh0 + k % nrow) * xs.h
+                for u in range(in_w):
+                    dst = X + (k * in_w + u) * ldx + ci
+                    for c in range(nc):
+                        dst[c] = src[c * xs.c + u * xs.w]
+        return
     for ci in range(cig):
         for k in range(npl * nrow):
             src = xg + ci * xs.c + (id + k // nrow) * xs.d + (jh0 + k % nrow) * xs.h
-            if transposed:
-                for u in range(in_w):
-                    X[(k * in_w + u) * ldx + ci] = src[u * xs.w]
-            else:
-                _copy_strided(X + ci * nv + k * in_w, src, xs.w, in_w)
+            _copy_strided(X + ci * nv + k * in_w, src, xs.w, in_w)
 
 
 cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
