@@ -108,9 +108,10 @@ def _gap(table, size):
     return int(gap)
 
 
-def _slab_depths(table, in_d, out_d, stride_d, slab, margin):
+def _slab_depths(table, in_d, out_d, stride_d, slab):
     """(n_slabs, 2): the input depths [lo, hi) that each slab of output depths reads, within
-    [-margin, in_d + margin): a tile of margin + 1 planes may read that far outside x."""
+    x: planes where some tap reads outside x are tiled alone, and their tiles leave that
+    tap out (see _kernels._plane_tile)."""
     out = []
     for od_lo in range(0, out_d, slab):
         od_hi = min(out_d, od_lo + slab)
@@ -120,8 +121,8 @@ def _slab_depths(table, in_d, out_d, stride_d, slab, margin):
             jd_hi = min(max(-((o0 - od_hi) // stride_d), jd_lo), count)
             if jd_hi > jd_lo:
                 m = table.taps[start: start + ntaps, 1]
-                lo = min(lo, max(-margin, jd_lo + q0 - int(m.max())))
-                hi = max(hi, min(in_d + margin, jd_hi - 1 + q0 - int(m.min()) + 1))
+                lo = min(lo, max(0, jd_lo + q0 - int(m.max())))
+                hi = max(hi, min(in_d, jd_hi - 1 + q0 - int(m.min()) + 1))
         out.append((lo, max(lo, hi)))
     return np.array(out, dtype=np.intp).reshape(-1, 2)
 
@@ -212,8 +213,7 @@ def _forward_schedule(plan, itemsize):
     hp, wp = max(in_h + gap_h, count_h), max(in_w + gap_w, count_w)
     lead = gap_h * wp + gap_w
     compact, planes_per_tile = _tile_layout(hp, wp, count_h, count_w, ncol, itemsize)
-    slab_depths = _slab_depths(tables[0], in_d, plan.out_size[0], s_d, slab,
-                               planes_per_tile - 1)
+    slab_depths = _slab_depths(tables[0], in_d, plan.out_size[0], s_d, slab)
     depth = max(1, int((slab_depths[:, 1] - slab_depths[:, 0]).max(initial=1)))
     cs = _odd_lines(lead + depth * hp * wp, itemsize)
     cib = max(1, min(cig, _WINDOW_BYTES // (cs * itemsize)))
@@ -291,17 +291,18 @@ def _backward_schedule(plan, itemsize):
     wp = pitch(in_w, aw[tw], [cw[v] for v in rw[tw].tolist()], True)
     lead = max(0, -int(ah.min())) * wp + max(0, -int(aw.min()))
     # Work items: slabs of whole input planes forming one tile of up to _NCOL columns (as
-    # many slabs as that takes, of equal size), or single planes tiled by rows. A tile of
-    # `slab` planes may read up to slab - 1 zero planes past either end of the grids.
+    # many slabs as that takes, of equal size), or single planes tiled by rows. Planes
+    # where some tap reads outside the grids are tiled alone, and their tiles leave that
+    # tap out: no tile reads a plane outside them.
     n_slabs = -(-in_d // max(1, _NCOL // (hp * wp)))
     slab = -(-in_d // n_slabs)
-    # grad_x tiles the slab on its own: its products compute the gap columns too.
+    # grad_x tiles the slab on its own (see _kernels._grad_item).
     gx_compact, gx_planes = _tile_layout(hp, wp, in_h, in_w, _NCOL, itemsize)
     cnt_d = max(cd.values())
     i = np.arange(0, in_d, slab)
-    depths = np.stack([np.maximum(-(slab - 1), i + int(ad.min())),
-                       np.minimum(cnt_d + slab - 1,
-                                  np.minimum(i + slab, in_d) - 1 + int(ad.max()) + 1)], axis=1)
+    depths = np.stack([np.maximum(0, i + int(ad.min())),
+                       np.minimum(cnt_d, np.minimum(i + slab, in_d) - 1 + int(ad.max()) + 1)],
+                      axis=1)
     depths[:, 1] = np.maximum(depths[:, 0], depths[:, 1])
     depth = max(1, int((depths[:, 1] - depths[:, 0]).max()))
     cs = _odd_lines(lead + depth * hp * wp, itemsize)
