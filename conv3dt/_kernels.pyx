@@ -290,18 +290,19 @@ cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
 
 # ------------------------------------------------------------------------ forward pass
 
-cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t cog,
-                       const floating* bias, bint accumulate, const Phase3* ph,
-                       Py_ssize_t stride_d,
-                       Py_ssize_t stride_h, Py_ssize_t stride_w, const Segment* segs,
-                       Py_ssize_t nseg, Py_ssize_t nc) noexcept nogil:
-    """y[co, o(j)] = Y[co, j] (+ bias[co]) for the phase's output positions o(j), or
-    y[co, o(j)] += Y[co, j] when `accumulate`.
-
-    IN  Y: [cog x nc] row-major; bias: NULL or the group's first bias entry.
-    OUT yg: y at (sample, first channel of the group).
+cdef void _write_phase(const floating* Y, Py_ssize_t y_size, Py_ssize_t n_dir,
+                       floating* yg, Strides4 ys, Py_ssize_t cog, const floating* bias,
+                       const Phase3* ph, Py_ssize_t stride_d, Py_ssize_t stride_h,
+                       Py_ssize_t stride_w, const Segment* segs, Py_ssize_t nseg,
+                       Py_ssize_t nc) noexcept nogil:
+    """y[co, o(j)] = Y[co, j] (+ bias[co]) for the output positions o(j) of the n_dir
+    phase combinations ph (tile v at Y + v * y_size, [cog x nc] row-major each, over the
+    same grid positions); two are the w-phases of stride 2 side by side in a contiguous
+    row, interleaved in whole vectors (_store2). bias: NULL or the group's first entry;
+    yg: y at (sample, first channel of the group).
     """
     cdef Py_ssize_t co, k, step = stride_w * ys.w
+    cdef Py_ssize_t first = 0 if n_dir == 1 or ph[0].o0[2] < ph[1].o0[2] else 1
     cdef const floating* src
     cdef floating* dst
     cdef floating b
@@ -309,13 +310,20 @@ cdef void _write_phase(const floating* Y, floating* yg, Strides4 ys, Py_ssize_t 
         b = bias[co] if bias != NULL else 0
         for k in range(nseg):
             src = Y + co * nc + segs[k].offset
-            dst = (yg + co * ys.c + (ph.o0[0] + segs[k].j[0] * stride_d) * ys.d
-                   + (ph.o0[1] + segs[k].j[1] * stride_h) * ys.h
-                   + (ph.o0[2] + segs[k].j[2] * stride_w) * ys.w)
-            if floating is float:
-                _store_f(dst, step, src, b, segs[k].length, accumulate)
+            dst = (yg + co * ys.c + (ph[0].o0[0] + segs[k].j[0] * stride_d) * ys.d
+                   + (ph[0].o0[1] + segs[k].j[1] * stride_h) * ys.h
+                   + (ph[first].o0[2] + segs[k].j[2] * stride_w) * ys.w)
+            if n_dir == 2:
+                if floating is float:
+                    _store2_f(dst, src + first * y_size, src + (1 - first) * y_size, b,
+                              segs[k].length, False)
+                else:
+                    _store2_d(dst, src + first * y_size, src + (1 - first) * y_size, b,
+                              segs[k].length, False)
+            elif floating is float:
+                _store_f(dst, step, src, b, segs[k].length, False)
             else:
-                _store_d(dst, step, src, b, segs[k].length, accumulate)
+                _store_d(dst, step, src, b, segs[k].length, False)
 
 
 cdef inline void _load_phase(Phase3* ph, const Py_ssize_t[:, :, ::1] phases,
@@ -408,7 +416,7 @@ cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                         floating* Y) noexcept nogil:
     """Y [cog x nc] = W_phase @ B without materialising B (few output channels).
 
-    The same product as packing B (_pack_phase) and a GEMM, computed as one axpy per
+    The product of a window tile (_window_tile), computed as one axpy per
     (row of B, run, output channel) straight from x, whose rows must be contiguous
     (xs.w == 1). For a thin W_phase this saves writing and re-reading B.
     """
@@ -596,7 +604,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
     """
     cdef Phase3 ph
     cdef Py_ssize_t c, co, jd, jd_lo, jd_hi, jh0, kc, nt, c0, nci, nrow, j0, j_end, npl
-    cdef Py_ssize_t c_end, v, count_w, nv
+    cdef Py_ssize_t c_end, v, count_w, nv, n_dir, nc, nseg
     cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     cdef Py_ssize_t rows_per_tile, lanes = 32 // sizeof(floating), pitch
     cdef Py_ssize_t d_in_lo, d_in_hi, h_in_lo, h_in_hi, md, mh, t, h0, h1
@@ -617,17 +625,32 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
             jd_lo = _clamp(-_floordiv(ph.o0[0] - od_lo, stride_d), 0, ph.count[0])
             jd_hi = _clamp(-_floordiv(ph.o0[0] - od_hi, stride_d), jd_lo, ph.count[0])
             if direct:
-                nt = ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2]
-                kc = cig * nt
+                # Grid positions [j0, j0 + ncol) at a time, by _direct_phase; the next
+                # combination too where it is the other w-phase of stride 2 with rows of
+                # the same length, so that their rows are written together.
+                phw[0] = ph
+                n_dir = 1
+                if (stride_w == 2 and ys.w == 1 and c + 1 < combos.shape[0]
+                        and combos[c + 1, 0] == combos[c, 0]
+                        and combos[c + 1, 1] == combos[c, 1]):
+                    _load_phase(&phw[1], phases, taps, combos, c + 1)
+                    if (phw[1].count[2] == ph.count[2]
+                            and (phw[1].o0[2] - ph.o0[2]) * (phw[1].o0[2] - ph.o0[2]) == 1):
+                        n_dir = 2
                 j0 = jd_lo * ph.count[1] * ph.count[2]
                 j_end = jd_hi * ph.count[1] * ph.count[2]
                 while j0 < j_end:
-                    _direct_tile(xg, xs, in_d, in_h, in_w,
-                                 wpack + combos[c, 3] + g * cog * kc, yg, ys, cig, cog, bias,
-                                 &ph, stride_d, stride_h, stride_w, j0,
-                                 _min(ncol, j_end - j0), Y, segs)
+                    nc = _min(ncol, j_end - j0)
+                    nseg = _segments(ph.count[1], ph.count[2], j0, nc, segs)
+                    for v in range(n_dir):
+                        kc = cig * phw[v].ntaps[0] * phw[v].ntaps[1] * phw[v].ntaps[2]
+                        _direct_phase(xg, xs, in_d, in_h, in_w, &phw[v],
+                                      wpack + combos[c + v, 3] + g * cog * kc, kc, cog, segs,
+                                      nseg, nc, Y + v * y_size)
+                    _write_phase(Y, y_size, n_dir, yg, ys, cog, bias, phw, stride_d, stride_h,
+                                 stride_w, segs, nseg, nc)
                     j0 += ncol
-                c += 1
+                c += n_dir
                 continue
             # The combinations c .. c_end - 1 share their depth and height phases.
             c_end = c + 1
@@ -682,18 +705,6 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                 jd += npl
             c = c_end
         c0 += nci
-
-
-cdef void _direct_tile(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
-                       Py_ssize_t in_w, const floating* wg, floating* yg, Strides4 ys,
-                       Py_ssize_t cig, Py_ssize_t cog, const floating* bias, const Phase3* ph,
-                       Py_ssize_t stride_d, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                       Py_ssize_t j0, Py_ssize_t nc, floating* Y, Segment* segs) noexcept nogil:
-    """Grid positions [j0, j0 + nc) of one phase combination, by _direct_phase."""
-    cdef Py_ssize_t nseg = _segments(ph.count[1], ph.count[2], j0, nc, segs)
-    _direct_phase(xg, xs, in_d, in_h, in_w, ph, wg, cig * ph.ntaps[0] * ph.ntaps[1] * ph.ntaps[2],
-                  cog, segs, nseg, nc, Y)
-    _write_phase(Y, yg, ys, cog, bias, False, ph, stride_d, stride_h, stride_w, segs, nseg, nc)
 
 
 cdef void _fill_rows(floating* yc, Strides4 ys, Py_ssize_t od, Py_ssize_t oh,
