@@ -1220,25 +1220,6 @@ cdef enum:
     _SUM_BLOCK = 4096
 
 
-cdef double _sum_channel(const floating* gc, Py_ssize_t n_batch, Py_ssize_t sn,
-                         Strides4 s, Py_ssize_t od, Py_ssize_t oh,
-                         Py_ssize_t ow) noexcept nogil:
-    cdef double total = 0
-    cdef floating partial = 0
-    cdef Py_ssize_t n, a, b, e, count = 0
-    for n in range(n_batch):
-        for a in range(od):
-            for b in range(oh):
-                for e in range(ow):
-                    partial = partial + gc[n * sn + a * s.d + b * s.h + e * s.w]
-                    count = count + 1
-                    if count == _SUM_BLOCK:
-                        total = total + partial
-                        partial = 0
-                        count = 0
-    return total + partial
-
-
 cdef enum:
     # Elements per block of all_finite's parallel loop
     _FINITE_BLOCK = 65536
@@ -1260,14 +1241,18 @@ def all_finite(const floating[::1] a, int n_threads):
     return bad == 0
 
 
-cdef void _sum_channels4(const floating* gc, Py_ssize_t n_batch, Py_ssize_t sn,
-                         Strides4 s, Py_ssize_t od, Py_ssize_t oh, Py_ssize_t ow,
-                         floating* out) noexcept nogil:
-    """_sum_channel of the 4 channels from gc, side by side: the same sums in the same
-    order, as four independent chains of additions instead of one at a time."""
+cdef void _sum_channels4(const floating* gc, Py_ssize_t nch, Py_ssize_t n_batch,
+                         Py_ssize_t sn, Strides4 s, Py_ssize_t od, Py_ssize_t oh,
+                         Py_ssize_t ow, floating* out) noexcept nogil:
+    """out[c] = sum of channel c of the nch <= 4 channels from gc over batch and space,
+    sequentially in the array's precision within blocks of _SUM_BLOCK elements, the block
+    sums added in double. The channels side by side, as four independent chains of
+    additions (missing ones repeat the last channel and are dropped)."""
     cdef double t0 = 0, t1 = 0, t2 = 0, t3 = 0
     cdef floating p0 = 0, p1 = 0, p2 = 0, p3 = 0
     cdef Py_ssize_t n, a, b, e, count = 0
+    cdef Py_ssize_t o1 = _min(1, nch - 1) * s.c, o2 = _min(2, nch - 1) * s.c
+    cdef Py_ssize_t o3 = _min(3, nch - 1) * s.c
     cdef const floating* g
     for n in range(n_batch):
         for a in range(od):
@@ -1275,9 +1260,9 @@ cdef void _sum_channels4(const floating* gc, Py_ssize_t n_batch, Py_ssize_t sn,
                 g = gc + n * sn + a * s.d + b * s.h
                 for e in range(ow):
                     p0 = p0 + g[e * s.w]
-                    p1 = p1 + g[s.c + e * s.w]
-                    p2 = p2 + g[2 * s.c + e * s.w]
-                    p3 = p3 + g[3 * s.c + e * s.w]
+                    p1 = p1 + g[o1 + e * s.w]
+                    p2 = p2 + g[o2 + e * s.w]
+                    p3 = p3 + g[o3 + e * s.w]
                     count = count + 1
                     if count == _SUM_BLOCK:
                         t0 = t0 + p0
@@ -1290,24 +1275,24 @@ cdef void _sum_channels4(const floating* gc, Py_ssize_t n_batch, Py_ssize_t sn,
                         p3 = 0
                         count = 0
     out[0] = <floating>(t0 + p0)
-    out[1] = <floating>(t1 + p1)
-    out[2] = <floating>(t2 + p2)
-    out[3] = <floating>(t3 + p3)
+    if nch > 1:
+        out[1] = <floating>(t1 + p1)
+    if nch > 2:
+        out[2] = <floating>(t2 + p2)
+    if nch > 3:
+        out[3] = <floating>(t3 + p3)
 
 
 def bias_grad(const floating[:, :, :, :, :] gy,   # IN  [N, C_out, oD, oH, oW]
               floating[::1] gb,                     # OUT [C_out]
               int n_threads):
-    """gb[co] = sum of gy[:, co] over batch and space (blocked sum, see _SUM_BLOCK), four
-    channels at a time."""
+    """gb[co] = sum of gy[:, co] over batch and space (blocked sum, see _sum_channels4),
+    four channels at a time."""
     cdef Strides4 s = _strides(gy.strides, sizeof(floating))
     cdef Py_ssize_t sn = gy.strides[0] // sizeof(floating)
     cdef const floating* g0 = &gy[0, 0, 0, 0, 0]
-    cdef Py_ssize_t c4, co, n4 = gy.shape[1] // 4
+    cdef Py_ssize_t c4
     with nogil:
-        for c4 in prange(n4, num_threads=n_threads, schedule='static'):
-            _sum_channels4(g0 + 4 * c4 * s.c, gy.shape[0], sn, s, gy.shape[2], gy.shape[3],
-                           gy.shape[4], &gb[4 * c4])
-        for co in range(4 * n4, gy.shape[1]):
-            gb[co] = <floating>_sum_channel(g0 + co * s.c, gy.shape[0], sn, s, gy.shape[2],
-                                            gy.shape[3], gy.shape[4])
+        for c4 in prange((gy.shape[1] + 3) // 4, num_threads=n_threads, schedule='static'):
+            _sum_channels4(g0 + 4 * c4 * s.c, _min(4, gy.shape[1] - 4 * c4), gy.shape[0],
+                           sn, s, gy.shape[2], gy.shape[3], gy.shape[4], &gb[4 * c4])
