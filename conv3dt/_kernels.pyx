@@ -82,6 +82,22 @@ cdef Py_ssize_t _plane_tile(Py_ssize_t j, Py_ssize_t j_hi, Py_ssize_t in_lo, Py_
     return _rows_per_tile(end - j, 1, max_planes)
 
 
+cdef inline Py_ssize_t _row_pitch(bint compact, Py_ssize_t count_w, Py_ssize_t lanes,
+                                  Py_ssize_t wp) noexcept nogil:
+    """Columns per row of a panel-product tile (see _tile_vectors): the count_w kept ones in
+    whole vectors of `lanes`, or the window's wp."""
+    return (count_w + lanes - 1) // lanes * lanes if compact else wp
+
+
+cdef inline bint _split_rows(bint compact, Py_ssize_t npl, Py_ssize_t count_w,
+                             Py_ssize_t lanes) noexcept nogil:
+    """Whether a panel-product tile of npl planes tiles its boundary rows one by one
+    (_rows_end): where a row of the tile fills a register block of CONV3DT_MV vectors, and
+    a tile of several planes is compact (else it computes the gap rows between planes)."""
+    return ((compact or npl == 1)
+            and npl * ((count_w + lanes - 1) // lanes) >= CONV3DT_MV)
+
+
 cdef Py_ssize_t _rows_end(Py_ssize_t jh, bint split, Py_ssize_t count, Py_ssize_t in_lo,
                           Py_ssize_t in_hi) noexcept nogil:
     """The end of the range of rows from jh (< count) that a plane tile tiles on its own:
@@ -489,8 +505,7 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
                        Py_ssize_t kblock, floating* Y, Py_ssize_t* rows, Py_ssize_t* aoff,
                        Py_ssize_t* tap, Py_ssize_t* tap_off) noexcept nogil:
     """Grid rows jh0 .. jh0 + nrow - 1 of grid depths jd .. jd + npl - 1 of one phase
-    combination (npl > 1 only for whole planes: jh0 = 0, nrow = count_h), computed in the
-    nv vectors of _tile_vectors.
+    combination, computed in the nv vectors of _tile_vectors.
 
     Window column J = (p * hp + jh - jh0) * wp + jw for depth jd + p. Row r = ci * nt + tap
     of the combination's W reads x[ci, q - m] at grid q = (jd, jh0, 0) + J, which is the
@@ -661,8 +676,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
             for v in range(c_end - c):
                 _load_phase(&phw[v], phases, taps, combos, c + v)
                 count_w = max(count_w, phw[v].count[2])
-            # Columns per row of a tile: whole vectors of the kept ones, or the window's.
-            pitch = (count_w + lanes - 1) // lanes * lanes if compact else win.wp
+            pitch = _row_pitch(compact, count_w, lanes, win.wp)
             # The grid depths and rows where every tap of this (d, h) phase pair reads
             # inside x: 0 <= j + q0 - m < size.
             d_in_lo, d_in_hi, h_in_lo, h_in_hi = 0, in_d, 0, in_h
@@ -676,12 +690,10 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                 h_in_hi = _min(h_in_hi, in_h - mh)
             jd = jd_lo
             while jd < jd_hi:
-                # Tiles of whole planes, or of rows of one plane (see _plane_tile); the
-                # boundary rows apart (_rows_end) where a row of the tile fills a register
-                # block (and a tile of several planes keeps whole rows unless compact).
+                # Tiles of whole planes, or of rows of one plane (see _plane_tile), the
+                # boundary rows apart where that fills register blocks (_split_rows).
                 npl = _plane_tile(jd, jd_hi, d_in_lo, d_in_hi, planes_per_tile)
-                split = ((compact or npl == 1)
-                         and npl * ((count_w + lanes - 1) // lanes) >= CONV3DT_MV)
+                split = _split_rows(compact, npl, count_w, lanes)
                 h0 = 0
                 while h0 < ph.count[1]:
                     h1 = _rows_end(h0, split, ph.count[1], h_in_lo, h_in_hi)
@@ -999,9 +1011,7 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
             while p < id + npl:
                 tile_planes = _plane_tile(p, id + npl, inner[0], inner[1],
                                           npl if part == 0 else gx_planes)
-                split = part == 0 or ((compact or tile_planes == 1)
-                                      and tile_planes * ((in_w + lanes - 1) // lanes)
-                                      >= CONV3DT_MV)
+                split = part == 0 or _split_rows(compact, tile_planes, in_w, lanes)
                 h0 = 0
                 while h0 < in_h:
                     h1 = _rows_end(h0, split, in_h, inner[2], inner[3])
@@ -1029,8 +1039,8 @@ cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:
     as many rows as fit ncol columns (split evenly): grad_x (gxg, tiles `compact` or not)
     or grad_w (acc), by _grad_tile."""
     cdef Py_ssize_t lanes = 32 // sizeof(floating)
-    cdef Py_ssize_t pitch = (in_w + lanes - 1) // lanes * lanes if compact else win.wp
-    cdef Py_ssize_t rows_per_tile = _rows_per_tile(jh_hi - jh_lo, npl * pitch, ncol)
+    cdef Py_ssize_t rows_per_tile = _rows_per_tile(
+        jh_hi - jh_lo, npl * _row_pitch(compact, in_w, lanes, win.wp), ncol)
     cdef Py_ssize_t jh0 = jh_lo, nrow
     while jh0 < jh_hi:
         nrow = _min(rows_per_tile, jh_hi - jh0)
