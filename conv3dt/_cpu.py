@@ -349,7 +349,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     gx = gx_out if gx_out is not None else np.empty((0,) * 5, dtype=dtype)
     if gx_out is not None:
         nr = _kernels.PANEL_NR
-        wpanel = np.zeros(plan.groups * -(-cig // nr) * nr * kc, dtype=dtype)
+        wpanel = np.empty(plan.groups * -(-cig // nr) * nr * kc, dtype=dtype)
         _kernels.pack_backward_weight(w, wpanel, plan.groups, n_threads)
     else:
         wpanel = np.empty(1, dtype)

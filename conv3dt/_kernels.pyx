@@ -406,24 +406,24 @@ cdef void _pack_weight_channel(const floating* src, floating* wpack, floating* w
 
 
 def pack_backward_weight(const floating[:, :, :, :, ::1] w,  # IN  [C_in, C_out_g, kD, kH, kW]
-                         floating[::1] wpanel,                # OUT panels, zeroed
+                         floating[::1] wpanel,                # OUT panels
                          Py_ssize_t groups, int n_threads):
     """W_g [C_in_g x C_out_g * K] of each group in panels of NR = CONV3DT_NR rows, for
     grad_x's product: element (ci, r) at [g][ci // NR][r][ci % NR], cig rounded up to a
-    multiple of NR (the padding stays zero)."""
+    multiple of NR (rows ci >= cig are zeros)."""
     cdef Py_ssize_t cig = w.shape[0] // groups
     cdef Py_ssize_t kc = w.shape[1] * w.shape[2] * w.shape[3] * w.shape[4]
     cdef Py_ssize_t cigp = (cig + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
     cdef const floating* w0 = &w[0, 0, 0, 0, 0]
     cdef floating* dst
-    cdef Py_ssize_t c_in, g, ci, r
+    cdef Py_ssize_t i, g, ci, r
     with nogil:
-        for c_in in prange(w.shape[0], num_threads=n_threads, schedule='static'):
-            g = c_in // cig
-            ci = c_in - g * cig
+        for i in prange(groups * cigp, num_threads=n_threads, schedule='static'):
+            g = i // cigp
+            ci = i - g * cigp
             dst = &wpanel[(g * cigp + ci // CONV3DT_NR * CONV3DT_NR) * kc + ci % CONV3DT_NR]
             for r in range(kc):
-                dst[r * CONV3DT_NR] = w0[c_in * kc + r]
+                dst[r * CONV3DT_NR] = w0[(g * cig + ci) * kc + r] if ci < cig else 0
 
 
 cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
