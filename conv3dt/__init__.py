@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from . import functional
 from . import _kernels  # noqa: F401  (the compiled kernels: a broken build fails at import)
+from ._memory import cache_info, empty_cache, get_cache_limit, set_cache_limit
 from ._threads import get_num_threads, set_num_threads
 from .functional import conv3d_transpose, conv3d_transpose_backward
 
@@ -29,6 +30,10 @@ __all__ = [
     "conv3d_transpose_backward",
     "get_num_threads",
     "set_num_threads",
+    "empty_cache",
+    "set_cache_limit",
+    "get_cache_limit",
+    "cache_info",
     "dygraph", "initializer", "layers", "optimizer", "regularizer", "CPUPlace", "CUDAPlace",
     "is_compiled_with_cuda", "Variable", "no_grad", "in_dygraph_mode", "gradcheck",
     "GradcheckError", "seed", "ParamAttr",

@@ -5,6 +5,8 @@ geometry (:class:`conv3dt._geometry.Plan`); outputs are written in place. Worksp
 thread: the padded window of the input (forward) or of grad_output's residue grids
 (backward), at most _WINDOW_BYTES or one channel's window, and tiles of ncol columns;
 besides it, the packed weights and grad_weight's partial sums (at most _CHUNK_BYTES).
+Outputs and the partial sums come from :func:`conv3dt._memory.empty` (``empty``), which
+reuses the memory of large arrays.
 """
 
 import functools
@@ -13,6 +15,7 @@ import numpy as np
 
 from . import _kernels
 from ._geometry import phase_tables
+from ._memory import empty
 from ._threads import get_num_threads
 
 # Columns per tile (a longer reduction per grad_weight block; 512 -> 1024 measured 0-8%
@@ -342,7 +345,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     if gw_out is not None:
         budget = max(1, _CHUNK_BYTES // (w.size * dtype.itemsize))
         n_chunks = max(1, min(n_items, _MAX_CHUNKS, budget))
-        chunks = np.empty((n_chunks, w.size), dtype=dtype)
+        chunks = empty((n_chunks, w.size), dtype)
     else:
         n_chunks = n_items
         chunks = np.empty((0, 1), dtype=dtype)

@@ -44,7 +44,7 @@ from typing import NamedTuple, Tuple
 
 from ._geometry import phase_tables
 
-__all__ = ["all_finite", "forward", "backward", "WORKSPACE_BYTES"]
+__all__ = ["all_finite", "empty", "forward", "backward", "WORKSPACE_BYTES"]
 
 # Upper bound (bytes) on one chunk's workspace: columns buffer, GEMM result and zero-padded
 # window. Chunks are whole samples when they fit, else planes of the depth axis (at least
@@ -58,6 +58,11 @@ def all_finite(arr):
     if arr.size == 0:
         return True
     return math.isfinite(float(arr.min())) and math.isfinite(float(arr.max()))
+
+
+def empty(shape, dtype, *, xp=None):
+    """An uninitialised array on the GPU (from CuPy's memory pool)."""
+    return _module(xp).empty(shape, dtype)
 
 
 def _module(xp):

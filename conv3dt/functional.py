@@ -93,8 +93,9 @@ def _memory_limit():
 _MEMORY_LIMIT = _memory_limit()
 
 
-def _empty(xp, shape, dtype, what):
-    """``xp.empty(shape, dtype)``, or a MemoryError stating the size of ``what``.
+def _empty(xp, shape, dtype, what, backend=None):
+    """``xp.empty(shape, dtype)`` (``backend.empty``, which may reuse memory, for the
+    results of a pass), or a MemoryError stating the size of ``what``.
 
     The size is computed with Python ints first, so an absurd geometry (say a huge stride
     making 10^15 elements) is refused at once, with no allocation attempted and no overflow.
@@ -104,16 +105,15 @@ def _empty(xp, shape, dtype, what):
     nbytes = count * dtype.itemsize
     message = (f"{what} of shape {tuple(int(s) for s in shape)} ({dtype}) needs {nbytes} "
                f"bytes ({_human(nbytes)})")
-    if xp is np and nbytes > (_MEMORY_LIMIT if _MEMORY_LIMIT else np.iinfo(np.intp).max):
-        limit = f"{_MEMORY_LIMIT} bytes ({_human(_MEMORY_LIMIT)})" if _MEMORY_LIMIT else \
-            "the largest possible array"
-        raise MemoryError(f"{message}: more than this machine's memory, {limit}")
+    if xp is np and _MEMORY_LIMIT and nbytes > _MEMORY_LIMIT:
+        raise MemoryError(f"{message}: more than this machine's memory, {_MEMORY_LIMIT} "
+                          f"bytes ({_human(_MEMORY_LIMIT)})")
+    if nbytes > np.iinfo(np.intp).max:
+        raise MemoryError(f"{message}: more than the largest possible array")
     try:
-        return xp.empty(tuple(int(s) for s in shape), dtype=dtype)
+        return (backend or xp).empty(tuple(int(s) for s in shape), dtype)
     except MemoryError as exc:
         raise MemoryError(f"{message}, which could not be allocated: {exc}") from None
-    except ValueError as exc:  # NumPy: "array is too big" / "maximum dimension exceeded"
-        raise MemoryError(f"{message}, which cannot be allocated: {exc}") from None
 
 
 def _padded(plan):
@@ -233,7 +233,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
                    output_size, data_format)
     if bias is not None:
         _check_shape(bias, (plan.c_out,), "bias")
-    out = _empty(xp, plan.y_shape, x.dtype, "the output")
+    out = _empty(xp, plan.y_shape, x.dtype, "the output", backend)
     if out.size == 0:
         return out
     if not backend.all_finite(weight):
@@ -285,9 +285,9 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
                    output_size, data_format)
     _check_shape(grad_output, plan.y_shape, "grad_output")
     dtype = x.dtype
-    gx = _empty(xp, plan.x_shape, dtype, "grad_x") if needs[0] else None
-    gw = _empty(xp, plan.w_shape, dtype, "grad_weight") if needs[1] else None
-    gb = _empty(xp, (plan.c_out,), dtype, "grad_bias") if needs[2] else None
+    gx = _empty(xp, plan.x_shape, dtype, "grad_x", backend) if needs[0] else None
+    gw = _empty(xp, plan.w_shape, dtype, "grad_weight", backend) if needs[1] else None
+    gb = _empty(xp, (plan.c_out,), dtype, "grad_bias", backend) if needs[2] else None
     if plan.n == 0:
         # An empty batch: nothing flows back, the gradients are zero.
         for g in (gx, gw, gb):
