@@ -144,6 +144,16 @@ class _Cache:
 _cache = _Cache()
 
 
+def _after_fork_in_child():
+    # A thread of the parent may have held the lock at the fork; the child has only the
+    # thread that forked.
+    _cache._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def empty(shape, dtype):
     """An uninitialised C-contiguous NumPy array, from the cache when it is large."""
     return _cache.empty(shape, dtype)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -201,3 +202,31 @@ def test_environment_variable(value, ok):
     else:
         assert res.returncode != 0
         assert "CONV3DT_CACHE_MIB" in res.stderr and repr(value) in res.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_the_cache_is_busy_can_allocate():
+    from conv3dt import _memory
+
+    a = _memory.empty((BIG,), np.float32)
+    with _memory._cache._lock:               # another thread inside the cache at the fork
+        pid = os.fork()
+        if pid == 0:                         # the child: must not wait for that thread
+            try:
+                b = _memory.empty((BIG,), np.float32)
+                b[...] = 2
+                os._exit(0 if float(b.sum()) == 2 * BIG else 1)
+            except BaseException:
+                os._exit(2)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    if not done:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert done, "the child hung on the cache's lock"
+    assert os.waitstatus_to_exitcode(status) == 0
+    del a
