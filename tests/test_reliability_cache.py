@@ -188,14 +188,18 @@ def test_public_functions(conv3dt):
 
 @pytest.mark.parametrize("value, ok", [("0", True), ("64", True), ("0.5", True),
                                        ("-1", False), ("lots", False), ("nan", False)])
-def test_environment_variable(value, ok):
+def test_environment_variable(conv3dt, value, ok):
     code = ("import numpy as np, conv3dt.functional as F, conv3dt\n"
             "y = F.conv3d_transpose(np.ones((1, 8, 40, 40, 40), np.float32),"
             " np.ones((8, 8, 2, 2, 2), np.float32), stride=2)\n"
             "print(conv3dt.get_cache_limit())\n")
-    env = dict(os.environ, CONV3DT_CACHE_MIB=value)
+    # The child imports the conv3dt under test (a checkout or site-packages), whatever
+    # its working directory holds.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(conv3dt.__file__)))
+    env = dict(os.environ, CONV3DT_CACHE_MIB=value,
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env)
+                         env=env, cwd=root, timeout=120)
     if ok:
         assert res.returncode == 0, res.stderr
         assert int(res.stdout.split()[-1]) == int(float(value) * 2**20)
