@@ -2,7 +2,7 @@
 
 NumPy takes an array of more than 32 MiB straight from the operating system (glibc maps
 such a block afresh for each allocation and unmaps it when it is freed), and the system
-clears every page of it on first touch: about 8 ms for a 67 MB output, a third of the
+clears every page of it on first touch: about 8 ms for a 67 MB output, up to half the
 pass on some shapes (benchmarks/RESULTS.md). conv3dt instead keeps the blocks of its large
 outputs and workspace once no array uses them ("idle"), up to a limit, and hands them to
 the next arrays of about their size, whose pages are then already in place.
