@@ -45,7 +45,6 @@ class _Cache:
     def __init__(self):
         self._lock = threading.Lock()
         self._idle = []        # idle blocks, the least recently given back first
-        self._idle_bytes = 0
         self._leased = 0       # bytes of the blocks that arrays use
         # Blocks given back but not yet in _idle. Finalizers run wherever the last view of
         # an array goes, possibly inside a section that holds the lock (a garbage
@@ -67,6 +66,9 @@ class _Cache:
             raise ValueError(f"{ENV_VAR} must be a number of MiB >= 0, got {value!r}")
         return int(mib * 2**20)
 
+    def _idle_bytes(self):
+        return sum(b.nbytes for b in self._idle)
+
     def _collect(self, limit):
         """Move the returned blocks to the idle ones, then free the oldest idle blocks
         beyond ``limit`` bytes. Holds the lock."""
@@ -74,9 +76,8 @@ class _Cache:
             block = self._returned.pop(0)
             self._leased -= block.nbytes
             self._idle.append(block)
-            self._idle_bytes += block.nbytes
-        while self._idle_bytes > limit:
-            self._idle_bytes -= self._idle.pop(0).nbytes
+        while self._idle and self._idle_bytes() > limit:
+            self._idle.pop(0)
 
     def _give_back(self, block):
         self._returned.append(block)
@@ -109,7 +110,6 @@ class _Cache:
                     best = i
             if best is not None:
                 block = self._idle.pop(best)
-                self._idle_bytes -= block.nbytes
                 self._leased += block.nbytes
         if block is None:
             block = np.empty(-(-need // _GRAIN) * _GRAIN, np.uint8)
@@ -135,10 +135,11 @@ class _Cache:
             self._collect(nbytes)
 
     def info(self):
+        limit = self.limit()
         with self._lock:
-            self._collect(self.limit())
-            return {"leased_bytes": self._leased, "idle_bytes": self._idle_bytes,
-                    "idle_blocks": len(self._idle), "limit_bytes": self.limit()}
+            self._collect(limit)
+            return {"leased_bytes": self._leased, "idle_bytes": self._idle_bytes(),
+                    "idle_blocks": len(self._idle), "limit_bytes": limit}
 
 
 _cache = _Cache()
