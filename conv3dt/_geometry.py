@@ -437,3 +437,56 @@ def phase_tables(plan):
                         plan.dilation[a], plan.pad_lo[a])
         for a in range(3)
     )
+
+
+# ------------------------------------------------------------------ ranges of chunks
+
+
+def chunk_input_range(in_size, kernel, stride, dilation, pad_lo, o0, o1):
+    """The inputs ``[i0, i1)`` that the outputs ``[o0, o1)`` of one spatial dimension read,
+    and the padding ``(lo_c, hi_c)`` of the call on ``x[i0:i1]`` whose output is exactly
+    those outputs.
+
+    Output ``o`` reads input ``i`` when ``i * s + t * d = o + lo`` for a tap ``t``, so with
+    the extent ``E = (k - 1) * d``::
+
+        i0   = max(0, min(ceil((o0 + lo - E) / s), floor((o0 + lo) / s)))
+        i1   = min(I, floor((o1 - 1 + lo) / s) + 1)
+        lo_c = o0 + lo - i0 * s
+        hi_c = (i1 - 1) * s - lo + E + 1 - o1
+
+    ``hi_c`` may be negative: the call then takes ``output_padding = -hi_c`` (always below
+    the stride). ``i1 <= i0`` means that no input reaches these outputs (they hold only
+    the bias); ``lo_c`` and ``hi_c`` mean nothing then. ``pad_lo`` is the plan's
+    effective low padding, ``dilation`` its effective dilation.
+
+    >>> chunk_input_range(8, 3, 2, 1, 1, 4, 8)   # outputs 4..7 of a 8 -> 16 upsampling
+    (2, 5, 1, 2)
+    """
+    extent = (kernel - 1) * dilation
+    s = stride
+    i0 = max(0, min(-(-(o0 + pad_lo - extent) // s), (o0 + pad_lo) // s))
+    i1 = min(in_size, (o1 - 1 + pad_lo) // s + 1)
+    lo_c = o0 + pad_lo - i0 * s
+    hi_c = (i1 - 1) * s - pad_lo + extent + 1 - o1
+    return i0, i1, lo_c, hi_c
+
+
+def grad_input_output_range(out_size, kernel, stride, dilation, pad_lo, i0, i1):
+    """The outputs ``[o0, o1)`` (one spatial dimension) that the gradient of inputs
+    ``[i0, i1)`` reads, ``o0`` rounded down to a multiple of the stride; ``o1 <= o0`` when
+    those inputs reach no output (their gradient is zero).
+
+    Input ``i`` reaches outputs ``i * s - lo + [0, E]``; on the output range
+    ``[o0, o1)``, :func:`chunk_input_range` gives the inputs a call covers, a range that
+    holds every input of ``[i0, i1)`` reaching some output. With ``o0`` a multiple of
+    the stride the call's low padding is congruent to ``lo`` modulo the stride: its tap
+    phases are those of the whole call.
+
+    >>> grad_input_output_range(16, 3, 2, 1, 1, 2, 5)
+    (2, 10)
+    """
+    extent = (kernel - 1) * dilation
+    o0 = max(0, i0 * stride - pad_lo) // stride * stride
+    o1 = min(out_size, (i1 - 1) * stride - pad_lo + extent + 1)
+    return o0, o1

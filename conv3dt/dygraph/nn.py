@@ -44,6 +44,11 @@ def _as_triple(value, name):
     return tuple(int(v) for v in value)
 
 
+def _is_dask_array(value):
+    """Whether value is a dask array (told without importing dask)."""
+    return type(value).__module__.startswith("dask.array")
+
+
 class Conv3DTranspose(Layer):
     """3D transposed convolution ("deconvolution") layer, as Paddle's dygraph
     ``Conv3DTranspose``: ``out = act(conv3d_transpose(x, weight) + bias)``.
@@ -166,7 +171,12 @@ class Conv3DTranspose(Layer):
         return ["weight"] + (["bias"] if self._bias_attr is not False else [])
 
     def forward(self, input):
-        x = input if isinstance(input, Variable) else to_variable(input)
+        lazy = _is_dask_array(input)  # inference on a dask array, block by block
+        if lazy:
+            from .. import dask as conv3dt_dask
+
+            conv3dt_dask.check_no_grad("Conv3DTranspose")
+        x = input if isinstance(input, Variable) or lazy else to_variable(input)
         if x.ndim != 5:
             raise ValueError(f"Conv3DTranspose: input must be 5-D ({self._conv['data_format']}), "
                              f"but has shape {x.shape}")
@@ -187,6 +197,9 @@ class Conv3DTranspose(Layer):
         elif channels != self._num_channels:
             raise ValueError(f"Conv3DTranspose: input has {channels} channels, the layer "
                              f"expects num_channels={self._num_channels}")
+        if lazy:
+            return conv3dt_dask.layer_forward(x, self.weight, self.bias, self._act,
+                                              conv=self._conv, layer="Conv3DTranspose")
         inputs = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
         out = Conv3DTransposeFunction.apply(*inputs, conv=self._conv)
         if self._act is None:

@@ -1,0 +1,787 @@
+"""Volumes beyond one machine: the transposed convolution as a Dask graph, exact to the
+whole-volume result.
+
+The output is cut into chunks, and each output chunk is one ordinary call of
+:func:`conv3dt.conv3d_transpose` on the input range it reads
+(:func:`conv3dt._geometry.chunk_input_range`), never input chunks whose overlapping
+outputs are added up: that would round differently from one call and needs an
+accumulation step Dask does not have. Chunk boundaries lie at multiples of the stride,
+so every chunk keeps the tap phases of the whole call, and the kernels' sums do not
+depend on where the volume is cut: the chunked result equals one call's, bit for bit.
+
+Gradients: grad_x is cut by x's chunks, each computed from the grad_output range its
+inputs reach (started at a multiple of the stride, rows outside the chunk computed and
+cropped), so it is exact too; grad_weight and grad_bias are sums over output chunks of
+per-chunk partial sums, added in a fixed order (a tree of fixed shape), so they are the
+same on every scheduler and for every run, and equal to one call's within rounding.
+
+The graph is built directly: one task per output chunk, taking whole input blocks where
+they lie inside its range and tasks slicing the blocks only partly inside; the weight
+and the bias are single keys. It runs on every Dask scheduler, a ``distributed`` cluster
+included. Requires ``pip install "conv3dt[dask]"``.
+
+>>> import numpy as np, dask.array as da, conv3dt, conv3dt.dask
+>>> x = da.random.default_rng(0).standard_normal((1, 4, 32, 32, 32), chunks=(1, 4, 16, 16, 16)).astype(np.float32)
+>>> w = np.random.default_rng(1).standard_normal((4, 2, 3, 3, 3)).astype(np.float32)
+>>> y = conv3dt.dask.conv3d_transpose(x, w, stride=2, padding=1, output_padding=1, chunks=32)
+>>> y.chunks[2]
+(32, 32)
+>>> bool((y.compute() == conv3dt.conv3d_transpose(x.compute(), w, stride=2, padding=1, output_padding=1)).all())
+True
+"""
+
+import bisect
+import contextlib
+import math
+import multiprocessing
+import operator
+import os
+import threading
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+    from dask.array.core import concatenate3, normalize_chunks
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+    from dask.utils import parse_bytes
+except ImportError as exc:  # pragma: no cover - exercised only without dask
+    raise ImportError("conv3dt.dask needs dask: pip install \"conv3dt[dask]\" (dask[array, "
+                      "distributed] and zarr)") from exc
+
+from . import _activations, _threads, functional
+from ._geometry import chunk_input_range, grad_input_output_range, resolve
+
+__all__ = ["conv3d_transpose", "conv3d_transpose_backward", "layer_forward", "check_no_grad",
+           "as_dask_array", "output_chunks"]
+
+# Spatial input blocks smaller than this many points per dimension are merged (when the
+# memory budget allows): tiny blocks make a large graph and slow passes.
+MIN_BLOCK = 64
+# Partial sums added per task of grad_weight's reduction tree.
+SPLIT_EVERY = 8
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def _axes(data_format):
+    """(batch axis, channel axis, spatial axes) of data_format."""
+    return (0, 1, (2, 3, 4)) if data_format == "NCDHW" else (0, 4, (1, 2, 3))
+
+
+def _budget(memory_per_task):
+    """Bytes one task may use: memory_per_task (bytes or a string such as '256MiB'), by
+    default dask's ``array.chunk-size``."""
+    value = dask.config.get("array.chunk-size") if memory_per_task is None else memory_per_task
+    if isinstance(value, str):
+        try:
+            value = parse_bytes(value)
+        except ValueError:
+            raise ValueError(f"memory_per_task must be a number of bytes or a size such as "
+                             f"'256MiB', got {memory_per_task!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"memory_per_task must be a positive number of bytes, got "
+                         f"{memory_per_task!r}")
+    return int(value)
+
+
+def _small_array(value, name):
+    """A weight or bias as a NumPy array (a dask array is computed: it is small)."""
+    if value is None:
+        return None
+    if isinstance(value, da.Array):
+        value = value.compute()
+    return functional._as_array(value, name, np)
+
+
+def as_dask_array(x, chunks=None, memory_per_task=None, expansion=1.0):
+    """``x`` (a dask array, a zarr array, an h5py dataset or any array-like) as a dask
+    array. A dask array is returned as it is; other arrays are read in blocks of
+    ``chunks``, by default whole channels, one sample and 'auto' spatial blocks that are
+    multiples of the storage's chunks and hold ``memory_per_task / (1 + expansion)``
+    bytes (``expansion``: the ratio of the output's bytes to the input's).
+    """
+    if isinstance(x, da.Array):
+        return x
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    shape = tuple(int(s) for s in x.shape)
+    storage = getattr(x, "chunks", None)
+    if not (isinstance(storage, tuple) and len(storage) == len(shape)
+            and all(isinstance(c, (int, np.integer)) for c in storage)):
+        storage = None
+    if chunks is None:
+        if len(shape) == 5:
+            limit = max(1, int(_budget(memory_per_task) / (1.0 + expansion)))
+            chunks = (1, "auto", "auto", "auto", "auto")
+            chunks = normalize_chunks(chunks, shape, limit=limit, dtype=x.dtype,
+                                      previous_chunks=storage)
+        else:
+            chunks = storage or "auto"
+    # h5py is not thread-safe: its reads take a lock.
+    lock = type(x).__module__.startswith("h5py")
+    return da.from_array(x, chunks=chunks, lock=lock, asarray=True,
+                         meta=np.empty((0,) * len(shape), dtype=x.dtype))
+
+
+def _merge_small_blocks(x, axes, budget):
+    """x rechunked so that spatial blocks hold at least MIN_BLOCK points per dimension
+    (or the whole dimension), when such blocks fit the budget."""
+    target = list(x.chunks)
+    changed = False
+    for a in axes:
+        size = x.shape[a]
+        c = max(x.chunks[a])
+        want = min(size, MIN_BLOCK)
+        if c < want:
+            target[a] = -(-want // c) * c
+            changed = True
+    if not changed:
+        return x
+    block = math.prod(max(t) if isinstance(t, tuple) else t for t in target) * x.dtype.itemsize
+    if block > budget:
+        return x
+    return x.rechunk(tuple(target))
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def _regular(size, chunk):
+    chunk = max(1, min(size, chunk))
+    return (chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ())
+
+
+def _aligned(chunks, size, stride):
+    """Chunk sizes whose boundaries are multiples of the stride: regular chunks (equal
+    ones and a last one no larger) stay regular, their size rounded to the nearest
+    multiple of the stride; other boundaries are rounded one by one."""
+    chunks = tuple(chunks)
+    if len(chunks) == 1:
+        return chunks
+    if (len(set(chunks[:-1])) == 1 and chunks[-1] <= chunks[0]):
+        return _regular(size, max(stride, (chunks[0] + stride // 2) // stride * stride))
+    bounds, pos = [], 0
+    for c in chunks[:-1]:
+        pos += c
+        b = (pos + stride // 2) // stride * stride
+        if 0 < b < size and (not bounds or b > bounds[-1]):
+            bounds.append(b)
+    edges = [0] + bounds + [size]
+    return tuple(b - a for a, b in zip(edges[:-1], edges[1:]))
+
+
+def _task_bytes(plan, out_counts, itemsize):
+    """Estimated bytes of one forward task: its output and the input range it reads."""
+    n, c, spatial = out_counts
+    out = n * c * math.prod(spatial)
+    ins = n * plan.c_in * math.prod(
+        min(i, -(-o // s) + -(-(k - 1) * d // s) + 1)
+        for o, i, s, k, d in zip(spatial, plan.in_size, plan.stride, plan.kernel,
+                                 plan.dilation))
+    return (out + ins) * itemsize
+
+
+def output_chunks(plan, x_chunks, chunks=None, memory_per_task=None, itemsize=4):
+    """The output chunks of a chunked call: ``chunks`` (anything
+    ``dask.array.core.normalize_chunks`` takes, for the output's shape) with spatial
+    boundaries rounded to multiples of the stride; by default the stride times x's
+    chunks, regular (equal chunks, a smaller last one), whole output channels, and halved
+    along the largest dimension (then the batch) while a task would use more than
+    ``memory_per_task`` bytes.
+    """
+    n_axis, c_axis, spatial = _axes(plan.data_format)
+    y_shape = plan.y_shape
+    budget = _budget(memory_per_task)
+    if chunks is not None:
+        if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
+            # One int: that size along the spatial dimensions, whole samples and channels.
+            size = int(chunks)
+            chunks = [1, -1, -1, -1, -1]
+            for a in spatial:
+                chunks[a] = size
+            chunks = tuple(chunks)
+        try:
+            normalized = normalize_chunks(chunks, y_shape, limit=budget,
+                                          dtype=np.dtype(f"f{itemsize}"))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"chunks={chunks!r} are not chunks of the output, shape "
+                             f"{y_shape}: {exc}") from None
+        normalized = list(normalized)
+        for k, a in enumerate(spatial):
+            normalized[a] = _aligned(normalized[a], plan.out_size[k], plan.stride[k])
+        return tuple(normalized)
+    sizes = {}
+    for k, a in enumerate(spatial):
+        sizes[k] = min(plan.out_size[k], plan.stride[k] * max(x_chunks[a]))
+    n_chunk = max(x_chunks[n_axis])
+    regular_n = False
+    while _task_bytes(plan, (n_chunk, plan.c_out, [sizes[k] for k in range(3)]),
+                      itemsize) > budget:
+        k = max(range(3), key=lambda k: (sizes[k] if sizes[k] > plan.stride[k] else 0, -k))
+        if sizes[k] > plan.stride[k]:
+            sizes[k] = max(plan.stride[k], sizes[k] // 2 // plan.stride[k] * plan.stride[k])
+        elif n_chunk > 1:
+            n_chunk = max(1, n_chunk // 2)
+            regular_n = True
+        else:
+            break
+    out = [None] * 5
+    out[n_axis] = _regular(plan.n, n_chunk) if regular_n else tuple(x_chunks[n_axis])
+    out[c_axis] = (plan.c_out,)
+    for k, a in enumerate(spatial):
+        out[a] = _regular(plan.out_size[k], sizes[k])
+    return tuple(out)
+
+
+def _starts(chunks):
+    return [tuple(np.concatenate([[0], np.cumsum(c)]).tolist()) for c in chunks]
+
+
+# --------------------------------------------------------------------------- graph
+
+
+class _Graph:
+    """Tasks of one chunked operation, and the blocks of its input arrays they read."""
+
+    def __init__(self, name):
+        self.name = name
+        self.dsk = {}
+        self._slice_name = "slice-" + name
+        self._n_slices = 0
+
+    def gather(self, arr, starts, region):
+        """Nested lists (one level per axis) of the blocks of ``arr`` covering ``region``
+        (a (start, stop) per axis): the key of a block inside it, or of a task slicing a
+        block only partly inside."""
+        per_axis = []
+        for axis, (a, b) in enumerate(region):
+            st = starts[axis]
+            first = bisect.bisect_right(st, a) - 1
+            items = []
+            j = first
+            while j < len(st) - 1 and st[j] < b:
+                s0, s1 = st[j], st[j + 1]
+                if s1 > a:
+                    items.append((j, slice(max(a, s0) - s0, min(b, s1) - s0),
+                                  a <= s0 and s1 <= b))
+                j += 1
+            per_axis.append(items)
+
+        def build(depth, index, slices, full):
+            if depth == len(per_axis):
+                key = (arr.name,) + index
+                if full:
+                    return key
+                self._n_slices += 1
+                skey = (self._slice_name, self._n_slices)
+                self.dsk[skey] = (operator.getitem, key, slices)
+                return skey
+            return [build(depth + 1, index + (j,), slices + (sl,), full and inside)
+                    for j, sl, inside in per_axis[depth]]
+
+        return build(0, (), (), True)
+
+    def array(self, dependencies, chunks, dtype):
+        graph = HighLevelGraph.from_collections(self.name, self.dsk, dependencies=dependencies)
+        return da.Array(graph, self.name, chunks=chunks, dtype=dtype,
+                        meta=np.empty((0,) * len(chunks), dtype=dtype))
+
+
+def _concat(blocks):
+    """The array that nested lists of blocks make (the block itself when there is one)."""
+    inner = blocks
+    while isinstance(inner, list):
+        if len(inner) != 1:
+            return concatenate3(blocks)
+        inner = inner[0]
+    return inner
+
+
+# --------------------------------------------------------------------------- threads
+
+
+_override_lock = threading.Lock()
+_override_users = 0
+_override_saved = None
+
+
+def _task_threads():
+    """Kernel threads for a task: the user's choice (``CONV3DT_NUM_THREADS`` or
+    :func:`conv3dt.set_num_threads`) if any; else ``OMP_NUM_THREADS`` if set (Dask's
+    workers set it to 1: they run one task per core); else 1 inside a thread pool or a
+    process pool (Dask's threaded and multiprocessing schedulers run one task per core);
+    else None (all cores: the synchronous scheduler)."""
+    if os.environ.get(_threads.ENV_VAR, "").strip():
+        return None
+    with _override_lock:
+        if _override_users == 0 and _threads._num_threads is not None:
+            return None
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp:
+        try:
+            return max(1, int(omp.split(",")[0]))
+        except ValueError:
+            pass
+    if (threading.current_thread() is not threading.main_thread()
+            or multiprocessing.parent_process() is not None):
+        return 1
+    return None
+
+
+@contextlib.contextmanager
+def _kernel_threads(n):
+    """Run the kernels on ``n`` threads inside the block (None: leave them as they are).
+
+    Every task of a process asks for the same count, so concurrent tasks share one
+    setting: the first to enter sets it, the last to leave restores the previous one.
+    """
+    global _override_users, _override_saved
+    if n is None:
+        yield
+        return
+    with _override_lock:
+        if _override_users == 0:
+            _override_saved = _threads._num_threads
+            _threads._num_threads = n
+        _override_users += 1
+    try:
+        yield
+    finally:
+        with _override_lock:
+            _override_users -= 1
+            if _override_users == 0:
+                _threads._num_threads = _override_saved
+
+
+_worker_checked = False
+
+
+def _fit_cache_to_worker():
+    """On a ``distributed`` worker with a memory limit, keep conv3dt's cache of idle
+    memory (:func:`conv3dt.set_cache_limit`) to an eighth of that limit: the worker counts
+    it as used memory."""
+    global _worker_checked
+    if _worker_checked:
+        return
+    _worker_checked = True
+    import sys
+
+    if "distributed" not in sys.modules:
+        return
+    try:
+        from distributed import get_worker
+
+        limit = get_worker().memory_manager.memory_limit
+    except (ValueError, AttributeError, ImportError):
+        return
+    from . import _memory
+
+    if limit and _memory.get_cache_limit() > limit // 8:
+        _memory.set_cache_limit(int(limit // 8))
+
+
+def _run(func, *args, **kwargs):
+    _fit_cache_to_worker()
+    with _kernel_threads(_task_threads()):
+        return func(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def _forward_chunk(blocks, weight, bias, spec):
+    """One output chunk: a call on the input range it reads, or the bias alone."""
+    (g0, g1, cig, cog, crop_c, padding, output_padding, conv, shape, c_axis, tails) = spec
+    b = None if bias is None else bias[g0 * cog: g1 * cog]
+    if blocks is None or any(tails.values()):  # outputs that no input reaches: the bias
+        full = np.zeros(shape, dtype=weight.dtype)
+        if bias is not None:
+            view = [1] * 5
+            view[c_axis] = -1
+            full += bias[g0 * cog + crop_c[0]: g0 * cog + crop_c[1]].reshape(view)
+        if blocks is None:
+            return full
+    x = _concat(blocks)
+    y = _run(functional.conv3d_transpose, x, weight[g0 * cig: g1 * cig], b,
+             padding=padding, output_padding=output_padding, groups=g1 - g0, **conv)
+    if crop_c != (0, (g1 - g0) * cog):
+        index = [slice(None)] * 5
+        index[c_axis] = slice(*crop_c)
+        y = y[tuple(index)]
+    if any(tails.values()):
+        index = [slice(None)] * 5
+        for a, tail in tails.items():
+            index[a] = slice(0, shape[a] - tail)
+        full[tuple(index)] = y
+        return full
+    return y
+
+
+def _chunk_geometry(plan, k, o0, o1):
+    """(i0, i1, lo_c, hi_c, tail) of output range [o0, o1) along spatial dimension k.
+
+    ``tail``: outputs at the end of the range that no input reaches, left out of the
+    call. Only an ONNX 'SAME' padding with ``output_size`` extends the output by more
+    rows than an ``output_padding`` may add (``-hi_c >= max(stride, dilation)``); those
+    rows hold only the bias.
+    """
+    i0, i1, lo_c, hi_c = chunk_input_range(plan.in_size[k], plan.kernel[k], plan.stride[k],
+                                           plan.dilation[k], plan.pad_lo[k], o0, o1)
+    tail = 0
+    if -hi_c >= max(plan.stride[k], plan.dilation[k]):
+        tail, hi_c = -hi_c, 0
+    return i0, i1, lo_c, hi_c, tail
+
+
+def _call_padding(geoms):
+    """Explicit padding (6 ints) and output_padding of a chunk's call."""
+    padding, output_padding = [], []
+    for _, _, lo_c, hi_c, _ in geoms:
+        padding += [lo_c, max(hi_c, 0)]
+        output_padding.append(max(-hi_c, 0))
+    return padding, output_padding
+
+
+def _blocks_of(chunks):
+    """Per axis: (block index, start, stop) of every chunk."""
+    out = []
+    for c in chunks:
+        starts = np.concatenate([[0], np.cumsum(c)]).tolist()
+        out.append([(j, starts[j], starts[j + 1]) for j in range(len(c))])
+    return out
+
+
+def _product(lists):
+    result = [()]
+    for items in lists:
+        result = [r + (it,) for r in result for it in items]
+    return result
+
+
+def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, output_size=None, data_format="NCDHW", *, chunks=None,
+                     memory_per_task=None):
+    """:func:`conv3dt.conv3d_transpose` on a volume in chunks: a lazy dask array equal,
+    bit for bit, to the whole call's result.
+
+    ``x`` is a dask array, a zarr array, an h5py dataset or any array-like (read in
+    blocks, see :func:`as_dask_array`); ``weight`` and ``bias`` are arrays (they are sent
+    to the workers once). The other arguments are those of the functional API.
+
+    ``chunks``: the output's chunks, as ``dask.array`` takes them for the output's shape
+    (an int means that size along D, H and W, whole samples and channels); their spatial
+    boundaries are rounded to multiples of the stride. Default: the stride times x's
+    chunks, regular, whole output channels, halved while a task would use more than
+    ``memory_per_task`` bytes (default: dask's ``array.chunk-size``, 128 MiB) for its
+    output and the input range it reads. Chunks that cut the output channels inside a
+    group compute the group's channels and keep their own.
+
+    >>> import numpy as np, dask.array as da
+    >>> x = da.ones((1, 2, 8, 8, 8), chunks=(1, 2, 4, 4, 4), dtype=np.float32)
+    >>> y = conv3d_transpose(x, np.ones((2, 3, 2, 2, 2), np.float32), stride=2, chunks=5)
+    >>> y.shape, y.chunks[2]     # boundaries at multiples of the stride
+    ((1, 3, 16, 16, 16), (6, 6, 4))
+    """
+    weight = _small_array(weight, "weight")
+    bias = _small_array(bias, "bias")
+    x_shape = tuple(int(s) for s in x.shape)
+    plan = resolve(x_shape, weight.shape, stride, padding, output_padding, groups, dilation,
+                   output_size, data_format)
+    dtype = np.dtype(x.dtype)
+    if dtype.name not in ("float32", "float64"):
+        raise TypeError(f"x must be float32 or float64, got dtype {dtype} (shape {x_shape})")
+    if weight.dtype != dtype or (bias is not None and bias.dtype != dtype):
+        listed = f"x is {dtype}, weight is {weight.dtype}" + (
+            "" if bias is None else f", bias is {bias.dtype}")
+        raise TypeError(f"all arrays must have the same dtype (no silent promotion): {listed}")
+    if bias is not None:
+        functional._check_shape(bias, (plan.c_out,), "bias")
+    budget = _budget(memory_per_task)
+    n_axis, c_axis, spatial = _axes(plan.data_format)
+    expansion = plan.c_out * math.prod(plan.stride) / plan.c_in
+    x = as_dask_array(x, memory_per_task=budget, expansion=expansion)
+    x = _merge_small_blocks(x, spatial, budget / (1.0 + expansion))
+    y_chunks = output_chunks(plan, x.chunks, chunks, budget, dtype.itemsize)
+    cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
+    conv = dict(stride=plan.stride, dilation=plan.dilation, data_format=plan.data_format)
+    name = "conv3d_transpose-" + tokenize(x, weight, bias, plan, y_chunks)
+    graph = _Graph(name)
+    wkey, bkey = ("weight-" + name,), ("bias-" + name,)
+    graph.dsk[wkey] = weight
+    graph.dsk[bkey] = bias
+    x_starts = _starts(x.chunks)
+    for combo in _product(_blocks_of(y_chunks)):
+        index = tuple(j for j, _, _ in combo)
+        n0, n1 = combo[n_axis][1:]
+        c0, c1 = combo[c_axis][1:]
+        g0, g1 = c0 // cog, -(-c1 // cog)
+        geoms = [_chunk_geometry(plan, k, *combo[a][1:]) for k, a in enumerate(spatial)]
+        padding6, out_pad = _call_padding(geoms)
+        shape = tuple(b - a for _, a, b in combo)
+        tails = {a: geoms[k][4] for k, a in enumerate(spatial)}
+        spec = (g0, g1, cig, cog, (c0 - g0 * cog, c1 - g0 * cog), padding6, out_pad, conv,
+                shape, c_axis, tails)
+        if any(g[1] <= g[0] for g in geoms):
+            blocks = None
+        else:
+            region = [None] * 5
+            region[n_axis] = (n0, n1)
+            region[c_axis] = (g0 * cig, g1 * cig)
+            for k, a in enumerate(spatial):
+                region[a] = geoms[k][:2]
+            blocks = graph.gather(x, x_starts, region)
+        graph.dsk[(name,) + index] = (_forward_chunk, blocks, wkey, bkey, spec)
+    return graph.array([x], y_chunks, dtype)
+
+
+# --------------------------------------------------------------------------- backward
+
+
+def _grad_x_chunk(blocks, weight, spec):
+    """grad_x of one x chunk: a call on the grad_output range its inputs reach, cropped."""
+    (g0, g1, cig, cog, crop_c, padding, output_padding, conv, x_shape, crops, shape,
+     c_axis) = spec
+    gx = np.zeros(shape, dtype=weight.dtype)
+    if blocks is None:
+        return gx
+    gy = _concat(blocks)
+    # grad_x needs x's shape only: a zero array costs untouched pages.
+    x = np.zeros(x_shape, dtype=weight.dtype)
+    sub, _, _ = _run(functional.conv3d_transpose_backward, gy, x, weight[g0 * cig: g1 * cig],
+                     padding=padding, output_padding=output_padding, groups=g1 - g0,
+                     needs=(True, False, False), **conv)
+    src, dst = [slice(None)] * 5, [slice(None)] * 5
+    src[c_axis] = slice(*crop_c)
+    for a, (s0, s1, d0, d1) in crops.items():
+        src[a], dst[a] = slice(s0, s1), slice(d0, d1)
+    gx[tuple(dst)] = sub[tuple(src)]
+    return gx
+
+
+def _partial_chunk(gy_blocks, x_blocks, weight, spec):
+    """(grad_weight, grad_bias) partial sums of one output chunk (None where not asked)."""
+    padding, output_padding, conv, need_w, need_b, reduce_axes, tails = spec
+    gy = _concat(gy_blocks)
+    if x_blocks is None or any(tails.values()):
+        # Outputs that no input reaches: only the bias sees them, and NumPy sums the
+        # chunk's grad_output for it.
+        gb = gy.sum(axis=reduce_axes, dtype=gy.dtype) if need_b else None
+        if x_blocks is None or not need_w:
+            return (np.zeros_like(weight) if need_w else None), gb
+        index = [slice(None)] * 5
+        for a, tail in tails.items():
+            index[a] = slice(0, gy.shape[a] - tail)
+        x = _concat(x_blocks)
+        _, gw, _ = _run(functional.conv3d_transpose_backward, gy[tuple(index)], x, weight,
+                        padding=padding, output_padding=output_padding,
+                        needs=(False, True, False), **conv)
+        return gw, gb
+    x = _concat(x_blocks)
+    _, gw, gb = _run(functional.conv3d_transpose_backward, gy, x, weight, padding=padding,
+                     output_padding=output_padding, needs=(False, need_w, need_b), **conv)
+    return gw, gb
+
+
+def _sum_partials(*parts):
+    """Pairs (grad_weight, grad_bias) added in the order given."""
+    gw = gb = None
+    for pw, pb in parts:
+        if pw is not None:
+            gw = pw.copy() if gw is None else np.add(gw, pw, out=gw)
+        if pb is not None:
+            gb = pb.copy() if gb is None else np.add(gb, pb, out=gb)
+    return gw, gb
+
+
+def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, output_size=None, data_format="NCDHW",
+                              needs=(True, True, True), *, chunks=None, memory_per_task=None):
+    """:func:`conv3dt.conv3d_transpose_backward` in chunks: lazy dask arrays
+    ``(grad_x, grad_weight, grad_bias)`` (None where ``needs`` says so).
+
+    ``grad_x`` has the chunks ``chunks`` (for x's shape), by default x's; each is computed
+    from the grad_output range its inputs reach and equals the whole call's, bit for bit.
+    ``grad_weight`` (one chunk) and ``grad_bias`` are sums of per-output-chunk partial
+    sums (grad_output's chunks, boundaries rounded to multiples of the stride) added in a
+    fixed order: the same on every scheduler and run, and equal to the whole call's within
+    rounding. ``grad_output`` and ``x`` are dask arrays, zarr arrays, h5py datasets or
+    array-likes; ``memory_per_task`` bounds the default chunks, as in
+    :func:`conv3d_transpose`.
+    """
+    needs = functional._check_needs(needs)
+    weight = _small_array(weight, "weight")
+    x_shape = tuple(int(s) for s in x.shape)
+    plan = resolve(x_shape, weight.shape, stride, padding, output_padding, groups, dilation,
+                   output_size, data_format)
+    dtype = np.dtype(x.dtype)
+    for label, arr in (("grad_output", grad_output), ("x", x)):
+        if np.dtype(arr.dtype) != weight.dtype:
+            raise TypeError(f"all arrays must have the same dtype (no silent promotion): "
+                            f"{label} is {np.dtype(arr.dtype)}, weight is {weight.dtype}")
+    if tuple(int(s) for s in grad_output.shape) != plan.y_shape:
+        raise ValueError(f"grad_output must have shape {plan.y_shape}, got "
+                         f"{tuple(grad_output.shape)}")
+    budget = _budget(memory_per_task)
+    n_axis, c_axis, spatial = _axes(plan.data_format)
+    expansion = plan.c_out * math.prod(plan.stride) / plan.c_in
+    x = as_dask_array(x, memory_per_task=budget, expansion=expansion)
+    if not isinstance(grad_output, da.Array):
+        gy_chunks = output_chunks(plan, x.chunks, None, budget, dtype.itemsize)
+        grad_output = as_dask_array(grad_output, chunks=gy_chunks)
+    gy = grad_output
+    conv = dict(stride=plan.stride, dilation=plan.dilation, data_format=plan.data_format)
+    cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
+    gy_starts = _starts(gy.chunks)
+    token = tokenize(gy, x, weight, plan, needs, chunks, budget)
+    results = [None, None, None]
+
+    if needs[0]:
+        if chunks is not None:
+            gx_chunks = normalize_chunks(chunks, plan.x_shape, limit=budget, dtype=dtype)
+        else:
+            gx_chunks = x.chunks
+        name = "conv3d_transpose_grad_x-" + token
+        graph = _Graph(name)
+        wkey = ("weight-" + name,)
+        graph.dsk[wkey] = weight
+        for combo in _product(_blocks_of(gx_chunks)):
+            index = tuple(j for j, _, _ in combo)
+            n0, n1 = combo[n_axis][1:]
+            c0, c1 = combo[c_axis][1:]
+            g0, g1 = c0 // cig, -(-c1 // cig)
+            shape = tuple(b - a for _, a, b in combo)
+            region = [None] * 5
+            region[n_axis] = (n0, n1)
+            region[c_axis] = (g0 * cog, g1 * cog)
+            sub_shape = [None] * 5
+            sub_shape[n_axis] = n1 - n0
+            sub_shape[c_axis] = (g1 - g0) * cig
+            geoms, crops, empty = [], {}, False
+            for k, a in enumerate(spatial):
+                i0, i1 = combo[a][1:]
+                o0, o1 = grad_input_output_range(plan.out_size[k], plan.kernel[k],
+                                                 plan.stride[k], plan.dilation[k],
+                                                 plan.pad_lo[k], i0, i1)
+                if o1 <= o0:
+                    empty = True
+                    break
+                geom = _chunk_geometry(plan, k, o0, o1)
+                assert geom[4] == 0  # o1 lies within the reach of the inputs
+                j0, j1 = max(i0, geom[0]), min(i1, geom[1])
+                if j1 <= j0:
+                    empty = True
+                    break
+                geoms.append(geom)
+                region[a] = (o0, o1)
+                sub_shape[a] = geom[1] - geom[0]
+                crops[a] = (j0 - geom[0], j1 - geom[0], j0 - i0, j1 - i0)
+            if empty:
+                blocks, padding6, out_pad = None, None, None
+            else:
+                blocks = graph.gather(gy, gy_starts, region)
+                padding6, out_pad = _call_padding(geoms)
+            spec = (g0, g1, cig, cog, (c0 - g0 * cig, c1 - g0 * cig), padding6, out_pad, conv,
+                    tuple(sub_shape), crops, shape, c_axis)
+            graph.dsk[(name,) + index] = (_grad_x_chunk, blocks, wkey, spec)
+        results[0] = graph.array([gy], gx_chunks, dtype)
+
+    if needs[1] or needs[2]:
+        name = "conv3d_transpose_grad_wb-" + token
+        graph = _Graph(name)
+        wkey = ("weight-" + name,)
+        graph.dsk[wkey] = weight
+        part_chunks = list(gy.chunks)
+        part_chunks[c_axis] = (plan.c_out,)
+        for k, a in enumerate(spatial):
+            part_chunks[a] = _aligned(gy.chunks[a], plan.out_size[k], plan.stride[k])
+        x_starts = _starts(x.chunks)
+        reduce_axes = tuple(a for a in range(5) if a != c_axis)
+        level = []
+        for combo in _product(_blocks_of(part_chunks)):
+            region = [(a, b) for _, a, b in combo]
+            gy_blocks = graph.gather(gy, gy_starts, region)
+            geoms = [_chunk_geometry(plan, k, *combo[a][1:]) for k, a in enumerate(spatial)]
+            tails = {a: geoms[k][4] for k, a in enumerate(spatial)}
+            if any(g[1] <= g[0] for g in geoms):
+                x_blocks, padding6, out_pad = None, None, None
+            else:
+                xr = [None] * 5
+                xr[n_axis] = combo[n_axis][1:]
+                xr[c_axis] = (0, plan.c_in)
+                for k, a in enumerate(spatial):
+                    xr[a] = geoms[k][:2]
+                x_blocks = graph.gather(x, x_starts, xr)
+                padding6, out_pad = _call_padding(geoms)
+            spec = (padding6, out_pad, dict(conv, groups=plan.groups), needs[1], needs[2],
+                    reduce_axes, tails)
+            key = ("partial-" + name, len(level))
+            graph.dsk[key] = (_partial_chunk, gy_blocks, x_blocks, wkey, spec)
+            level.append(key)
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            nxt = []
+            for i in range(0, len(level), SPLIT_EVERY):
+                key = (f"sum{depth}-" + name, len(nxt))
+                graph.dsk[key] = (_sum_partials,) + tuple(level[i: i + SPLIT_EVERY])
+                nxt.append(key)
+            level = nxt
+        root = level[0]
+        if needs[1]:
+            graph.dsk[(name + "-weight", 0, 0, 0, 0, 0)] = (operator.getitem, root, 0)
+        if needs[2]:
+            graph.dsk[(name + "-bias", 0)] = (operator.getitem, root, 1)
+        hlg = HighLevelGraph.from_collections(name, graph.dsk, dependencies=[gy, x])
+        if needs[1]:
+            results[1] = da.Array(hlg, name + "-weight",
+                                  chunks=tuple((s,) for s in plan.w_shape), dtype=dtype,
+                                  meta=np.empty((0,) * 5, dtype))
+        if needs[2]:
+            results[2] = da.Array(hlg, name + "-bias", chunks=((plan.c_out,),), dtype=dtype,
+                                  meta=np.empty((0,), dtype))
+    return tuple(results)
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _activate(block, act, attrs):
+    return _activations.apply(act, np, block, **attrs).astype(block.dtype, copy=False)
+
+
+def check_no_grad(layer="layer"):
+    """Raise a RuntimeError naming ``layer`` unless gradients are off (``no_grad``): a
+    layer computes a dask array lazily, for inference only."""
+    from .autograd import is_grad_enabled
+
+    if is_grad_enabled():
+        raise RuntimeError(
+            f"{layer}: a dask array input is computed lazily, block by block, for inference "
+            "only: call the layer inside `with conv3dt.no_grad():` (or "
+            "dygraph.no_grad()), or pass a NumPy array or Variable to record gradients")
+
+
+def layer_forward(x, weight, bias=None, act=None, act_attrs=None, conv=None, *, layer="layer",
+                  chunks=None, memory_per_task=None):
+    """What a layer does with a dask array ``x``: ``act(conv3d_transpose(x, weight) +
+    bias)`` as a lazy dask array, the activation applied block by block. For inference
+    only: with gradients recorded (outside ``no_grad``) it raises a RuntimeError.
+
+    ``weight`` and ``bias`` may be parameters (Variables); ``conv`` holds the keyword
+    arguments of the functional API; ``act_attrs`` the activation's attributes.
+    """
+    check_no_grad(layer)
+
+    def plain(p):
+        return None if p is None else np.asarray(p.numpy() if hasattr(p, "numpy") else p)
+
+    y = conv3d_transpose(x, plain(weight), plain(bias), **(conv or {}), chunks=chunks,
+                         memory_per_task=memory_per_task)
+    if act is None:
+        return y
+    attrs = _activations.attrs_for(act, **(act_attrs or {}))
+    return y.map_blocks(_activate, act, attrs, dtype=y.dtype, meta=y._meta)
