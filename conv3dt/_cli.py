@@ -252,11 +252,59 @@ def cmd_info(args):
 # --------------------------------------------------------------------------- run
 
 
-def _load_input(path):
+def _is_zarr(path):
+    """A path naming a zarr array: ``*.zarr``, or a folder holding zarr metadata."""
+    if path.rstrip("/\\").endswith(".zarr"):
+        return True
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, name))
+                                       for name in (".zarray", "zarr.json"))
+
+
+class _NpyVolume:
+    """A .npy file read in pieces through a memory map (light to send to other
+    processes: it holds the path, not the data)."""
+
+    def __init__(self, path):
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        if not isinstance(arr, np.ndarray):
+            raise UsageError(f"--input: {path} is an .npz archive; save one array with "
+                             "numpy.save")
+        self.path, self.shape, self.dtype, self.ndim = path, arr.shape, arr.dtype, arr.ndim
+
+    def __getitem__(self, index):
+        return np.array(np.load(self.path, mmap_mode="r", allow_pickle=False)[index])
+
+
+class _NpyTarget:
+    """A .npy file (already created with its final shape) written piece by piece."""
+
+    def __init__(self, path, shape, dtype):
+        self.path, self.shape, self.dtype, self.ndim = path, shape, np.dtype(dtype), len(shape)
+
+    def __setitem__(self, index, value):
+        out = np.load(self.path, mmap_mode="r+", allow_pickle=False)
+        out[index] = value
+        out.flush()
+
+
+def _load_input(path, chunked=False):
+    """The input volume: an array, or with ``chunked`` an array read piece by piece (a
+    zarr array, a memory-mapped .npy)."""
     if not os.path.exists(path):
         raise UsageError(f"--input: no such file: {path}")
+    if _is_zarr(path):
+        try:
+            import zarr
+
+            return zarr.open_array(path, mode="r")
+        except Exception as exc:
+            raise UsageError(f"--input: cannot read {path} as a zarr array: {exc}") from None
     try:
+        if chunked:
+            return _NpyVolume(path)
         x = np.load(path, allow_pickle=False)
+    except UsageError:
+        raise
     except Exception as exc:
         raise UsageError(f"--input: cannot read {path} as a .npy array: {exc}") from None
     if not isinstance(x, np.ndarray):
@@ -309,6 +357,13 @@ def load_weights(path):
     return weight, bias
 
 
+def _wants_chunks(args):
+    """Whether `run` streams the volume through Dask: Zarr in or out, --memory or
+    --scheduler."""
+    return bool(_is_zarr(args.input) or (args.output and _is_zarr(args.output))
+                or args.memory or args.scheduler)
+
+
 def cmd_run(args):
     import conv3dt
     from conv3dt import _activations
@@ -316,12 +371,23 @@ def cmd_run(args):
 
     if args.threads:
         conv3dt.set_num_threads(args.threads)
-    x = _load_input(args.input)
+    chunked = _wants_chunks(args)
+    if chunked:
+        try:
+            import conv3dt.dask  # noqa: F401
+            if _is_zarr(args.input) or (args.output and _is_zarr(args.output)):
+                import zarr  # noqa: F401
+        except ImportError as exc:
+            raise UsageError(f"Zarr volumes, --memory and --scheduler need dask and zarr: "
+                             f"pip install \"conv3dt[dask]\" ({exc})") from None
+    x = _load_input(args.input, chunked)
     weight, bias = load_weights(args.weights)
     if args.bias == "none":
         bias = None
     elif args.bias == "required" and bias is None:
         raise UsageError(f"--weights: {args.weights} has no 'bias' entry")
+    if chunked:
+        x = conv3dt.dask.as_dask_array(x, memory_per_task=args.memory)
     if args.dtype:
         x, weight = x.astype(args.dtype), weight.astype(args.dtype)
         bias = None if bias is None else bias.astype(args.dtype)
@@ -354,21 +420,24 @@ def cmd_run(args):
     kwargs = dict(stride=args.stride, padding=args.padding, output_padding=args.output_padding,
                   dilation=args.dilation, groups=args.groups, output_size=args.output_size,
                   data_format=args.data_format)
+    if chunked:
+        return _run_chunked(args, x, weight, bias, kwargs, in_shape, ndim)
     t0 = time.perf_counter()
     try:
         y = conv3d_transpose(x, weight, bias, **kwargs)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
+    except MemoryError as exc:
+        raise UsageError(f"{exc}; stream it through Dask with --memory (and --output "
+                         "OUT.zarr)") from None
     if args.act:
         y = _activations.apply(args.act, np, y).astype(y.dtype, copy=False)
     elapsed = time.perf_counter() - t0
-    if ndim < 5:  # give back the rank that came in
-        y = y[0]
-        if ndim == 3 and y.shape[-1 if channels_last else 0] == 1:
-            y = y[..., 0] if channels_last else y[0]
+    y = _output_rank(y, ndim, channels_last)
     if args.output:
         try:
-            np.save(args.output, y)
+            with open(args.output, "wb") as f:  # the name given, no suffix added
+                np.save(f, y)
         except OSError as exc:
             raise UsageError(f"--output: cannot write {args.output}: {exc}") from None
     where = f", saved to {args.output}" if args.output else " (not saved: no --output)"
@@ -378,6 +447,146 @@ def cmd_run(args):
         print(f"output min {float(y.min()):.6g}, mean {float(y.mean()):.6g}, "
               f"max {float(y.max()):.6g}")
     return EXIT_OK
+
+
+def _output_rank(y, ndim, channels_last):
+    """5-D output for a 5-D input; without N for a 4-D one; for a 3-D input without N,
+    and without C too when the layer has one output channel."""
+    if ndim < 5:
+        y = y[0]
+        if ndim == 3 and y.shape[-1 if channels_last else 0] == 1:
+            y = y[..., 0] if channels_last else y[0]
+    return y
+
+
+def _run_chunked(args, x, weight, bias, kwargs, in_shape, ndim):
+    """`run` through Dask: the output computed chunk by chunk and written as it comes."""
+    import dask
+
+    import conv3dt.dask as cdask
+    from conv3dt import _activations
+
+    import conv3dt
+
+    # conv3dt keeps idle memory for reuse (256 MiB by default): within a memory budget
+    # per task, two tasks' worth is what pays.
+    budget = cdask._budget(args.memory)
+    if conv3dt.get_cache_limit() > 2 * budget:
+        conv3dt.set_cache_limit(2 * budget)
+    t0 = time.perf_counter()
+    if args.output and not _is_zarr(args.output):
+        _check_disk_space(args.output, x, weight, kwargs)
+    try:
+        y = cdask.conv3d_transpose(x, weight, bias, **kwargs, memory_per_task=args.memory)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.act:
+        y = y.map_blocks(cdask._activate, args.act, _activations.attrs_for(args.act),
+                         dtype=y.dtype, meta=y._meta)
+    n_tasks = y.npartitions
+    y = _output_rank(y, ndim, args.data_format == "NDHWC")
+    work = []
+    if args.output:
+        try:
+            if _is_zarr(args.output):
+                work.append(cdask.to_zarr(y, args.output, compute=False))
+            else:
+                np.lib.format.open_memmap(args.output, mode="w+", dtype=y.dtype,
+                                          shape=y.shape).flush()
+                work.append(dask.array.store(y, _NpyTarget(args.output, y.shape, y.dtype),
+                                             lock=False, compute=False))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--output: cannot write {args.output}: {exc}") from None
+    stats = not args.output or args.stats
+    if stats:
+        work += [y.min(), y.mean(), y.max()]
+    try:
+        results = _compute(work, args.scheduler)
+    except MemoryError as exc:
+        raise UsageError(f"out of memory in a task ({exc}): lower --memory") from None
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {args.output}: {exc}") from None
+    elapsed = time.perf_counter() - t0
+    where = f", saved to {args.output}" if args.output else " (not saved: no --output)"
+    print(f"input {list(in_shape)} {x.dtype} -> output {list(y.shape)} {y.dtype} in "
+          f"{_ms(elapsed)}{where} ({n_tasks} chunks, {args.scheduler or 'threads'} scheduler)")
+    if stats:
+        low, mean, high = (float(v) for v in results[-3:])
+        print(f"output min {low:.6g}, mean {mean:.6g}, max {high:.6g}")
+    return EXIT_OK
+
+
+def _check_disk_space(path, x, weight, kwargs):
+    """A .npy output larger than the free space where it goes is refused at once."""
+    import math
+    import shutil
+
+    from conv3dt._geometry import resolve
+
+    try:
+        plan = resolve(x.shape, weight.shape, **kwargs)
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {path}: {exc}") from None
+    nbytes = math.prod(plan.y_shape) * x.dtype.itemsize
+    if nbytes > free:
+        raise UsageError(f"--output: the output of shape {plan.y_shape} needs {nbytes} bytes, "
+                         f"only {free} are free where {path} would go")
+
+
+def _compute(work, scheduler):
+    """Compute the dask collections in ``work`` with a progress bar on stderr: on a local
+    scheduler (threads, processes, synchronous) or a distributed cluster (its address)."""
+    import dask
+
+    if scheduler in (None, "threads", "processes", "synchronous"):
+        if not sys.stderr.isatty():  # a log file: no bar redrawn ten times a second
+            return dask.compute(*work, scheduler=scheduler or "threads")
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr):
+            return dask.compute(*work, scheduler=scheduler or "threads")
+    try:
+        from distributed import Client, progress
+    except ImportError:
+        raise UsageError("--scheduler: a cluster address needs distributed: pip install "
+                         "\"conv3dt[dask]\"") from None
+    try:
+        client = Client(scheduler, timeout="5s")
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"--scheduler: cannot reach a Dask scheduler at {scheduler}: "
+                         f"{exc}") from None
+    with client:
+        futures = client.compute(work)
+        if sys.stderr.isatty():
+            progress(futures)
+        return client.gather(futures)
+
+
+def _memory_arg(text):
+    """A size in bytes: an integer, or a number with a unit (KB, MB, GB, KiB, MiB, GiB)."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)\s*", text, re.I)
+    if not match:
+        raise argparse.ArgumentTypeError(f"must be a size such as 512MiB or 2GB, got {text!r}")
+    number, unit = float(match.group(1)), match.group(2).lower().rstrip("b")
+    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+             "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}.get(unit)
+    if scale is None or number * scale < 1:
+        raise argparse.ArgumentTypeError(f"must be a size such as 512MiB or 2GB, got {text!r}")
+    return int(number * scale)
+
+
+def _scheduler_arg(text):
+    if text in ("threads", "processes", "synchronous"):
+        return text
+    if "://" in text or ":" in text:
+        return text if "://" in text else f"tcp://{text}"
+    raise argparse.ArgumentTypeError(f"must be threads, processes, synchronous or a "
+                                     f"scheduler address (tcp://HOST:PORT), got {text!r}")
 
 
 # --------------------------------------------------------------------------- parser
@@ -404,10 +613,14 @@ the BLAS libraries in use and whether CuPy and a GPU are available.
 RUN_HELP = """\
 Inference without writing Python: applies a Conv3DTranspose layer whose parameters were
 saved with conv3dt.dygraph.save_dygraph (an .npz with 'weight' [C_in, C_out/groups, kD,
-kH, kW] and optionally 'bias' [C_out]) to a volume saved with numpy.save. The volume is
-5-D [N, C, D, H, W] (NDHWC: [N, D, H, W, C]), 4-D without N, or 3-D with one channel; the
-output has the same rank. Layer options are those the layer was built with; integers may
-be given as one value or as comma-separated lists.
+kH, kW] and optionally 'bias' [C_out]) to a volume saved with numpy.save (.npy) or as a
+Zarr array (a .zarr folder). The volume is 5-D [N, C, D, H, W] (NDHWC: [N, D, H, W, C]),
+4-D without N, or 3-D with one channel; the output is 5-D for a 5-D input, without N for
+a 4-D one, and for a 3-D one without N and, when the layer has one output channel,
+without C. Layer options are those the layer was built with; integers may be given as
+one value or as comma-separated lists. A Zarr input or output, --memory or --scheduler
+stream the volume through Dask chunk by chunk (pip install "conv3dt[dask]"), with a
+progress bar: volumes larger than memory, results equal to one call bit for bit.
 """
 
 
@@ -469,14 +682,18 @@ def build_parser():
     acts = sorted(_activations.ACTIVATIONS)
     p = sub.add_parser(
         "run", formatter_class=_formatter,
-        help="apply one transposed-convolution layer to a .npy volume",
+        help="apply one transposed-convolution layer to a .npy or Zarr volume",
         description=_para(RUN_HELP),
-        epilog="example:\n  conv3dt run --input vol.npy --weights up.pdparams.npz "
-               "--stride 2 --padding 1 --output up.npy")
-    p.add_argument("--input", required=True, metavar="FILE.npy", help="input volume (.npy)")
+        epilog="examples:\n  conv3dt run --input vol.npy --weights up.pdparams.npz "
+               "--stride 2 --padding 1 --output up.npy\n  conv3dt run --input vol.zarr "
+               "--weights up.pdparams.npz --stride 2 --output up.zarr --memory 512MiB")
+    p.add_argument("--input", required=True, metavar="FILE",
+                   help="input volume (.npy, or a .zarr folder)")
     p.add_argument("--weights", required=True, metavar="FILE.npz",
                    help="layer parameters written by save_dygraph (.pdparams.npz or .npz)")
-    p.add_argument("--output", metavar="FILE.npy", help="where to save the output (.npy)")
+    p.add_argument("--output", metavar="FILE",
+                   help="where to save the output: a .zarr folder (Zarr), else a .npy file "
+                        "of exactly this name")
     g = p.add_argument_group("layer options (as in Conv3DTranspose)")
     g.add_argument("--stride", type=_triple_arg("stride"), default=1, metavar="S",
                    help="1 or 3 ints (default 1)")
@@ -500,9 +717,18 @@ def build_parser():
     o = p.add_argument_group("other options")
     o.add_argument("--dtype", choices=("float32", "float64"),
                    help="convert the input and the weights to this dtype first")
-    o.add_argument("--threads", type=_positive_int, help="kernel threads (default: all cores)")
+    o.add_argument("--threads", type=_positive_int,
+                   help="kernel threads (default: all cores; with Dask: per task, default 1 "
+                        "per task and one task per core)")
     o.add_argument("--stats", action="store_true",
                    help="also print the output's min/mean/max when saving")
+    c = p.add_argument_group("chunked runs through Dask (volumes larger than memory)")
+    c.add_argument("--memory", type=_memory_arg, metavar="SIZE",
+                   help="memory per task, such as 512MiB (default: dask's array.chunk-size, "
+                        "128 MiB): sets the chunks' size")
+    c.add_argument("--scheduler", type=_scheduler_arg, metavar="NAME",
+                   help="threads (default), processes, synchronous, or the address of a "
+                        "distributed scheduler (tcp://HOST:PORT)")
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -55,11 +55,13 @@ from . import _activations, _threads, functional
 from ._geometry import chunk_input_range, grad_input_output_range, resolve
 
 __all__ = ["conv3d_transpose", "conv3d_transpose_backward", "layer_forward", "check_no_grad",
-           "as_dask_array", "output_chunks"]
+           "as_dask_array", "output_chunks", "create_zarr", "to_zarr"]
 
 # Spatial input blocks smaller than this many points per dimension are merged (when the
 # memory budget allows): tiny blocks make a large graph and slow passes.
 MIN_BLOCK = 64
+# Graphs of more chunks than this are refused: their scheduling alone would take long.
+MAX_TASKS = 100_000
 # Partial sums added per task of grad_weight's reduction tree.
 SPLIT_EVERY = 8
 
@@ -114,13 +116,10 @@ def as_dask_array(x, chunks=None, memory_per_task=None, expansion=1.0):
             and all(isinstance(c, (int, np.integer)) for c in storage)):
         storage = None
     if chunks is None:
-        if len(shape) == 5:
-            limit = max(1, int(_budget(memory_per_task) / (1.0 + expansion)))
-            chunks = (1, "auto", "auto", "auto", "auto")
-            chunks = normalize_chunks(chunks, shape, limit=limit, dtype=x.dtype,
-                                      previous_chunks=storage)
-        else:
-            chunks = storage or "auto"
+        limit = max(1, int(_budget(memory_per_task) / (1.0 + expansion)))
+        chunks = (1, "auto", "auto", "auto", "auto") if len(shape) == 5 else "auto"
+        chunks = normalize_chunks(chunks, shape, limit=limit, dtype=x.dtype,
+                                  previous_chunks=storage)
     # h5py is not thread-safe: its reads take a lock.
     lock = type(x).__module__.startswith("h5py")
     return da.from_array(x, chunks=chunks, lock=lock, asarray=True,
@@ -227,6 +226,11 @@ def output_chunks(plan, x_chunks, chunks=None, memory_per_task=None, itemsize=4)
         elif n_chunk > 1:
             n_chunk = max(1, n_chunk // 2)
             regular_n = True
+        elif max(sizes.values()) > 1:
+            # Chunks of one stride are still too large (a huge stride): boundaries off the
+            # multiples of the stride are exact too, their chunks merely differ in plan.
+            k = max(range(3), key=lambda k: (sizes[k], -k))
+            sizes[k] = max(1, sizes[k] // 2)
         else:
             break
     out = [None] * 5
@@ -235,6 +239,14 @@ def output_chunks(plan, x_chunks, chunks=None, memory_per_task=None, itemsize=4)
     for k, a in enumerate(spatial):
         out[a] = _regular(plan.out_size[k], sizes[k])
     return tuple(out)
+
+
+def _check_task_count(chunks, shape, budget):
+    count = math.prod(len(c) for c in chunks)
+    if count > MAX_TASKS:
+        raise ValueError(f"the output of shape {tuple(shape)} would take {count} chunks "
+                         f"(more than {MAX_TASKS}): raise memory_per_task (now {budget} "
+                         "bytes) or give larger chunks")
 
 
 def _starts(chunks):
@@ -506,6 +518,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     x = as_dask_array(x, memory_per_task=budget, expansion=expansion)
     x = _merge_small_blocks(x, spatial, budget / (1.0 + expansion))
     y_chunks = output_chunks(plan, x.chunks, chunks, budget, dtype.itemsize)
+    _check_task_count(y_chunks, plan.y_shape, budget)
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
     conv = dict(stride=plan.stride, dilation=plan.dilation, data_format=plan.data_format)
     name = "conv3d_transpose-" + tokenize(x, weight, bias, plan, y_chunks)
@@ -744,6 +757,39 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
             results[2] = da.Array(hlg, name + "-bias", chunks=((plan.c_out,),), dtype=dtype,
                                   meta=np.empty((0,), dtype))
     return tuple(results)
+
+
+# --------------------------------------------------------------------------- zarr
+
+
+def create_zarr(path, shape, chunks, dtype, compressed=True):
+    """A new zarr array at ``path`` (replacing one there), for zarr 3 and zarr 2 alike;
+    ``compressed=False`` stores raw chunks (faster for data that does not compress)."""
+    import zarr
+
+    shape, chunks = tuple(int(s) for s in shape), tuple(int(c) for c in chunks)
+    if hasattr(zarr, "create_array"):  # zarr 3
+        extra = {} if compressed else {"compressors": None}
+        return zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype,
+                                 overwrite=True, **extra)
+    extra = {} if compressed else {"compressor": None}
+    return zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype,
+                           **extra)
+
+
+def to_zarr(y, path, compressed=True, compute=True):
+    """Store the dask array ``y`` in a new zarr array at ``path``, one zarr chunk per
+    block of ``y`` (its chunks must be regular: equal ones and a last one no larger, as
+    :func:`conv3d_transpose`'s default chunks are). Returns the zarr array, or with
+    ``compute=False`` the delayed store."""
+    chunks = tuple(c[0] for c in y.chunks)
+    for axis, c in enumerate(y.chunks):
+        if len(set(c[:-1])) > 1 or c[-1] > c[0]:
+            raise ValueError(f"y's chunks along axis {axis} are irregular ({c}): zarr needs "
+                             "equal chunks and a last one no larger (rechunk y first)")
+    z = create_zarr(path, y.shape, chunks, y.dtype, compressed)
+    stored = da.store(y, z, lock=False, compute=compute)
+    return z if compute else stored
 
 
 # --------------------------------------------------------------------------- layers
