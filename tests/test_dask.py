@@ -263,6 +263,7 @@ def test_outputs_that_no_input_reaches_hold_the_bias():
                    "NumPy matmul rounds differently for different output extents (BLAS "
                    "blocking), so crops of it are not bitwise equal to the whole result",
                    strict=False)
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_non_finite_weight_bitwise():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((1, 2, 9, 7, 5)).astype(np.float32)
@@ -274,6 +275,7 @@ def test_non_finite_weight_bitwise():
                    .compute(scheduler="sync"), want)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_non_finite_weight_propagates():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((1, 2, 9, 7, 5)).astype(np.float32)
