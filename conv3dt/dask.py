@@ -321,12 +321,14 @@ _override_users = 0
 _override_saved = None
 
 
-def _task_threads():
-    """Kernel threads for a task: the user's choice (``CONV3DT_NUM_THREADS`` or
-    :func:`conv3dt.set_num_threads`) if any; else ``OMP_NUM_THREADS`` if set (Dask's
-    workers set it to 1: they run one task per core); else 1 inside a thread pool or a
-    process pool (Dask's threaded and multiprocessing schedulers run one task per core);
-    else None (all cores: the synchronous scheduler)."""
+def _task_threads(blocks=None):
+    """Kernel threads for a task of a graph of ``blocks`` tasks: the user's choice
+    (``CONV3DT_NUM_THREADS`` or :func:`conv3dt.set_num_threads`) if any; else
+    ``OMP_NUM_THREADS`` if set (Dask's workers set it to 1: they run one task per core);
+    else, inside a thread pool or a process pool (Dask's threaded and multiprocessing
+    schedulers run one task per core), the cores shared among the tasks that run at once
+    (1 when there are at least as many tasks as cores); else None (all cores: the
+    synchronous scheduler)."""
     if os.environ.get(_threads.ENV_VAR, "").strip():
         return None
     with _override_lock:
@@ -340,7 +342,8 @@ def _task_threads():
             pass
     if (threading.current_thread() is not threading.main_thread()
             or multiprocessing.parent_process() is not None):
-        return 1
+        cores = _threads._available_cores()
+        return max(1, cores // max(1, min(blocks or cores, cores)))
     return None
 
 
@@ -396,9 +399,11 @@ def _fit_cache_to_worker():
         _memory.set_cache_limit(int(limit // 8))
 
 
-def _run(func, *args, **kwargs):
+def _run(func, *args, blocks=None, **kwargs):
+    """func(*args, **kwargs) on the kernel threads a task of a graph of ``blocks`` tasks
+    should use (see _task_threads)."""
     _fit_cache_to_worker()
-    with _kernel_threads(_task_threads()):
+    with _kernel_threads(_task_threads(blocks)):
         return func(*args, **kwargs)
 
 
@@ -407,7 +412,8 @@ def _run(func, *args, **kwargs):
 
 def _forward_chunk(blocks, weight, bias, spec):
     """One output chunk: a call on the input range it reads, or the bias alone."""
-    (g0, g1, cig, cog, crop_c, padding, output_padding, conv, shape, c_axis, tails) = spec
+    (g0, g1, cig, cog, crop_c, padding, output_padding, conv, shape, c_axis, tails,
+     blocks_n) = spec
     b = None if bias is None else bias[g0 * cog: g1 * cog]
     if blocks is None or any(tails.values()):  # outputs that no input reaches: the bias
         full = np.zeros(shape, dtype=weight.dtype)
@@ -418,7 +424,7 @@ def _forward_chunk(blocks, weight, bias, spec):
         if blocks is None:
             return full
     x = _concat(blocks)
-    y = _run(functional.conv3d_transpose, x, weight[g0 * cig: g1 * cig], b,
+    y = _run(functional.conv3d_transpose, x, weight[g0 * cig: g1 * cig], b, blocks=blocks_n,
              padding=padding, output_padding=output_padding, groups=g1 - g0, **conv)
     if crop_c != (0, (g1 - g0) * cog):
         index = [slice(None)] * 5
@@ -527,6 +533,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     graph.dsk[wkey] = weight
     graph.dsk[bkey] = bias
     x_starts = _starts(x.chunks)
+    n_blocks = math.prod(len(c) for c in y_chunks)
     for combo in _product(_blocks_of(y_chunks)):
         index = tuple(j for j, _, _ in combo)
         n0, n1 = combo[n_axis][1:]
@@ -537,7 +544,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
         shape = tuple(b - a for _, a, b in combo)
         tails = {a: geoms[k][4] for k, a in enumerate(spatial)}
         spec = (g0, g1, cig, cog, (c0 - g0 * cog, c1 - g0 * cog), padding6, out_pad, conv,
-                shape, c_axis, tails)
+                shape, c_axis, tails, n_blocks)
         if any(g[1] <= g[0] for g in geoms):
             blocks = None
         else:
@@ -557,7 +564,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
 def _grad_x_chunk(blocks, weight, spec):
     """grad_x of one x chunk: a call on the grad_output range its inputs reach, cropped."""
     (g0, g1, cig, cog, crop_c, padding, output_padding, conv, x_shape, crops, shape,
-     c_axis) = spec
+     c_axis, blocks_n) = spec
     gx = np.zeros(shape, dtype=weight.dtype)
     if blocks is None:
         return gx
@@ -565,6 +572,7 @@ def _grad_x_chunk(blocks, weight, spec):
     # grad_x needs x's shape only: a zero array costs untouched pages.
     x = np.zeros(x_shape, dtype=weight.dtype)
     sub, _, _ = _run(functional.conv3d_transpose_backward, gy, x, weight[g0 * cig: g1 * cig],
+                     blocks=blocks_n,
                      padding=padding, output_padding=output_padding, groups=g1 - g0,
                      needs=(True, False, False), **conv)
     src, dst = [slice(None)] * 5, [slice(None)] * 5
@@ -577,7 +585,7 @@ def _grad_x_chunk(blocks, weight, spec):
 
 def _partial_chunk(gy_blocks, x_blocks, weight, spec):
     """(grad_weight, grad_bias) partial sums of one output chunk (None where not asked)."""
-    padding, output_padding, conv, need_w, need_b, reduce_axes, tails = spec
+    padding, output_padding, conv, need_w, need_b, reduce_axes, tails, blocks_n = spec
     gy = _concat(gy_blocks)
     if x_blocks is None or any(tails.values()):
         # Outputs that no input reaches: only the bias sees them, and NumPy sums the
@@ -590,11 +598,12 @@ def _partial_chunk(gy_blocks, x_blocks, weight, spec):
             index[a] = slice(0, gy.shape[a] - tail)
         x = _concat(x_blocks)
         _, gw, _ = _run(functional.conv3d_transpose_backward, gy[tuple(index)], x, weight,
-                        padding=padding, output_padding=output_padding,
+                        blocks=blocks_n, padding=padding, output_padding=output_padding,
                         needs=(False, True, False), **conv)
         return gw, gb
     x = _concat(x_blocks)
-    _, gw, gb = _run(functional.conv3d_transpose_backward, gy, x, weight, padding=padding,
+    _, gw, gb = _run(functional.conv3d_transpose_backward, gy, x, weight, blocks=blocks_n,
+                     padding=padding,
                      output_padding=output_padding, needs=(False, need_w, need_b), **conv)
     return gw, gb
 
@@ -661,6 +670,7 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
         graph = _Graph(name)
         wkey = ("weight-" + name,)
         graph.dsk[wkey] = weight
+        n_blocks = math.prod(len(c) for c in gx_chunks)
         for combo in _product(_blocks_of(gx_chunks)):
             index = tuple(j for j, _, _ in combo)
             n0, n1 = combo[n_axis][1:]
@@ -698,7 +708,7 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
                 blocks = graph.gather(gy, gy_starts, region)
                 padding6, out_pad = _call_padding(geoms)
             spec = (g0, g1, cig, cog, (c0 - g0 * cig, c1 - g0 * cig), padding6, out_pad, conv,
-                    tuple(sub_shape), crops, shape, c_axis)
+                    tuple(sub_shape), crops, shape, c_axis, n_blocks)
             graph.dsk[(name,) + index] = (_grad_x_chunk, blocks, wkey, spec)
         results[0] = graph.array([gy], gx_chunks, dtype)
 
@@ -713,6 +723,7 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
             part_chunks[a] = _aligned(gy.chunks[a], plan.out_size[k], plan.stride[k])
         x_starts = _starts(x.chunks)
         reduce_axes = tuple(a for a in range(5) if a != c_axis)
+        n_parts = math.prod(len(c) for c in part_chunks)
         level = []
         for combo in _product(_blocks_of(part_chunks)):
             region = [(a, b) for _, a, b in combo]
@@ -730,7 +741,7 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
                 x_blocks = graph.gather(x, x_starts, xr)
                 padding6, out_pad = _call_padding(geoms)
             spec = (padding6, out_pad, dict(conv, groups=plan.groups), needs[1], needs[2],
-                    reduce_axes, tails)
+                    reduce_axes, tails, n_parts)
             key = ("partial-" + name, len(level))
             graph.dsk[key] = (_partial_chunk, gy_blocks, x_blocks, wkey, spec)
             level.append(key)

@@ -53,6 +53,8 @@ html_theme_options = {
     "fixed_sidebar": True,
 }
 
+# conv3dt.dask's reference builds without its optional packages installed.
+autodoc_mock_imports = ["dask", "distributed", "zarr"]
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 autodoc_typehints = "none"

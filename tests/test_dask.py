@@ -10,6 +10,7 @@ out, the output larger than a worker's memory limit) close the file.
 """
 import os
 import resource
+import textwrap
 
 import numpy as np
 import pytest
@@ -488,10 +489,13 @@ def test_task_threads_policy(monkeypatch):
     import threading
 
     seen = []
-    t = threading.Thread(target=lambda: seen.append(cd._task_threads()))
+    cores = _threads._available_cores()
+    t = threading.Thread(target=lambda: seen.extend([cd._task_threads(), cd._task_threads(1),
+                                                     cd._task_threads(10 * cores)]))
     t.start()
     t.join()
-    assert seen == [1]  # a thread pool's thread: one kernel thread per task
+    # a thread pool's thread: the cores shared among the tasks running at once
+    assert seen == [1, cores, 1]
     monkeypatch.setenv(_threads.ENV_VAR, "2")
     assert cd._task_threads() is None  # the user's setting stands
     monkeypatch.delenv(_threads.ENV_VAR)
@@ -570,3 +574,26 @@ def test_out_of_core_zarr_to_zarr_under_the_worker_memory_limit(cluster_client, 
     for d0 in (0, 40, 76):
         whole = functional.conv3d_transpose(src[:, :, d0:d0 + 8], w, stride=2)
         assert_bitwise(np.asarray(out[:, :, 2 * d0:2 * d0 + 16]), whole, "zarr output")
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def test_the_docs_examples_run(tmp_path, monkeypatch):
+    """The ``pycon`` examples of docs/dask.rst, run as doctests in one namespace."""
+    import doctest
+    import re
+
+    pytest.importorskip("zarr")
+    monkeypatch.chdir(tmp_path)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                        "dask.rst")
+    with open(path) as f:
+        text = f.read()
+    blocks = re.findall(r"^\.\. code-block:: pycon\n\n((?:   .*\n|\n)+)", text, re.M)
+    assert len(blocks) >= 3
+    source = "\n".join(textwrap.dedent(b) for b in blocks)
+    test = doctest.DocTestParser().get_doctest(source, {}, "docs/dask.rst", path, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    result = runner.run(test)
+    assert result.failed == 0 and result.attempted > 10, result
