@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 from . import functional
 from . import _kernels  # noqa: F401  (the compiled kernels: a broken build fails at import)
 from ._memory import cache_info, empty_cache, get_cache_limit, set_cache_limit
+from . import _threads
+from ._isa import available_isas, get_isa, set_isa
 from ._threads import get_num_threads, set_num_threads
 from .functional import conv3d_transpose, conv3d_transpose_backward
 
@@ -30,6 +32,9 @@ __all__ = [
     "conv3d_transpose_backward",
     "get_num_threads",
     "set_num_threads",
+    "get_isa",
+    "set_isa",
+    "available_isas",
     "empty_cache",
     "set_cache_limit",
     "get_cache_limit",
@@ -38,3 +43,5 @@ __all__ = [
     "is_compiled_with_cuda", "Variable", "no_grad", "in_dygraph_mode", "gradcheck",
     "GradcheckError", "seed", "ParamAttr",
 ]
+
+_threads._register_threadpoolctl()
