@@ -82,13 +82,19 @@ class tuned:
         _tuning = self.previous
 
 
+# Arrays of fewer elements are checked for finiteness on one thread.
+_FINITE_SERIAL = 1 << 18
+
+
 def all_finite(arr):
     """No NaN or infinity in ``arr`` (a NumPy float array): one pass, in parallel when
     it is contiguous."""
     if arr.size == 0:
         return True
     if arr.flags.c_contiguous:
-        return _kernels.all_finite(arr.reshape(-1), _isa.current().index, get_num_threads())
+        # Waking threads costs more than checking a small array on one.
+        n_threads = 1 if arr.size < _FINITE_SERIAL else get_num_threads()
+        return _kernels.all_finite(arr.reshape(-1), _isa.current().index, n_threads)
     # min and max propagate NaN and infinity, and make no temporary the size of arr
     return bool(np.isfinite(arr.min())) and bool(np.isfinite(arr.max()))
 

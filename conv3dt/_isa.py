@@ -44,10 +44,10 @@ class Isa:
         return self.vector_bytes // itemsize
 
 
+# The variants of this build, best first (a build for another architecture has only
+# the generic one).
 _VARIANTS = tuple(Isa(**facts) for facts in _kernels.isa_variants())
 _BY_NAME = {isa.name: isa for isa in _VARIANTS}
-# Every variant conv3dt knows, best first; a build for another architecture has fewer.
-KNOWN = ("avx512", "avx2", "generic")
 _lock = threading.Lock()
 
 
@@ -60,13 +60,11 @@ def _lookup(name, source):
     if not isinstance(name, str):
         raise TypeError(f"{source} must be a str naming an instruction-set variant, got "
                         f"{type(name).__name__}: {name!r}")
-    key = name.strip().lower()
-    if key not in KNOWN:
-        raise ValueError(f"{source} must be one of {', '.join(KNOWN)}, got {name!r}")
-    isa = _BY_NAME.get(key)
+    isa = _BY_NAME.get(name.strip().lower())
     if isa is None:
-        raise ValueError(f"{source}={name!r}: this build of conv3dt has no {key} kernels "
-                         f"(it has {', '.join(_BY_NAME)})")
+        raise ValueError(f"{source} must be one of the variants of this build, "
+                         f"{', '.join(_BY_NAME)}; got {name!r}")
+    key = isa.name
     if not isa.supported:
         raise ValueError(f"{source}={name!r}: this CPU does not run the {key} kernels "
                          f"(it runs {', '.join(available_isas())})")

@@ -327,6 +327,25 @@ cdef inline void _copy_strided(floating* dst, const floating* src, Py_ssize_t st
         _copy_d(dst, src, step, n)
 
 
+cdef inline void _store(floating* dst, Py_ssize_t step, const floating* src, floating b,
+                        Py_ssize_t n, bint accumulate) noexcept nogil:
+    """dst[u * step] = src[u] + b (or += src[u] when accumulate), u < n."""
+    if floating is float:
+        _store_f(dst, step, src, b, n, accumulate)
+    else:
+        _store_d(dst, step, src, b, n, accumulate)
+
+
+cdef inline void _store2(floating* dst, const floating* a, const floating* c, floating b,
+                         Py_ssize_t n, bint accumulate) noexcept nogil:
+    """dst[2u] = a[u] + b, dst[2u + 1] = c[u] + b (or +=), u < n: two w-phases of stride 2
+    interleaved in one contiguous row."""
+    if floating is float:
+        _store2_f(dst, a, c, b, n, accumulate)
+    else:
+        _store2_d(dst, a, c, b, n, accumulate)
+
+
 cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
                           Py_ssize_t nc, Segment* segs) noexcept nogil:
     """Split the flat positions [j0, j0 + nc) of a (., count_h, count_w) grid into runs
@@ -382,16 +401,10 @@ cdef void _write_phase(const floating* Y, Py_ssize_t y_size, Py_ssize_t n_dir,
                    + (ph[0].o0[1] + segs[k].j[1] * stride_h) * ys.h
                    + (ph[first].o0[2] + segs[k].j[2] * stride_w) * ys.w)
             if n_dir == 2:
-                if floating is float:
-                    _store2_f(dst, src + first * y_size, src + (1 - first) * y_size, b,
-                              segs[k].length, False)
-                else:
-                    _store2_d(dst, src + first * y_size, src + (1 - first) * y_size, b,
-                              segs[k].length, False)
-            elif floating is float:
-                _store_f(dst, step, src, b, segs[k].length, False)
+                _store2(dst, src + first * y_size, src + (1 - first) * y_size, b,
+                        segs[k].length, False)
             else:
-                _store_d(dst, step, src, b, segs[k].length, False)
+                _store(dst, step, src, b, segs[k].length, False)
 
 
 cdef inline void _load_phase(Phase3* ph, const Py_ssize_t[:, :, ::1] phases,
@@ -652,20 +665,12 @@ cdef void _write_rows(const floating* Y, Py_ssize_t y_size, Py_ssize_t ldy,
                 row = yg + co * ys.c + od * ys.d + oh * ys.h
                 src = Y + co * ldy + coff[p * nrow + q]
                 if n_pair > 0:
-                    if floating is float:
-                        _store2_f(row + ph[first].o0[2], src + first * y_size,
-                                  src + (1 - first) * y_size, b, n_pair, accumulate)
-                    else:
-                        _store2_d(row + ph[first].o0[2], src + first * y_size,
-                                  src + (1 - first) * y_size, b, n_pair, accumulate)
+                    _store2(row + ph[first].o0[2], src + first * y_size,
+                            src + (1 - first) * y_size, b, n_pair, accumulate)
                     continue
                 for v in range(n_pw):
-                    if floating is float:
-                        _store_f(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src + v * y_size,
-                                 b, ph[v].count[2], accumulate)
-                    else:
-                        _store_d(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src + v * y_size,
-                                 b, ph[v].count[2], accumulate)
+                    _store(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src + v * y_size, b,
+                           ph[v].count[2], accumulate)
 
 
 cdef void _forward_slab(const conv3dt_isa* isa, const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
@@ -1055,14 +1060,8 @@ cdef void _grad_tile(const conv3dt_isa* isa, const floating* buf, const Window* 
     if gxg != NULL:
         for ci in range(cig):
             for k in range(nrun):
-                if floating is float:
-                    _store_f(gxg + ci * gxs.c + (id + k // nrow) * gxs.d
-                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nv * lanes + coff[k],
-                             0, in_w, False)
-                else:
-                    _store_d(gxg + ci * gxs.c + (id + k // nrow) * gxs.d
-                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nv * lanes + coff[k],
-                             0, in_w, False)
+                _store(gxg + ci * gxs.c + (id + k // nrow) * gxs.d + (jh0 + k % nrow) * gxs.h,
+                       gxs.w, T + ci * nv * lanes + coff[k], 0, in_w, False)
 
 
 cdef void _grad_item(const conv3dt_isa* isa, const floating* gyg, Strides4 gs, const floating* xg, Strides4 xs,
