@@ -77,7 +77,9 @@ if _flag("CONV3DT_DEBUG"):
 KERNEL_SOURCES = ["conv3dt/_kernels.pyx"] + [
     f"conv3dt/kernels/{name}.c" for name in ("generic", "avx2", "avx512", "registry")
 ]
-extensions = [Extension("conv3dt._kernels", KERNEL_SOURCES, include_dirs=["conv3dt"])]
+KERNEL_HEADERS = [f"conv3dt/kernels/{name}.h" for name in ("isa", "microkernels", "memops")]
+extensions = [Extension("conv3dt._kernels", KERNEL_SOURCES, include_dirs=["conv3dt"],
+                        depends=KERNEL_HEADERS + ["conv3dt/_kernels.pxd"])]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives),

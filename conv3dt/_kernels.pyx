@@ -137,10 +137,6 @@ cdef extern from "kernels/memops.h" nogil:
     void _store_d "conv3dt_store_d"(double* dst, Py_ssize_t step, const double* src,
                                     double b, Py_ssize_t n, int accumulate)
     void _store_fence "conv3dt_store_fence"()
-    void _store2_f "conv3dt_store2_f"(float* dst, const float* a, const float* c, float b,
-                                      Py_ssize_t n, int accumulate)
-    void _store2_d "conv3dt_store2_d"(double* dst, const double* a, const double* c,
-                                      double b, Py_ssize_t n, int accumulate)
 
 
 cdef extern from "kernels/isa.h" nogil:
@@ -180,6 +176,10 @@ cdef extern from "kernels/isa.h" nogil:
         void (*axpy_d)(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil
         Py_ssize_t (*nonfinite_f)(const float* x, Py_ssize_t n) noexcept nogil
         Py_ssize_t (*nonfinite_d)(const double* x, Py_ssize_t n) noexcept nogil
+        void (*store2_f)(float* dst, const float* a, const float* c, float b, Py_ssize_t n,
+                         int accumulate) noexcept nogil
+        void (*store2_d)(double* dst, const double* a, const double* c, double b,
+                         Py_ssize_t n, int accumulate) noexcept nogil
     int conv3dt_isa_count()
     const conv3dt_isa* conv3dt_isa_get(int index)
     int conv3dt_isa_supported(int index)
@@ -336,14 +336,15 @@ cdef inline void _store(floating* dst, Py_ssize_t step, const floating* src, flo
         _store_d(dst, step, src, b, n, accumulate)
 
 
-cdef inline void _store2(floating* dst, const floating* a, const floating* c, floating b,
-                         Py_ssize_t n, bint accumulate) noexcept nogil:
+cdef inline void _store2(const conv3dt_isa* isa, floating* dst, const floating* a,
+                         const floating* c, floating b, Py_ssize_t n,
+                         bint accumulate) noexcept nogil:
     """dst[2u] = a[u] + b, dst[2u + 1] = c[u] + b (or +=), u < n: two w-phases of stride 2
-    interleaved in one contiguous row."""
+    interleaved in one contiguous row (the variant's shuffles)."""
     if floating is float:
-        _store2_f(dst, a, c, b, n, accumulate)
+        isa.store2_f(dst, a, c, b, n, accumulate)
     else:
-        _store2_d(dst, a, c, b, n, accumulate)
+        isa.store2_d(dst, a, c, b, n, accumulate)
 
 
 cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
@@ -377,7 +378,8 @@ cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
 
 # ------------------------------------------------------------------------ forward pass
 
-cdef void _write_phase(const floating* Y, Py_ssize_t y_size, Py_ssize_t n_dir,
+cdef void _write_phase(const conv3dt_isa* isa, const floating* Y, Py_ssize_t y_size,
+                       Py_ssize_t n_dir,
                        floating* yg, Strides4 ys, Py_ssize_t cog, const floating* bias,
                        const Phase3* ph, Py_ssize_t stride_d, Py_ssize_t stride_h,
                        Py_ssize_t stride_w, const Segment* segs, Py_ssize_t nseg,
@@ -401,7 +403,7 @@ cdef void _write_phase(const floating* Y, Py_ssize_t y_size, Py_ssize_t n_dir,
                    + (ph[0].o0[1] + segs[k].j[1] * stride_h) * ys.h
                    + (ph[first].o0[2] + segs[k].j[2] * stride_w) * ys.w)
             if n_dir == 2:
-                _store2(dst, src + first * y_size, src + (1 - first) * y_size, b,
+                _store2(isa, dst, src + first * y_size, src + (1 - first) * y_size, b,
                         segs[k].length, False)
             else:
                 _store(dst, step, src, b, segs[k].length, False)
@@ -633,7 +635,8 @@ cdef void _read_rows(floating* Y, Py_ssize_t y_size, Py_ssize_t ldy,
                         dst[u] = row[(ph[v].o0[2] + u * stride_w) * ys.w]
 
 
-cdef void _write_rows(const floating* Y, Py_ssize_t y_size, Py_ssize_t ldy,
+cdef void _write_rows(const conv3dt_isa* isa, const floating* Y, Py_ssize_t y_size,
+                      Py_ssize_t ldy,
                       const Py_ssize_t* coff, const Phase3* ph, Py_ssize_t n_pw,
                       floating* yg, Strides4 ys, Py_ssize_t cog, const floating* bias,
                       bint accumulate, Py_ssize_t stride_d, Py_ssize_t stride_h,
@@ -665,7 +668,7 @@ cdef void _write_rows(const floating* Y, Py_ssize_t y_size, Py_ssize_t ldy,
                 row = yg + co * ys.c + od * ys.d + oh * ys.h
                 src = Y + co * ldy + coff[p * nrow + q]
                 if n_pair > 0:
-                    _store2(row + ph[first].o0[2], src + first * y_size,
+                    _store2(isa, row + ph[first].o0[2], src + first * y_size,
                             src + (1 - first) * y_size, b, n_pair, accumulate)
                     continue
                 for v in range(n_pw):
@@ -743,7 +746,7 @@ cdef void _forward_slab(const conv3dt_isa* isa, const floating* xg, Strides4 xs,
                         _direct_phase(isa, xg, xs, in_d, in_h, in_w, &phw[v],
                                       wpack + combos[c + v, 3] + g * cog * kc, kc, cog, segs,
                                       nseg, nc, Y + v * y_size)
-                    _write_phase(Y, y_size, n_dir, yg, ys, cog, bias, phw, stride_d, stride_h,
+                    _write_phase(isa, Y, y_size, n_dir, yg, ys, cog, bias, phw, stride_d, stride_h,
                                  stride_w, segs, nseg, nc)
                     j0 += ncol
                 c += n_dir
@@ -796,7 +799,7 @@ cdef void _forward_slab(const conv3dt_isa* isa, const floating* xg, Strides4 xs,
                                          Y + v * y_size, rows, aoff, tap, tap_off)
                         # The bias goes after the last block of channels, so that it is
                         # added to the whole sum however the channels are blocked.
-                        _write_rows(Y, y_size, nv * lanes, coff, phw, c_end - c, yg, ys, cog,
+                        _write_rows(isa, Y, y_size, nv * lanes, coff, phw, c_end - c, yg, ys, cog,
                                     bias if c0 + nci >= cig else NULL, False, stride_d,
                                     stride_h, stride_w, jd, npl, jh0, nrow)
                         jh0 += nrow

@@ -32,7 +32,9 @@
     /* y[u] += a * x[u]: the forward pass's direct path (few output channels) */          \
     void (*axpy_##S)(T *y, const T *x, T a, ptrdiff_t n);                                  \
     /* the number of NaN or infinite elements of x[0 .. n) */                            \
-    ptrdiff_t (*nonfinite_##S)(const T *x, ptrdiff_t n);
+    ptrdiff_t (*nonfinite_##S)(const T *x, ptrdiff_t n);                                   \
+    /* dst[2u] = a[u] + b, dst[2u + 1] = c[u] + b (or +=): two w-phases of stride 2 */    \
+    void (*store2_##S)(T *dst, const T *a, const T *c, T b, ptrdiff_t n, int accumulate);
 
 typedef struct conv3dt_isa {
     const char *name;     /* "generic", "avx2", "avx512" */

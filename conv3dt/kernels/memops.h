@@ -115,9 +115,9 @@ CONV3DT_STORE(conv3dt_store_d, double, conv3dt_v4d_t, 4)
 /* dst[2u] = a[u] + b, dst[2u + 1] = c[u] + b, u < n (or += a[u], += c[u] when accumulate):
  * the two w-phases of a stride-2 output row written together, interleaved in registers so
  * that the row is stored in whole vectors. */
-#define CONV3DT_STORE2(name, T, V, I, W, LO, HI)                                  \
+#define CONV3DT_STORE2(SC, name, T, V, I, W, LO, HI)                              \
     typedef T V __attribute__((vector_size(W * sizeof(T))));                     \
-    static inline void name(T *restrict dst, const T *restrict a,         \
+    SC void name(T *restrict dst, const T *restrict a,                           \
                                     const T *restrict c, T b, ptrdiff_t n,        \
                                     int accumulate) {                             \
         const I lo = LO, hi = HI;                                                 \
@@ -159,12 +159,7 @@ CONV3DT_STORE(conv3dt_store_d, double, conv3dt_v4d_t, 4)
     }
 
 
-typedef int conv3dt_v8i __attribute__((vector_size(32)));
-typedef long long conv3dt_v4l __attribute__((vector_size(32)));
-CONV3DT_STORE2(conv3dt_store2_f, float, conv3dt_v8f_s, conv3dt_v8i, 8,
-               ((conv3dt_v8i){0, 8, 1, 9, 2, 10, 3, 11}),
-               ((conv3dt_v8i){4, 12, 5, 13, 6, 14, 7, 15}))
-CONV3DT_STORE2(conv3dt_store2_d, double, conv3dt_v4d_s, conv3dt_v4l, 4,
-               ((conv3dt_v4l){0, 4, 1, 5}), ((conv3dt_v4l){2, 6, 3, 7}))
+/* CONV3DT_STORE2 is instantiated by each instruction-set variant (microkernels.h), so that
+ * its shuffles use the variant's instructions. */
 
 #endif

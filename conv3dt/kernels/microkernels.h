@@ -18,8 +18,14 @@
  * depend on how a caller splits its rows into calls either (see panel_gemm).
  */
 #include "isa.h"
+#include "memops.h"
 
 #define CONV3DT_WGRAD_MV 2
+/* The few-channel grad_weight blocks may use narrower vectors than the variant's: their
+ * lanes are added at the end of each block, which costs more with wider vectors. */
+#ifndef CONV3DT_DOT_VECTOR_BYTES
+#define CONV3DT_DOT_VECTOR_BYTES CONV3DT_VECTOR_BYTES
+#endif
 
 /* ----------------------------------------------------------------------- axpy */
 
@@ -329,19 +335,33 @@
 
 typedef float conv3dt_vf __attribute__((vector_size(CONV3DT_VECTOR_BYTES)));
 typedef double conv3dt_vd __attribute__((vector_size(CONV3DT_VECTOR_BYTES)));
+typedef float conv3dt_dot_vf __attribute__((vector_size(CONV3DT_DOT_VECTOR_BYTES)));
+typedef double conv3dt_dot_vd __attribute__((vector_size(CONV3DT_DOT_VECTOR_BYTES)));
 #define CONV3DT_LANES_F (CONV3DT_VECTOR_BYTES / 4)
 #define CONV3DT_LANES_D (CONV3DT_VECTOR_BYTES / 8)
+#define CONV3DT_DOT_LANES_F (CONV3DT_DOT_VECTOR_BYTES / 4)
+#define CONV3DT_DOT_LANES_D (CONV3DT_DOT_VECTOR_BYTES / 8)
+
+/* The write-out of two w-phases of stride 2 interleaved in one row (memops.h), in 32-byte
+ * vectors shuffled with this variant's instructions. */
+typedef int conv3dt_v8i __attribute__((vector_size(32)));
+typedef long long conv3dt_v4l __attribute__((vector_size(32)));
+CONV3DT_STORE2(CONV3DT_FN, store2_f, float, conv3dt_v8f_s, conv3dt_v8i, 8,
+               ((conv3dt_v8i){0, 8, 1, 9, 2, 10, 3, 11}),
+               ((conv3dt_v8i){4, 12, 5, 13, 6, 14, 7, 15}))
+CONV3DT_STORE2(CONV3DT_FN, store2_d, double, conv3dt_v4d_s, conv3dt_v4l, 4,
+               ((conv3dt_v4l){0, 4, 1, 5}), ((conv3dt_v4l){2, 6, 3, 7}))
 
 #ifndef CONV3DT_HAVE_AXPY
 CONV3DT_AXPY(float, f)
 CONV3DT_AXPY(double, d)
 #endif
-CONV3DT_DOT_BLOCK(f, float, conv3dt_vf, CONV3DT_LANES_F, 1, CONV3DT_DOT_NB)
-CONV3DT_DOT_BLOCK(f, float, conv3dt_vf, CONV3DT_LANES_F, 2, CONV3DT_DOT_NB / 2)
-CONV3DT_DOT_BLOCK(f, float, conv3dt_vf, CONV3DT_LANES_F, 3, CONV3DT_DOT_NB / 3)
-CONV3DT_DOT_BLOCK(d, double, conv3dt_vd, CONV3DT_LANES_D, 1, CONV3DT_DOT_NB)
-CONV3DT_DOT_BLOCK(d, double, conv3dt_vd, CONV3DT_LANES_D, 2, CONV3DT_DOT_NB / 2)
-CONV3DT_DOT_BLOCK(d, double, conv3dt_vd, CONV3DT_LANES_D, 3, CONV3DT_DOT_NB / 3)
+CONV3DT_DOT_BLOCK(f, float, conv3dt_dot_vf, CONV3DT_DOT_LANES_F, 1, CONV3DT_DOT_NB)
+CONV3DT_DOT_BLOCK(f, float, conv3dt_dot_vf, CONV3DT_DOT_LANES_F, 2, CONV3DT_DOT_NB / 2)
+CONV3DT_DOT_BLOCK(f, float, conv3dt_dot_vf, CONV3DT_DOT_LANES_F, 3, CONV3DT_DOT_NB / 3)
+CONV3DT_DOT_BLOCK(d, double, conv3dt_dot_vd, CONV3DT_DOT_LANES_D, 1, CONV3DT_DOT_NB)
+CONV3DT_DOT_BLOCK(d, double, conv3dt_dot_vd, CONV3DT_DOT_LANES_D, 2, CONV3DT_DOT_NB / 2)
+CONV3DT_DOT_BLOCK(d, double, conv3dt_dot_vd, CONV3DT_DOT_LANES_D, 3, CONV3DT_DOT_NB / 3)
 CONV3DT_DOT_BLOCKS(f, float)
 CONV3DT_DOT_BLOCKS(d, double)
 CONV3DT_PANEL_GEMM(f, float, conv3dt_vf, CONV3DT_LANES_F)
@@ -362,7 +382,7 @@ const conv3dt_isa CONV3DT_RECORD = {
     .wgrad_nr = CONV3DT_WGRAD_NR,
     .dot_nb = CONV3DT_DOT_NB,
     .panel_gemm_f = panel_gemm_f, .wgrad_gemm_f = wgrad_gemm_f, .dot_blocks_f = dot_blocks_f,
-    .axpy_f = axpy_f, .nonfinite_f = nonfinite_f,
+    .axpy_f = axpy_f, .nonfinite_f = nonfinite_f, .store2_f = store2_f,
     .panel_gemm_d = panel_gemm_d, .wgrad_gemm_d = wgrad_gemm_d, .dot_blocks_d = dot_blocks_d,
-    .axpy_d = axpy_d, .nonfinite_d = nonfinite_d,
+    .axpy_d = axpy_d, .nonfinite_d = nonfinite_d, .store2_d = store2_d,
 };
