@@ -263,6 +263,8 @@ def _overlaps_itself(arr):
     The dimensions sorted by stride must each step past everything the smaller ones span:
     so it is for every slice, transpose or reshape of an array that owns its memory.
     """
+    if arr.size == 0:
+        return False
     reach = arr.itemsize
     for stride, size in sorted((abs(st), n) for st, n in zip(arr.strides, arr.shape) if n > 1):
         if stride < reach:
@@ -273,7 +275,7 @@ def _overlaps_itself(arr):
 
 def _check_out(out, name, shape, dtype, xp, data_format, inputs, contiguous=False):
     """``out`` can receive a result of ``shape`` and ``dtype``; a clear error otherwise."""
-    if not isinstance(out, xp.ndarray):
+    if not isinstance(out, xp.ndarray) or _backend.is_gpu_array(out) != (xp is not np):
         where = "a NumPy array (on the CPU, as the inputs are)" if xp is np else \
             "a CuPy array (on the GPU, as the inputs are)"
         raise TypeError(f"{name} must be {where}, got {type(out).__module__}."
@@ -554,7 +556,7 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
         key, _backward_setup, xp, grad_output.shape, x.shape, weight.shape, dtype, needs,
         stride, padding, output_padding, groups, dilation, output_size, data_format)
     grads = [None, None, None]
-    if outs == (None, None, None):
+    if grad_x_out is None and grad_weight_out is None and grad_bias_out is None:
         for i, result in enumerate(results):
             if result is not None:
                 grads[i] = _allocate(xp, result[0], dtype, result[1], backend, result[2])
