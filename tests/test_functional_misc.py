@@ -54,6 +54,23 @@ def test_name_is_accepted_and_ignored():
     _close(F.conv3d_transpose(x, w, b, 2, 1, 1, 1, 1, None, "NCDHW", "deconv_2"), ref)
 
 
+def test_every_layer_function_takes_paddles_name():
+    import inspect
+
+    import conv3dt.layers as L
+    from conv3dt.dygraph import to_variable
+
+    v = to_variable(np.array([-1.0, 0.5, 2.0]))
+    for fname in L.__all__:
+        if fname == "mse_loss":          # fluid.layers.mse_loss(input, label): no name
+            continue
+        params = inspect.signature(getattr(L, fname)).parameters
+        assert "name" in params and params["name"].default is None, fname
+        args = (v, v) if fname.startswith("elementwise_") else (v,)
+        ref = getattr(L, fname)(*args).numpy()
+        np.testing.assert_array_equal(getattr(L, fname)(*args, name="n").numpy(), ref)
+
+
 # ----------------------------------------------------------- no warnings, exact results
 
 
