@@ -210,6 +210,8 @@ def _result(xp, shape, dtype, what):
     """How a result of ``shape`` is allocated: (shape, what, small); checks its size."""
     shape = tuple(int(s) for s in shape)
     nbytes = _check_size(xp, shape, dtype, what)
+    # conv3dt._memory.empty hands arrays under _MIN_BYTES straight from NumPy: so does a
+    # small result here, without the cache's reading of its limit at every call.
     return shape, what, xp is np and nbytes < _memory._MIN_BYTES
 
 
@@ -432,7 +434,8 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     system the clearing of fresh pages. ``conv3dt.empty_cache()`` frees the idle blocks;
     ``conv3dt.set_cache_limit(nbytes)``, or the environment variable ``CONV3DT_CACHE_MIB``
     (MiB), bounds the idle memory kept (default 256 MiB; 0 keeps none, and results then
-    own their memory); ``conv3dt.cache_info()`` reports it. ``out=`` allocates nothing.
+    own their memory); ``conv3dt.cache_info()`` reports it. With ``out=`` no result is
+    allocated.
 
     Precision: float32 inputs accumulate in float32 (blocked GEMMs). Per output element
     the error against exact arithmetic stays within ``4 * eps32 * sum |x * w|`` over the
