@@ -194,6 +194,41 @@ class Conv3DTranspose(Layer):
         return Activation.apply(out, act=self._act, params=_activations.attrs_for(self._act))
 
     def __repr__(self):
-        return (f"Conv3DTranspose({self._num_channels}, {self._num_filters}, "
-                f"filter_size={self._filter_size}, groups={self._groups}, act={self._act!r}, "
-                + ", ".join(f"{k}={v!r}" for k, v in self._conv.items()) + ")")
+        # As torch prints its layers: the channels, then only what differs from the
+        # defaults, sizes as triples (filter_size=(3, 3, 3), stride=(2, 2, 2)).
+        def shown(value):
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                return (int(value),) * 3
+            if isinstance(value, (list, tuple)):
+                return tuple(shown(v) if isinstance(v, (list, tuple)) else v for v in value)
+            return value
+
+        def is_zero(value):
+            flat = value if isinstance(value, tuple) else (value,)
+            return all(is_zero(v) if isinstance(v, tuple) else
+                       isinstance(v, numbers.Integral) and v == 0 for v in flat)
+
+        c = self._conv
+        padding = shown(c["padding"])
+        fields = [  # (name, value shown, its default)
+            ("filter_size", self._filter_size, None),
+            ("output_size", shown(c["output_size"]), None),
+            ("padding", padding, padding if is_zero(padding) else (0, 0, 0)),
+            ("stride", shown(c["stride"]), (1, 1, 1)),
+            ("dilation", shown(c["dilation"]), (1, 1, 1)),
+            ("groups", self._groups, 1),
+            ("param_attr", self._param_attr, None),
+            ("bias_attr", self._bias_attr, None),
+            ("use_cudnn", self._use_cudnn, True),
+            ("act", self._act, None),
+            ("dtype", str(self._dtype), "float32"),
+            ("output_padding", shown(c["output_padding"]), (0, 0, 0)),
+            ("data_format", c["data_format"], "NCDHW"),
+        ]
+        # C_in, or the name scope while C_in is known only from the first input.
+        channels = self._num_channels if self._num_channels is not None else self.full_name()
+        args = [repr(channels), repr(self._num_filters)] + [
+            f"{name}={value!r}" for name, value, default in fields
+            # (type first: False == 0 and True == 1, yet bias_attr=False is no default)
+            if not (type(value) is type(default) and value == default)]
+        return f"Conv3DTranspose({', '.join(args)})"
