@@ -13,6 +13,7 @@ reuses the memory of large arrays.
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 
@@ -101,8 +102,8 @@ def all_finite(arr):
 
 def _n_threads(plan, tuning):
     """Threads for one pass of ``plan``: the configured count, or 1 for tiny problems."""
-    macs = (plan.n * plan.c_in * (plan.c_out // plan.groups) * int(np.prod(plan.kernel))
-            * int(np.prod(plan.in_size)))
+    macs = (plan.n * plan.c_in * (plan.c_out // plan.groups) * math.prod(plan.kernel)
+            * math.prod(plan.in_size))
     return 1 if macs < tuning.serial_macs else get_num_threads()
 
 
@@ -425,7 +426,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
         return
     sched = _backward_schedule(plan, dtype.itemsize, isa, tuning)
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
-    kc = cog * int(np.prod(plan.kernel))
+    kc = cog * math.prod(plan.kernel)
     n_items = plan.groups * plan.n * len(sched.depths)
     if gw_out is not None:
         budget = max(1, tuning.chunk_bytes // (w.size * dtype.itemsize))
