@@ -20,7 +20,7 @@ import numpy as np
 from . import _isa, _kernels
 from ._geometry import phase_tables
 from ._memory import empty
-from ._threads import get_num_threads
+from ._threads import get_num_threads, note_parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +95,7 @@ def all_finite(arr):
     if arr.flags.c_contiguous:
         # Waking threads costs more than checking a small array on one.
         n_threads = 1 if arr.size < _FINITE_SERIAL else get_num_threads()
+        note_parallel(n_threads)
         return _kernels.all_finite(arr.reshape(-1), _isa.current().index, n_threads)
     # min and max propagate NaN and infinity, and make no temporary the size of arr
     return bool(np.isfinite(arr.min())) and bool(np.isfinite(arr.max()))
@@ -104,7 +105,9 @@ def _n_threads(plan, tuning):
     """Threads for one pass of ``plan``: the configured count, or 1 for tiny problems."""
     macs = (plan.n * plan.c_in * (plan.c_out // plan.groups) * math.prod(plan.kernel)
             * math.prod(plan.in_size))
-    return 1 if macs < tuning.serial_macs else get_num_threads()
+    n_threads = 1 if macs < tuning.serial_macs else get_num_threads()
+    note_parallel(n_threads)
+    return n_threads
 
 
 def _raise_if_failed(code, what, n_threads):

@@ -8,6 +8,11 @@ available to the process. Results do not depend on the thread count.
 
 ``threadpoolctl`` sees the kernels as a thread pool of its own (``internal_api``
 ``'conv3dt'``, ``user_api`` ``'openmp'``), so ``threadpool_limits(1)`` limits them too.
+
+A process forked (``multiprocessing``'s 'fork', ``os.fork``) from one whose kernels had
+already run on several threads runs its kernels on one thread: GNU OpenMP's thread pool
+does not survive a fork, and a child that started a parallel region would wait forever for
+the parent's threads. 'spawn' and 'forkserver' children start afresh and use every core.
 """
 
 import os
@@ -19,6 +24,10 @@ ENV_VAR = "CONV3DT_NUM_THREADS"
 OMP_ENV_VAR = "OMP_NUM_THREADS"
 _lock = threading.Lock()
 _num_threads = None
+# Whether this process has run a kernel on several threads (an OpenMP team exists), and
+# whether it is a child forked from a process that had.
+_team_started = False
+_forked_after_team = False
 
 
 def _available_cores():
@@ -61,9 +70,30 @@ def _from_env(name, value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
 
 
+def note_parallel(n_threads):
+    """Record that a kernel is about to run on ``n_threads`` threads (the backend calls
+    this), so that a forked child knows whether its parent had an OpenMP team."""
+    global _team_started
+    if n_threads > 1:
+        _team_started = True
+
+
+def _after_fork_in_child():
+    global _forked_after_team
+    if _team_started:
+        _forked_after_team = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def thread_source():
     """Where the thread count comes from: ``'set_num_threads'``, ``'CONV3DT_NUM_THREADS'``,
-    ``'OMP_NUM_THREADS'`` or ``'cores'``."""
+    ``'OMP_NUM_THREADS'``, ``'cores'``, or ``'fork'`` (one thread in a child forked after
+    the kernels ran on several threads)."""
+    if _forked_after_team:
+        return "fork"
     if _num_threads is not None:
         return "set_num_threads"
     for name in (ENV_VAR, OMP_ENV_VAR):
@@ -73,7 +103,10 @@ def thread_source():
 
 
 def get_num_threads():
-    """The number of threads the CPU kernels use (see :func:`set_num_threads`)."""
+    """The number of threads the CPU kernels use (see :func:`set_num_threads`; 1 in a
+    process forked after the kernels ran on several threads)."""
+    if _forked_after_team:
+        return 1
     n = _num_threads
     if n is not None:
         return n
