@@ -240,12 +240,21 @@ class Adam(Optimizer):
             out[p.name + ".beta2_pow"] = np.array([b2p])
         return out
 
+    # Paddle 2.x/3.x's optimizer.state_dict() names the same four accumulators so.
+    _PADDLE_SUFFIXES = ("_moment1_0", "_moment2_0", "_beta1_pow_acc_0", "_beta2_pow_acc_0")
+
     def set_dict(self, state_dict):
-        """Restore moments saved by ``state_dict`` for the parameters in ``parameter_list``."""
+        """Restore moments saved by ``state_dict`` for the parameters in ``parameter_list``.
+
+        Keys are this class's (``'<param name>.moment1'``, ...) or Paddle 2.x/3.x's
+        (``'<param name>_moment1_0'``, ``_moment2_0``, ``_beta1_pow_acc_0``,
+        ``_beta2_pow_acc_0``), so a ``.pdopt`` written by ``paddle.save`` loads too."""
         if self._parameter_list is None:
             raise ValueError("Adam.set_dict needs the optimizer's parameter_list")
         for p in self._parameter_list:
             keys = [p.name + s for s in (".moment1", ".moment2", ".beta1_pow", ".beta2_pow")]
+            if not all(k in state_dict for k in keys):
+                keys = [p.name + s for s in self._PADDLE_SUFFIXES]
             if not all(k in state_dict for k in keys):
                 continue
             xp = array_module(p._data)
