@@ -132,7 +132,8 @@ def _axes(x, axis, func):
         return None
     axes = [axis] if isinstance(axis, numbers.Integral) else list(axis)
     for a in axes:
-        if isinstance(a, bool) or not isinstance(a, numbers.Integral) or not -x.ndim <= a < max(x.ndim, 1):
+        if (isinstance(a, bool) or not isinstance(a, numbers.Integral)
+                or not -x.ndim <= a < max(x.ndim, 1)):
             raise ValueError(f"{func}: axis {a!r} is out of range for a {x.ndim}-D Tensor")
     return tuple(int(a) for a in axes) if axes else None
 

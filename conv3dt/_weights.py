@@ -155,6 +155,15 @@ def _scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
 
 
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    # Pickle protocol 2 writes a bytes object as _codecs.encode(str, 'latin1'); only that
+    # form is accepted (other codecs would widen what a file can make us do).
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {type(text).__name__} and "
+                                     f"encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 # The only globals a Paddle state dict pickle needs: what NumPy writes for arrays, dtypes
 # and scalars (module numpy.core before NumPy 2, numpy._core from NumPy 2 on), and the
 # containers. Everything here builds data; nothing runs user-chosen code.
@@ -170,6 +179,7 @@ _SAFE_GLOBALS.update({
     ("builtins", "dict"): dict, ("builtins", "list"): list, ("builtins", "tuple"): tuple,
     ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
     ("builtins", "complex"): complex, ("builtins", "bytearray"): bytearray,
+    ("_codecs", "encode"): _latin1_encode,
 })
 
 
@@ -549,7 +559,7 @@ def write(obj, path, format=None, protocol=4):
     if os.path.isdir(path):
         raise IsADirectoryError(f"save: {path!r} is a directory")
     ext = os.path.splitext(path)[1].lower()
-    fmt = format or {"safetensors": "safetensors", "npz": "npz"}.get(FORMATS.get(ext), "paddle")
+    fmt = format or FORMATS.get(ext, "paddle")
     if fmt == "torch":
         raise ValueError("save: conv3dt does not write PyTorch files; use .safetensors, "
                          "which PyTorch reads with safetensors.torch.load_file")
