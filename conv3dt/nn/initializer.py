@@ -2,17 +2,17 @@
 
 They are the 1.x initializers of :mod:`conv3dt.initializer` with 2.x argument names:
 
-==============================  ============================================================
-``Constant(value=0.0)``         every element ``value``
-``Normal(mean=0.0, std=1.0)``   N(mean, std^2)
-``TruncatedNormal(mean, std)``  N(mean, std^2) restricted to ``mean +- 2 std``
-``Uniform(low=-1.0, high=1.0)`` U(low, high)
-``XavierUniform()``             U(-sqrt(6 / (fan_in + fan_out)), +sqrt(6 / (fan_in + fan_out)))
-``XavierNormal()``              N(0, 2 / (fan_in + fan_out))
-``KaimingUniform()``            U(-gain sqrt(3 / fan_in), +gain sqrt(3 / fan_in))
-``KaimingNormal()``             N(0, gain^2 / fan_in)
-``Assign(value)``               a copy of ``value`` (an array, list or Tensor)
-==============================  ============================================================
+=================================  ==============================================================
+``Constant(value=0.0)``            every element ``value``
+``Normal(mean=0.0, std=1.0)``      N(mean, std^2)
+``TruncatedNormal(mean, std)``     N(mean, std^2) restricted to ``mean +- 2 std``
+``Uniform(low=-1.0, high=1.0)``    U(low, high)
+``XavierUniform()``                U(-sqrt(6 / (fan_in + fan_out)), +sqrt(6 / (fan_in + fan_out)))
+``XavierNormal()``                 N(0, 2 / (fan_in + fan_out))
+``KaimingUniform()``               U(-gain sqrt(3 / fan_in), +gain sqrt(3 / fan_in))
+``KaimingNormal()``                N(0, gain^2 / fan_in)
+``Assign(value)``                  a copy of ``value`` (an array, list or Tensor)
+=================================  ==============================================================
 
 Fans are Paddle's (see :mod:`conv3dt.initializer`); ``gain`` is Paddle's
 ``calculate_gain(nonlinearity, negative_slope)``: sqrt(2) for relu,
