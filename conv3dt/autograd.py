@@ -404,11 +404,12 @@ class Variable:
     def __array_function__(self, func, types, args, kwargs):
         # NumPy functions (np.sum, np.mean, np.concatenate, ...) on Variables: computed by
         # NumPy on the values when no gradient is lost; refused with a clear message when
-        # an argument needs one (NumPy would silently cut it from the graph).
+        # an argument needs one (NumPy would silently cut it from the graph), unless the
+        # result carries no gradient anyway (np.allclose, np.argmax, np.shape, ...).
         variables = []
         _collect_variables((args, kwargs), variables)
         tracked = [v for v in variables if not v.stop_gradient]
-        if tracked:
+        if tracked and func not in _GRADIENT_FREE:
             raise TypeError(
                 f"numpy.{func.__name__}() on Variable '{tracked[0].name}', which has "
                 "stop_gradient=False: NumPy would drop its gradient. Use the Variable's "
@@ -631,6 +632,14 @@ class Variable:
 
 # Paddle 2.x's name for the same class: conv3dt.Tensor is conv3dt.Variable.
 Tensor = Variable
+
+# NumPy functions whose results carry no gradient (comparisons, shapes, indices, text):
+# allowed on Variables that need one, since nothing is lost.
+_GRADIENT_FREE = {f for f in (getattr(np, name, None) for name in (
+    "allclose", "isclose", "array_equal", "array_equiv", "shape", "ndim", "size", "argmax",
+    "argmin", "argsort", "argwhere", "nonzero", "flatnonzero", "count_nonzero", "any", "all",
+    "may_share_memory", "shares_memory", "array_repr", "array_str", "array2string",
+    "iscomplexobj", "isrealobj")) if f is not None}
 
 
 def _collect_variables(obj, out):
