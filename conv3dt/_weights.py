@@ -164,14 +164,30 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
     return text.encode("latin1")
 
 
+class _Constructor:
+    """One of the functions above as the unpickler sees it: callable, but a pickle's
+    BUILD opcode (which sets attributes of the object on the stack) is refused on it."""
+    __slots__ = ("_func",)
+
+    def __init__(self, func):
+        object.__setattr__(self, "_func", func)
+
+    def __call__(self, *args):
+        return self._func(*args)
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError(f"the pickle sets attributes of {self._func.__name__}")
+
+
 # The only globals a Paddle state dict pickle needs: what NumPy writes for arrays, dtypes
 # and scalars (module numpy.core before NumPy 2, numpy._core from NumPy 2 on), and the
-# containers. Everything here builds data; nothing runs user-chosen code.
+# containers. Everything here builds data; nothing runs user-chosen code. (The classes
+# are immutable C types, so BUILD cannot change them either.)
 _SAFE_GLOBALS = {}
 for _core in ("numpy.core", "numpy._core"):
-    _SAFE_GLOBALS[(_core + ".multiarray", "_reconstruct")] = _reconstruct
-    _SAFE_GLOBALS[(_core + ".multiarray", "scalar")] = _scalar
-    _SAFE_GLOBALS[(_core + ".numeric", "_frombuffer")] = _frombuffer
+    _SAFE_GLOBALS[(_core + ".multiarray", "_reconstruct")] = _Constructor(_reconstruct)
+    _SAFE_GLOBALS[(_core + ".multiarray", "scalar")] = _Constructor(_scalar)
+    _SAFE_GLOBALS[(_core + ".numeric", "_frombuffer")] = _Constructor(_frombuffer)
 _SAFE_GLOBALS.update({
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
@@ -179,7 +195,7 @@ _SAFE_GLOBALS.update({
     ("builtins", "dict"): dict, ("builtins", "list"): list, ("builtins", "tuple"): tuple,
     ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
     ("builtins", "complex"): complex, ("builtins", "bytearray"): bytearray,
-    ("_codecs", "encode"): _latin1_encode,
+    ("_codecs", "encode"): _Constructor(_latin1_encode),
 })
 
 
@@ -224,8 +240,14 @@ def _read_paddle(path):
             raise _fail(path, "paddle", f"{type(exc).__name__}: {exc}") from exc
 
 
-def _check_arrays(obj, path, fmt):
-    """Every array in ``obj`` has a numeric or bool dtype (object arrays would be pickles)."""
+_DATA_LEAVES = (bool, int, float, complex, str, bytes, bytearray, type(None))
+
+
+def _check_arrays(obj, path, fmt, data_only=True):
+    """``obj``'s arrays are numeric or bool (object arrays would be pickles); with
+    ``data_only``, ``obj`` is also nothing but containers of arrays, NumPy scalars,
+    numbers, strings and None: not classes or functions, which a crafted pickle could
+    otherwise return. (PyTorch's own safe loader decides what else its files hold.)"""
     seen = set()
     stack = [obj]
     while stack:
@@ -236,11 +258,16 @@ def _check_arrays(obj, path, fmt):
         if isinstance(item, np.ndarray):
             if item.dtype.hasobject or item.dtype.kind not in "biufc":
                 raise _fail(path, fmt, f"it holds an array of non-numeric dtype {item.dtype}")
+        elif isinstance(item, np.generic):
+            if item.dtype.kind not in "biufc":
+                raise _fail(path, fmt, f"it holds a NumPy scalar of dtype {item.dtype}")
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, (list, tuple, set, frozenset)):
             stack.extend(item)
+        elif data_only and not isinstance(item, _DATA_LEAVES):
+            raise _fail(path, fmt, f"it holds a {type(item).__name__} object, not data")
 
 
 def _unpack_paddle(obj):
@@ -322,7 +349,7 @@ def _read_torch(path):
         return out
 
     obj = convert(obj, {})
-    _check_arrays(obj, path, "torch")
+    _check_arrays(obj, path, "torch", data_only=False)
     return obj, {}
 
 

@@ -203,6 +203,16 @@ def test_pickle_tricks_are_refused(tmp_path):
             pickle.dump({"w": value}, f, protocol=4)
         with pytest.raises(WeightsFileError, match=f"{name}.pdparams"):
             _weights.load_state(str(path))
+    # a crafted stream: BUILD (set attributes) on numpy's _reconstruct itself
+    (tmp_path / "build.pdparams").write_bytes(
+        b"\x80\x02cnumpy._core.multiarray\n_reconstruct\n}X\x03\x00\x00\x00fooK\x01sb.")
+    with pytest.raises(WeightsFileError, match="build.pdparams.*sets attributes"):
+        _weights.load_state(str(tmp_path / "build.pdparams"))
+    # allowed classes are data builders, not data: a pickle returning one is refused
+    with open(tmp_path / "cls.pdparams", "wb") as f:
+        pickle.dump({"w": np.ndarray, "d": collections.OrderedDict}, f, protocol=4)
+    with pytest.raises(WeightsFileError, match="holds a type object, not data"):
+        conv3dt.load(str(tmp_path / "cls.pdparams"))
     buffer = io.BytesIO()
     WithPid(buffer, protocol=4).dump({"w": "ref"})
     (tmp_path / "pid.pdparams").write_bytes(buffer.getvalue())
