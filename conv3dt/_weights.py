@@ -125,6 +125,22 @@ def atomic_write(path, write_to):
         except FileNotFoundError:
             pass
         raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    # The rename itself reaches the disk only when the folder does (POSIX); where folders
+    # cannot be opened (Windows) there is nothing to do.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------

@@ -187,7 +187,6 @@ def test_hostile_pickle_never_runs_code(tmp_path, kind, protocol):
 
 
 def test_pickle_tricks_are_refused(tmp_path):
-    from numpy.lib import format as _  # noqa: F401  (numpy's pickling machinery loaded)
     cases = {}
     reconstruct = np.ndarray.__reduce__(np.ones(1))[0]          # numpy's _reconstruct
     cases["huge"] = _Evil(reconstruct, np.ndarray, (10 ** 12,), b"b")
