@@ -448,3 +448,24 @@ def test_a_2x_training_script_ports_by_its_import(tmp_path, rng):
     for key in ("weight", "bias"):
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-4)
+
+
+def test_paddles_own_default_init_is_the_same_distribution(tmp_path):
+    if importlib.util.find_spec("paddle") is None:   # run in a child: never imported here
+        pytest.skip("PaddlePaddle is not installed")
+    code = ("import numpy as np, paddle\n"
+            "paddle.seed(5)\n"
+            "conv = paddle.nn.Conv3DTranspose(16, 24, 3, groups=2)\n"
+            "np.savez('init.npz', w=conv.weight.numpy(), b=conv.bias.numpy())\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    theirs = np.load(tmp_path / "init.npz")
+    paddle.seed(5)
+    ours = paddle.nn.Conv3DTranspose(16, 24, 3, groups=2).weight.numpy()
+    limit = np.sqrt(6.0 / (12 * 27 + 16 * 27))
+    for w in (theirs["w"], ours):
+        assert w.shape == (16, 12, 3, 3, 3) and w.dtype == np.float32
+        assert 0.99 * limit < np.abs(w).max() <= limit
+        assert abs(w.std() / (limit / np.sqrt(3.0)) - 1) < 0.03
+    assert not theirs["b"].any()
