@@ -25,6 +25,12 @@ from .gradcheck import GradcheckError, gradcheck
 from .initializer import seed
 from .param_attr import ParamAttr
 
+# Paddle 2.x/3.x front end: `import conv3dt as paddle`
+from . import nn
+from ._tensor import get_default_dtype, mean, set_default_dtype, sum, to_tensor
+from ._weights import load, save
+from .autograd import Tensor
+
 __all__ = [
     "__version__",
     "functional",
@@ -42,6 +48,8 @@ __all__ = [
     "dygraph", "initializer", "layers", "optimizer", "regularizer", "CPUPlace", "CUDAPlace",
     "is_compiled_with_cuda", "Variable", "no_grad", "in_dygraph_mode", "gradcheck",
     "GradcheckError", "seed", "ParamAttr",
+    "nn", "Tensor", "to_tensor", "mean", "sum", "save", "load", "get_default_dtype",
+    "set_default_dtype",
 ]
 
 _threads._register_threadpoolctl()

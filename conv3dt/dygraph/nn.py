@@ -97,6 +97,25 @@ class Conv3DTranspose(Layer):
         (5, 12, 23, 43, 43)
     """
 
+    # Keywords that only Paddle 2.x's paddle.nn.Conv3DTranspose has. (output_padding and
+    # data_format are accepted here too, as keyword-only extras with the same meaning.)
+    _PADDLE2_ONLY = {"in_channels": "num_channels", "out_channels": "num_filters",
+                     "kernel_size": "filter_size", "weight_attr": "param_attr"}
+
+    def __new__(cls, *args, **kwargs):
+        # Checked before __init__ binds its arguments, so that a 2.x call gets this
+        # message rather than "missing 2 required positional arguments".
+        found = [k for k in kwargs if k in cls._PADDLE2_ONLY]
+        if found:
+            renames = ", ".join(f"{k}= (1.x: {cls._PADDLE2_ONLY[k]}=)" for k in found)
+            raise TypeError(
+                f"{cls.__name__}() got Paddle 2.x keyword argument(s) {renames}: "
+                "conv3dt.dygraph.Conv3DTranspose has Paddle 1.x's signature "
+                "(num_channels, num_filters, filter_size, output_size, padding, stride, "
+                "...). For the 2.x signature (in_channels, out_channels, kernel_size, "
+                "stride, padding, output_padding, ...) use conv3dt.nn.Conv3DTranspose")
+        return super().__new__(cls)
+
     def __init__(self, num_channels, num_filters, filter_size=None, output_size=None,
                  padding=0, stride=1, dilation=1, groups=None, param_attr=None,
                  bias_attr=None, use_cudnn=True, act=None, name=None, dtype="float32", *,
