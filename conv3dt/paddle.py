@@ -24,7 +24,7 @@ the program: use it in dynamic mode (Paddle's default).
 >>> import paddle
 >>> from conv3dt.paddle import Conv3DTranspose
 >>> up = Conv3DTranspose(4, 2, kernel_size=2, stride=2)
->>> up(paddle.ones([1, 4, 3, 3, 3])).shape
+>>> list(up(paddle.ones([1, 4, 3, 3, 3])).shape)
 [1, 2, 6, 6, 6]
 """
 
@@ -163,7 +163,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     >>> import paddle
     >>> y = conv3d_transpose(paddle.ones([1, 2, 3, 3, 3]), paddle.ones([2, 4, 2, 2, 2]),
     ...                      stride=2)
-    >>> y.shape
+    >>> list(y.shape)
     [1, 4, 6, 6, 6]
     """
     if not paddle.in_dynamic_mode():
@@ -228,7 +228,7 @@ class Conv3DTranspose(paddle.nn.Layer):
     >>> import paddle
     >>> theirs = paddle.nn.Conv3DTranspose(4, 6, 3, stride=2, padding=1, groups=2)
     >>> mine = Conv3DTranspose(4, 6, 3, stride=2, padding=1, groups=2)
-    >>> mine.set_state_dict(theirs.state_dict())
+    >>> missing, unexpected = mine.set_state_dict(theirs.state_dict())
     >>> x = paddle.randn([1, 4, 5, 5, 5])
     >>> bool(paddle.allclose(mine(x, output_size=10), theirs(x, output_size=10), atol=1e-5))
     True
