@@ -82,13 +82,17 @@ def _as_array(tensor):
     """The tensor's data as a NumPy (CPU) or CuPy (GPU) array sharing its memory (DLPack)."""
     tensor = tensor.detach()   # (Paddle exports no tensor that requires gradients)
     if tensor.place.is_cpu_place():
+        if not hasattr(tensor, "__dlpack__"):  # Paddle < 3.0: one copy
+            return tensor.numpy()
         return np.from_dlpack(tensor)
     return _cupy().from_dlpack(tensor)
 
 
 def _as_tensor(array):
     """A Paddle tensor over a NumPy or CuPy array's memory (DLPack, no copy)."""
-    return paddle.from_dlpack(array)
+    if hasattr(paddle, "from_dlpack"):
+        return paddle.from_dlpack(array)
+    return paddle.utils.dlpack.from_dlpack(array.__dlpack__())  # Paddle < 3.0
 
 
 class _on_device:

@@ -18,8 +18,9 @@ conv3dt's CuPy backend through DLPack, without a copy either, where CuPy is inst
 PyTorch is an optional dependency (``pip install "conv3dt[torch]"``): ``import conv3dt``
 never imports it, ``import conv3dt.torch`` does.
 
-``torch.jit.trace``, ``torch.jit.script`` and ``torch.compile`` cannot see into conv3dt's
-kernels; they are refused with a RuntimeError (see :ref:`torch-bridge-limits` in the docs).
+``torch.compile``/``torch.export``, ``torch.jit.trace``, ``torch.jit.script`` and
+``torch.fx`` cannot see into conv3dt's kernels: each is refused with an error that says so,
+never a silent fallback or a wrong graph (docs/pytorch.rst, "What it does not do").
 
 >>> import torch
 >>> from conv3dt.torch import ConvTranspose3d

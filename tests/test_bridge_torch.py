@@ -165,6 +165,15 @@ def test_backward_computes_only_what_autograd_needs(monkeypatch, wanted):
             torch.testing.assert_close(t.grad, ref.grad, rtol=1e-11, atol=1e-11)
 
 
+def test_empty_batch_like_torch():
+    x = torch.zeros(0, 2, 3, 3, 3, requires_grad=True)
+    w = torch.randn(2, 3, 2, 2, 2, requires_grad=True)
+    y = ct.conv_transpose3d(x, w, stride=2)
+    assert y.shape == TF.conv_transpose3d(x, w, stride=2).shape == (0, 3, 6, 6, 6)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+
+
 def test_no_backward_call_without_grad(monkeypatch):
     calls = _recording(monkeypatch, "conv3d_transpose_backward")
     x, w, b, geom = make(CONFIGS[0], torch.float32, requires_grad=False)
@@ -412,6 +421,7 @@ def test_cuda_without_cupy_says_what_to_install(monkeypatch):
         ct._cupy()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_graph_capture_is_refused():
     layer = ct.ConvTranspose3d(2, 2, 2)
     x = torch.randn(1, 2, 3, 3, 3)
