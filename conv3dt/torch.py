@@ -93,6 +93,13 @@ def _compile_guard():
 _REFUSE_COMPILE = _compile_guard()
 
 
+def _is_compiling():
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_compiling"):
+        return compiler.is_compiling()
+    return torch._dynamo.is_compiling()  # PyTorch < 2.3
+
+
 def _refuse_graph_capture(tensor):
     """A clear error under torch.jit.trace, torch.compile (and torch.export) and
     torch.fx.symbolic_trace, which cannot see into conv3dt's kernels.
@@ -104,7 +111,7 @@ def _refuse_graph_capture(tensor):
         raise RuntimeError(_unsupported("torch.fx.symbolic_trace", "trace"))
     if torch.jit.is_tracing():
         raise RuntimeError(_unsupported("torch.jit.trace", "trace"))
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         if _REFUSE_COMPILE is not None and isinstance(tensor, torch.Tensor):
             _REFUSE_COMPILE(tensor)
         raise RuntimeError(_COMPILE_MESSAGE)
