@@ -696,6 +696,13 @@ def table(results, meta=None, width=None):
         notes.append(f"CPU: {cpu['model'] or 'unknown'}, {cpu['cores_available']} cores "
                      f"available, widest vector ISA {vector_isa(cpu['flags'])[0]}; conv3dt's "
                      f"kernels: {meta['conv3dt_isa']}.")
+        if meta.get("loadavg"):
+            load = meta["loadavg"][0]
+            busy = load > 1.5 * cpu["cores_available"]
+            notes.append(f"Machine load at the end: {load:.1f} (load average over a minute) "
+                         f"on {os.cpu_count()} CPUs" + ("; other work competed for the "
+                                                        "cores, so the times are noisy."
+                                                        if busy else "."))
     if left_out:
         notes.append(f"Left out to fit {width} columns: {', '.join(left_out)} (see --json, "
                      "or widen the terminal).")
