@@ -215,9 +215,13 @@ _FNS = {"conv3dt": _conv3dt_fns, "torch": _torch_fns, "paddle": _paddle_fns,
 
 def peer_available(peer):
     """Whether the modules a peer needs import."""
+    import warnings
+
     try:
-        for module in PEER_MODULES.get(peer, (peer,)):
-            __import__(module)
+        with warnings.catch_warnings():  # e.g. Paddle's note on a missing compiler cache
+            warnings.simplefilter("ignore")
+            for module in PEER_MODULES.get(peer, (peer,)):
+                __import__(module)
         return True
     except Exception:
         return False
@@ -698,7 +702,7 @@ def table(results, meta=None, width=None):
                      f"kernels: {meta['conv3dt_isa']}.")
         if meta.get("loadavg"):
             load = meta["loadavg"][0]
-            busy = load > 1.5 * cpu["cores_available"]
+            busy = load > 1.5 * (os.cpu_count() or 1)
             notes.append(f"Machine load at the end: {load:.1f} (load average over a minute) "
                          f"on {os.cpu_count()} CPUs" + ("; other work competed for the "
                                                         "cores, so the times are noisy."
