@@ -485,6 +485,12 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
         import torch
 
         torch_previous = torch.get_num_threads()
+    paddle_previous = None
+    if "paddle" in peers:
+        import paddle
+
+        paddle_previous = paddle.get_flags(["FLAGS_paddle_num_threads"])
+        paddle_previous = int(paddle_previous["FLAGS_paddle_num_threads"])
     tol = 1e-4 if dtype == "float32" else 1e-10
     results = []
     try:
@@ -557,6 +563,10 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
             import torch
 
             torch.set_num_threads(torch_previous)
+        if paddle_previous is not None:
+            from paddle.base import core
+
+            core.set_num_threads(paddle_previous)
     return results
 
 
