@@ -297,10 +297,14 @@ def vector_isa(flags):
 
 
 def fma_peak(cpu, threads, dtype):
-    """The theoretical FMA peak in GFLOP/s: cores x lanes x 2 FMA units (assumed; some
-    CPUs have one per core for their widest vectors) x 2 flop x clock. Its ``gflops`` is
-    None where the vector width, FMA or the clock are unknown."""
-    isa, bits, has_fma = vector_isa(cpu["flags"])
+    """The theoretical FMA peak in GFLOP/s of the kernels' variant in use (its vector
+    width): cores x lanes x 2 FMA units (assumed; some CPUs have one per core for their
+    widest vectors) x 2 flop x clock. Its ``gflops`` is None where the variant has no FMA
+    (generic) or the clock is unknown."""
+    from . import _isa
+
+    variant = _isa.current()
+    isa, bits, has_fma = variant.name, 8 * variant.vector_bytes, variant.name != "generic"
     cores = min(threads, cpu["cores_available"])
     lanes = bits // (8 * np.dtype(dtype).itemsize) if bits else None
     peak = {"isa": isa, "lanes": lanes, "fma_units_per_core": 2, "cores": cores,
@@ -326,15 +330,10 @@ def blas_facts():
 
 
 def conv3dt_isa():
-    """The kernels' vector variant ('generic', 'avx2', 'avx512') where this conv3dt
-    reports it, else 'unknown'."""
+    """The kernels' instruction-set variant in use ('generic', 'avx2', 'avx512')."""
     import conv3dt
 
-    get_isa = getattr(conv3dt, "get_isa", None)
-    try:
-        return str(get_isa()) if get_isa is not None else "unknown"
-    except Exception:
-        return "unknown"
+    return conv3dt.get_isa()
 
 
 def metadata(rows, threads, dtype, peers, repeat, rounds, argv=None):

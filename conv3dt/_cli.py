@@ -172,36 +172,17 @@ def _thread_facts():
     threads = conv3dt.get_num_threads()
     cores = _threads._available_cores()
     env = os.environ.get(_threads.ENV_VAR, "").strip()
-    omp_raw = os.environ.get("OMP_NUM_THREADS")
-    omp = (omp_raw or "").strip()
-    explicit = getattr(_threads, "_num_threads", None) is not None
-    honours_omp = False
-    if not explicit and not env:
-        # Whether conv3dt takes its default count from OMP_NUM_THREADS: ask it with a
-        # value no default would give. (conv3dt passes its count to every parallel region,
-        # so OpenMP's own reading of the variable does not change it.)
-        probe = str(cores + 7)
-        try:
-            os.environ["OMP_NUM_THREADS"] = probe
-            honours_omp = conv3dt.get_num_threads() == int(probe)
-        except ValueError:
-            honours_omp = False
-        finally:
-            if omp_raw is not None:
-                os.environ["OMP_NUM_THREADS"] = omp_raw
-            else:
-                del os.environ["OMP_NUM_THREADS"]
-    if explicit:
-        source = "conv3dt.set_num_threads()"
-    elif env:
-        source = f"{_threads.ENV_VAR}={env}"
-    elif omp and honours_omp:
-        source = f"OMP_NUM_THREADS={omp}"
-    else:
-        source = f"default: the {cores} cores available to this process"
+    omp = os.environ.get(_threads.OMP_ENV_VAR, "").strip()
+    source = {
+        "set_num_threads": "conv3dt.set_num_threads()",
+        _threads.ENV_VAR: f"{_threads.ENV_VAR}={env}",
+        _threads.OMP_ENV_VAR: f"{_threads.OMP_ENV_VAR}={omp}",
+        "cores": f"default: the {cores} cores available to this process",
+        "fork": "one thread: a process forked after its parent's kernels ran on several",
+    }[_threads.thread_source()]
     return {"threads": threads, "threads_source": source, "cores_available": cores,
             _threads.ENV_VAR: env or None, "OMP_NUM_THREADS": omp or None,
-            "omp_num_threads_used": bool(omp) and source.startswith("OMP_NUM_THREADS")}
+            "omp_num_threads_used": _threads.thread_source() == _threads.OMP_ENV_VAR}
 
 
 def _cache_facts():
@@ -235,9 +216,8 @@ def info():
         "openmp": bool(OPENMP),
     }
     facts.update(_thread_facts())
-    # The kernels' vector variant: reported where this conv3dt has get_isa().
-    get_isa = getattr(conv3dt, "get_isa", None)
-    facts["isa"] = str(get_isa()) if get_isa is not None else None
+    facts["isa"] = conv3dt.get_isa()
+    facts["isa_available"] = conv3dt.available_isas()
     facts["cache"] = _cache_facts()
     try:
         from threadpoolctl import threadpool_info
@@ -306,8 +286,8 @@ def cmd_info(args):
     if facts["OMP_NUM_THREADS"] and not facts["omp_num_threads_used"]:
         _field("", f"OMP_NUM_THREADS={facts['OMP_NUM_THREADS']} is set; conv3dt's kernels "
                f"do not take their count from it")
-    # The kernels' vector variant (conv3dt.get_isa(), where this version has it).
-    _field("ISA", facts["isa"] or "not reported by this version")
+    _field("ISA", f"{facts['isa']} kernels (this CPU runs {', '.join(facts['isa_available'])};"
+           f" force a lower one with CONV3DT_ISA or conv3dt.set_isa(name))")
     cache = facts["cache"]
     _field("cache", f"limit {_mib(cache['limit_bytes'])} ({cache['limit_source']}; change "
            f"with conv3dt.set_cache_limit(nbytes) or CONV3DT_CACHE_MIB); idle now "
