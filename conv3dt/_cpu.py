@@ -14,6 +14,7 @@ reuses the memory of large arrays.
 import dataclasses
 import functools
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -52,9 +53,9 @@ class Tuning:
     chunk_bytes: int = 32 * 1024 * 1024
     max_chunks: int = 32
     # Few output channels: the forward pass accumulates straight from x (_direct_phase)
-    # when C_out / groups <= direct_cout; grad_weight's products run as dot blocks when
-    # C_in / groups <= small_cin.
-    direct_cout: int = 2
+    # when C_out / groups <= direct_cout (None: the variant's crossover, Isa.direct_cout);
+    # grad_weight's products run as dot blocks when C_in / groups <= small_cin.
+    direct_cout: Optional[int] = None
     small_cin: int = 8
     # Below this many multiply-adds a pass runs on one thread: waking threads costs more.
     serial_macs: int = 1 << 20
@@ -311,7 +312,8 @@ def forward(plan, x, w, bias, out):
     sched = _forward_schedule(plan, dtype.itemsize, isa, tuning)
     n_threads = _n_threads(plan, tuning)
     cog = plan.c_out // plan.groups
-    direct = cog <= tuning.direct_cout and x.strides[4] == dtype.itemsize
+    direct_cout = isa.direct_cout if tuning.direct_cout is None else tuning.direct_cout
+    direct = cog <= direct_cout and x.strides[4] == dtype.itemsize
     wpack = np.empty(sched.wpack_size if direct else 1, dtype=dtype)
     wpanel = np.empty(1 if direct else sched.panel_size, dtype=dtype)
     _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, sched.tap_dest, not direct,

@@ -38,6 +38,7 @@ class Isa:
     wgrad_mv: int       # grad_weight product's block: vectors of input channels ...
     wgrad_nr: int       # ... x rows of the gathered grad_output
     dot_nb: int         # few-channel grad_weight blocks: channels x rows <= dot_nb
+    direct_cout: int    # the forward pass's direct path up to this many C_out / groups
 
     def lanes(self, itemsize):
         """Elements of ``itemsize`` bytes per vector."""

@@ -148,6 +148,7 @@ cdef extern from "kernels/isa.h" nogil:
         int wgrad_mv
         int wgrad_nr
         int dot_nb
+        int direct_cout
         void (*panel_gemm_f)(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k, const float* a,
                              const Py_ssize_t* aoff, const Py_ssize_t* voff, const float* wp,
                              Py_ssize_t wps, const Py_ssize_t* rows, float beta, float* c,
@@ -196,7 +197,7 @@ def isa_variants():
         out.append(dict(index=i, name=isa.name.decode(), supported=bool(conv3dt_isa_supported(i)),
                         vector_bytes=isa.vector_bytes, panel_mv=isa.panel_mv,
                         panel_nr=isa.panel_nr, wgrad_mv=isa.wgrad_mv, wgrad_nr=isa.wgrad_nr,
-                        dot_nb=isa.dot_nb))
+                        dot_nb=isa.dot_nb, direct_cout=isa.direct_cout))
     return out
 
 

@@ -18,6 +18,9 @@ from conv3dt._geometry import resolve
 from conv3dt.functional import conv3d_transpose, conv3d_transpose_backward
 
 TINY = _cpu.Tuning(ncol=12, kblock=5, window_bytes=1, slab_bytes=1, chunk_bytes=1)
+# The direct path (few output channels accumulated straight from x) on, whatever the
+# variant's own crossover.
+DIRECT = _cpu.Tuning(direct_cout=2)
 
 
 def _out_crop_call(plan, o_rng):
@@ -163,6 +166,11 @@ def test_crops_are_bitwise_equal_with_sums_split_into_blocks(block):
     with _cpu.tuned(TINY):
         assert sum(_check(seed) for seed in range(1000 + block * 30,
                                                    1000 + block * 30 + 30)) > 60
+
+
+def test_crops_are_bitwise_equal_on_the_direct_path():
+    with _cpu.tuned(DIRECT):
+        assert sum(_check(seed) for seed in range(2000, 2040)) > 100
 
 
 def test_many_channels_blocked_by_the_window_size():

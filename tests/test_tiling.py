@@ -15,14 +15,16 @@ from reference import from_ncdhw, ref_backward, ref_conv3d_transpose, rel_err, r
     tol_for
 
 # name: tile sizes (columns per tile, W rows per product call, window bytes, slab bytes,
-# grad_weight chunk bytes)
+# grad_weight chunk bytes); the direct path for few output channels forced on in one and
+# off in the other, whatever the variant's own crossover
 TILINGS = {
     # row tiles of one or two rows, one channel per window block, slabs of one depth
     # stride, product calls of a few rows, many grad_weight chunks
-    "rows": _cpu.Tuning(ncol=12, kblock=5, window_bytes=1, slab_bytes=1, chunk_bytes=1),
+    "rows": _cpu.Tuning(ncol=12, kblock=5, window_bytes=1, slab_bytes=1, chunk_bytes=1,
+                        direct_cout=2),
     # tiles of several whole (small) planes, two channels per window block
     "planes": _cpu.Tuning(ncol=80, kblock=7, window_bytes=3000, slab_bytes=600,
-                          chunk_bytes=1 << 30),
+                          chunk_bytes=1 << 30, direct_cout=0),
 }
 
 # (N, C_in, C_out, input DHW, kernel, stride, padding, output_padding, dilation, groups)

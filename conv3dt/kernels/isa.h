@@ -44,6 +44,8 @@ typedef struct conv3dt_isa {
     int wgrad_mv;         /* grad_weight product's block: vectors of input channels ... */
     int wgrad_nr;         /* ... x rows of the gathered grad_output */
     int dot_nb;           /* few-channel grad_weight block: channels x rows <= dot_nb */
+    int direct_cout;      /* the forward pass accumulates straight from x (axpy) when
+                           * C_out / groups <= direct_cout (a measured crossover) */
     CONV3DT_ISA_KERNELS(float, f)
     CONV3DT_ISA_KERNELS(double, d)
 } conv3dt_isa;

@@ -8,6 +8,7 @@
  *   CONV3DT_PANEL_NR      ... x columns of the packed weight
  *   CONV3DT_WGRAD_NR      grad_weight product's block: 2 vectors of channels x this many rows
  *   CONV3DT_DOT_NB        few-channel grad_weight blocks: 1, 2 or 3 channels x DOT_NB / that
+ *   CONV3DT_DIRECT_COUT   the direct path's crossover (isa.h)
  *   CONV3DT_RECORD        the name of the conv3dt_isa record to define
  *   CONV3DT_NAME          its name string
  * and may define CONV3DT_MASKED_TAILS with the intrinsics of masked loads and stores
@@ -381,6 +382,7 @@ const conv3dt_isa CONV3DT_RECORD = {
     .wgrad_mv = CONV3DT_WGRAD_MV,
     .wgrad_nr = CONV3DT_WGRAD_NR,
     .dot_nb = CONV3DT_DOT_NB,
+    .direct_cout = CONV3DT_DIRECT_COUT,
     .panel_gemm_f = panel_gemm_f, .wgrad_gemm_f = wgrad_gemm_f, .dot_blocks_f = dot_blocks_f,
     .axpy_f = axpy_f, .nonfinite_f = nonfinite_f, .store2_f = store2_f,
     .panel_gemm_d = panel_gemm_d, .wgrad_gemm_d = wgrad_gemm_d, .dot_blocks_d = dot_blocks_d,
