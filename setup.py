@@ -70,7 +70,16 @@ directives = {"language_level": 3}
 if _flag("CONV3DT_DEBUG"):
     directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
 
-extensions = [Extension("conv3dt._kernels", ["conv3dt/_kernels.pyx"], include_dirs=["conv3dt"])]
+# The kernels, and the microkernels of each instruction-set variant with the registry that
+# picks one at run time (conv3dt/kernels/isa.h). A variant's file compiles its functions
+# for its own target (function attributes), so the build needs no -march flag; on other
+# architectures the x86 variants compile to nothing and the generic one remains.
+KERNEL_SOURCES = ["conv3dt/_kernels.pyx"] + [
+    f"conv3dt/kernels/{name}.c" for name in ("generic", "avx2", "avx512", "registry")
+]
+KERNEL_HEADERS = [f"conv3dt/kernels/{name}.h" for name in ("isa", "microkernels", "memops")]
+extensions = [Extension("conv3dt._kernels", KERNEL_SOURCES, include_dirs=["conv3dt"],
+                        depends=KERNEL_HEADERS + ["conv3dt/_kernels.pxd"])]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives),

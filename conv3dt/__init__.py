@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 from . import functional
 from . import _kernels  # noqa: F401  (the compiled kernels: a broken build fails at import)
 from ._memory import cache_info, empty_cache, get_cache_limit, set_cache_limit
+from . import _threads
+from ._isa import available_isas, get_isa, set_isa
 from ._threads import get_num_threads, set_num_threads
 from .functional import conv3d_transpose, conv3d_transpose_backward
 
@@ -23,6 +25,12 @@ from .gradcheck import GradcheckError, gradcheck
 from .initializer import seed
 from .param_attr import ParamAttr
 
+# Paddle 2.x/3.x front end: `import conv3dt as paddle`
+from . import nn
+from ._tensor import get_default_dtype, mean, set_default_dtype, sum, to_tensor
+from ._weights import load, save
+from .autograd import Tensor
+
 __all__ = [
     "__version__",
     "functional",
@@ -30,6 +38,9 @@ __all__ = [
     "conv3d_transpose_backward",
     "get_num_threads",
     "set_num_threads",
+    "get_isa",
+    "set_isa",
+    "available_isas",
     "empty_cache",
     "set_cache_limit",
     "get_cache_limit",
@@ -37,4 +48,8 @@ __all__ = [
     "dygraph", "initializer", "layers", "optimizer", "regularizer", "CPUPlace", "CUDAPlace",
     "is_compiled_with_cuda", "Variable", "no_grad", "in_dygraph_mode", "gradcheck",
     "GradcheckError", "seed", "ParamAttr",
+    "nn", "Tensor", "to_tensor", "mean", "sum", "save", "load", "get_default_dtype",
+    "set_default_dtype",
 ]
+
+_threads._register_threadpoolctl()

@@ -27,7 +27,7 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 
 
 def _erf(xp, x):
-    # NumPy has no erf; SciPy is already a dependency of the core (cython_blas).
+    # NumPy has no erf; SciPy, a dependency of conv3dt, has it (CuPy: cupyx.scipy).
     if xp.__name__ == "numpy":
         from scipy.special import erf
     else:

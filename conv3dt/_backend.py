@@ -1,17 +1,27 @@
 """Backend dispatch: the one place that decides whether arrays live on the CPU or a GPU.
 
 An array on a GPU is recognised by ``__cuda_array_interface__`` (CuPy, and other CUDA
-array libraries that CuPy can view without a copy); everything else is a NumPy
-array-like. CuPy is imported only when such an array is seen.
+array libraries that CuPy can view without a copy) or by a DLPack device of CUDA memory;
+everything else is a NumPy array-like. CuPy is imported only when such an array is seen.
 """
 
 import numpy as np
 
-__all__ = ["is_gpu_array", "array_module", "backend_for"]
+__all__ = ["is_gpu_array", "array_module", "backend_for", "dispatch"]
+
+# DLPack device types of memory that CuPy reads (kDLCUDA, kDLCUDAManaged).
+_DLPACK_GPU_DEVICES = (2, 13)
 
 
 def is_gpu_array(value):
-    return hasattr(value, "__cuda_array_interface__")
+    if hasattr(value, "__cuda_array_interface__"):
+        return True
+    if isinstance(value, np.ndarray) or not hasattr(value, "__dlpack_device__"):
+        return False
+    try:
+        return int(value.__dlpack_device__()[0]) in _DLPACK_GPU_DEVICES
+    except Exception:  # noqa: BLE001 - not a usable DLPack producer: not a GPU array
+        return False
 
 
 def _cupy():
@@ -45,3 +55,19 @@ def backend_for(*arrays):
     from . import _cpu
 
     return _cpu
+
+
+_cpu_backend = None
+
+
+def dispatch(*arrays):
+    """``(backend_for(*arrays), array_module(*arrays))``, at once for NumPy arrays."""
+    global _cpu_backend
+    for a in arrays:
+        if a is not None and type(a) is not np.ndarray:
+            return backend_for(*arrays), array_module(*arrays)
+    if _cpu_backend is None:
+        from . import _cpu
+
+        _cpu_backend = _cpu
+    return _cpu_backend, np

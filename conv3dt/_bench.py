@@ -1,18 +1,33 @@
-"""CPU benchmark: conv3dt against PyTorch and PaddlePaddle, side by side in one process.
+"""CPU benchmark: conv3dt against PyTorch, PaddlePaddle and ONNX Runtime, side by side in
+one process.
 
 Times the forward pass and forward + backward (all three gradients) per shape: the median
-of several calls after a warm-up, taken in rounds that alternate the libraries. GFLOP/s counts ``2 * N * C_in * (C_out / groups) *
-prod(k) * prod(input DHW)`` per pass (a backward pass does two such products, so
-forward + backward counts three). Peers are optional; they are timed when importable.
+of several calls after a warm-up, taken in rounds that alternate the libraries, so that a
+slow spell of a shared machine hits all of them. GFLOP/s counts ``2 * N * C_in *
+(C_out / groups) * prod(k) * prod(input DHW)`` per pass (a backward pass does two such
+products, so forward + backward counts three). Peers are optional; they are timed when
+importable, each on the same number of threads as conv3dt (ONNX Runtime: forward only, a
+one-node ``ConvTranspose`` model on its CPU provider). Each peer's forward output is
+checked against conv3dt's before it is timed.
+
+Beside the libraries, in the same rounds, a 2048^3 matrix product through NumPy's BLAS
+(sgemm for float32) gives the machine's practical rate; the theoretical FMA peak is
+computed from the CPU's vector width, two FMA units per core (assumed) and the clock that
+``/proc/cpuinfo`` reports.
 
 Used by ``benchmarks/bench_cpu.py`` and ``conv3dt bench``.
 """
 
+import argparse
+import datetime
 import json
 import os
+import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -27,9 +42,27 @@ SHAPES = {
     "dw_k3s2_g64": (1, 64, 64, (32, 32, 32), 3, 2, 1, 1, 1, 64),
     "dil2_k3": (1, 16, 16, (24, 24, 24), 3, 1, 2, 0, 2, 1),
     "video_k133": (2, 32, 32, (8, 56, 56), (1, 3, 3), (1, 2, 2), (0, 1, 1), (0, 1, 1), 1, 1),
+    "head_cout1": (1, 32, 1, (32, 32, 32), 3, 1, 1, 0, 1, 1),
+    "big_batch": (16, 64, 32, (16, 16, 16), 4, 2, 1, 0, 1, 1),
+    "tiny": (1, 4, 4, (4, 4, 4), 3, 2, 1, 0, 1, 1),
 }
-PEERS = ("torch", "paddle")
+PEERS = ("torch", "paddle", "onnxruntime")
+#: the modules a peer needs (ONNX Runtime's model is built with the onnx package)
+PEER_MODULES = {"torch": ("torch",), "paddle": ("paddle",),
+                "onnxruntime": ("onnxruntime", "onnx")}
+#: peers timed on the forward pass only
+FORWARD_ONLY = ("onnxruntime",)
+#: short names for the table
+SHORT = {"conv3dt": "conv3dt", "torch": "torch", "paddle": "paddle", "onnxruntime": "ort"}
+#: how each library's thread count is set
+THREADS_SET_WITH = {
+    "conv3dt": "conv3dt.set_num_threads",
+    "torch": "torch.set_num_threads",
+    "paddle": "paddle.base.core.set_num_threads (Paddle's own default: one thread)",
+    "onnxruntime": "SessionOptions.intra_op_num_threads (inter_op_num_threads 1, sequential)",
+}
 _SETTLE_S = 0.5
+_MATMUL_N = 2048
 
 
 def _triple(v):
@@ -57,7 +90,19 @@ def flops(name):
     return 2.0 * n * c_in * (c_out // groups) * np.prod(_triple(k)) * np.prod(size)
 
 
-def _conv3dt_fns(x, w, b, gy, kwargs):
+def is_dense(name):
+    """Whether a shape is one dense product (no groups): the shapes compared with the
+    machine's BLAS rate and FMA peak."""
+    return SHAPES[name][9] == 1
+
+
+# --------------------------------------------------------------------------- libraries
+# Each returns (forward, forward + backward or None, threads it runs on); forward returns
+# something np.asarray turns into the output.
+
+
+def _conv3dt_fns(x, w, b, gy, kwargs, threads=None):
+    import conv3dt
     from .functional import conv3d_transpose, conv3d_transpose_backward
 
     def fwd():
@@ -67,7 +112,7 @@ def _conv3dt_fns(x, w, b, gy, kwargs):
         conv3d_transpose(x, w, b, **kwargs)
         return conv3d_transpose_backward(gy, x, w, **kwargs)
 
-    return fwd, fwd_bwd
+    return fwd, fwd_bwd, conv3dt.get_num_threads()
 
 
 def _torch_fns(x, w, b, gy, kwargs, threads):
@@ -81,7 +126,7 @@ def _torch_fns(x, w, b, gy, kwargs, threads):
 
     def fwd():
         with torch.no_grad():
-            return torch.nn.functional.conv_transpose3d(tx, tw, tb, **args)
+            return torch.nn.functional.conv_transpose3d(tx, tw, tb, **args).numpy()
 
     gx_, gw_, gb_ = (t.clone().requires_grad_(True) for t in (tx, tw, tb))
 
@@ -91,13 +136,18 @@ def _torch_fns(x, w, b, gy, kwargs, threads):
         y = torch.nn.functional.conv_transpose3d(gx_, gw_, gb_, **args)
         y.backward(tgy)
 
-    return fwd, fwd_bwd
+    return fwd, fwd_bwd, torch.get_num_threads()
 
 
 def _paddle_fns(x, w, b, gy, kwargs, threads):
     import paddle
+    from paddle.base import core
 
     paddle.set_device("cpu")
+    # Paddle runs its CPU kernels on FLAGS_paddle_num_threads threads, one by default;
+    # this sets its OpenMP and math-library threads (paddle.set_flags does not, once
+    # Paddle is initialised).
+    core.set_num_threads(threads)
     px, pw, pb, pgy = (paddle.to_tensor(a) for a in (x, w, b, gy))
     args = dict(stride=kwargs["stride"], padding=kwargs["padding"],
                 output_padding=kwargs["output_padding"], groups=kwargs["groups"],
@@ -106,7 +156,7 @@ def _paddle_fns(x, w, b, gy, kwargs, threads):
 
     def fwd():
         with paddle.no_grad():
-            return f(px, pw, pb, **args)
+            return f(px, pw, pb, **args).numpy()
 
     vx, vw, vb = (paddle.to_tensor(a, stop_gradient=False) for a in (x, w, b))
 
@@ -116,15 +166,217 @@ def _paddle_fns(x, w, b, gy, kwargs, threads):
         y = f(vx, vw, vb, **args)
         y.backward(pgy)
 
-    return fwd, fwd_bwd
+    return fwd, fwd_bwd, threads
+
+
+def onnx_model(x_shape, w, b, kwargs):
+    """A one-node ONNX ``ConvTranspose`` model (weight and bias as initializers) for the
+    arguments of a benchmark shape, serialized; its weight layout is conv3dt's."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    pad = _triple(kwargs["padding"])
+    elem = TensorProto.FLOAT if w.dtype == np.float32 else TensorProto.DOUBLE
+    node = helper.make_node(
+        "ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=list(w.shape[2:]),
+        strides=list(_triple(kwargs["stride"])), pads=list(pad) + list(pad),
+        output_padding=list(_triple(kwargs["output_padding"])),
+        dilations=list(_triple(kwargs["dilation"])), group=kwargs["groups"])
+    graph = helper.make_graph(
+        [node], "conv3d_transpose", [helper.make_tensor_value_info("x", elem, list(x_shape))],
+        [helper.make_tensor_value_info("y", elem, [None] * 5)],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every ONNX Runtime since 1.10
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _onnxruntime_fns(x, w, b, gy, kwargs, threads):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # the calling thread included
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(onnx_model(x.shape, w, b, kwargs), options,
+                                   providers=["CPUExecutionProvider"])
+    feed = {"x": x}
+
+    def fwd():
+        return session.run(None, feed)[0]
+
+    return fwd, None, options.intra_op_num_threads
+
+
+_FNS = {"conv3dt": _conv3dt_fns, "torch": _torch_fns, "paddle": _paddle_fns,
+        "onnxruntime": _onnxruntime_fns}
 
 
 def peer_available(peer):
+    """Whether the modules a peer needs import."""
+    import warnings
+
     try:
-        __import__(peer)
+        with warnings.catch_warnings():  # e.g. Paddle's note on a missing compiler cache
+            warnings.simplefilter("ignore")
+            for module in PEER_MODULES.get(peer, (peer,)):
+                __import__(module)
         return True
     except Exception:
         return False
+
+
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+def cpu_facts():
+    """Model, flags and clock of the CPU, from /proc/cpuinfo (else ``lscpu``)."""
+    facts = {"model": None, "flags": [], "mhz": None, "mhz_source": None,
+             "cores_available": _cores()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "model name" and facts["model"] is None:
+                    facts["model"] = value
+                elif key in ("flags", "Features") and not facts["flags"]:
+                    facts["flags"] = value.split()
+                elif key == "cpu MHz" and facts["mhz"] is None:
+                    facts["mhz"], facts["mhz_source"] = float(value), "cpu MHz in /proc/cpuinfo"
+    except (OSError, ValueError):
+        pass
+    if facts["model"] is None or not facts["flags"]:
+        try:
+            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        for line in out.splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "Model name" and facts["model"] is None:
+                facts["model"] = value
+            elif key == "Flags" and not facts["flags"]:
+                facts["flags"] = value.split()
+            elif key == "CPU max MHz" and facts["mhz"] is None:
+                try:
+                    facts["mhz"], facts["mhz_source"] = float(value), "CPU max MHz from lscpu"
+                except ValueError:
+                    pass
+    return facts
+
+
+def _cores():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def vector_isa(flags):
+    """(name, vector bits, whether it has FMA) of the widest x86 vector extension in
+    ``flags``; ("unknown", None, False) for other CPUs."""
+    flags = set(flags)
+    if "avx512f" in flags:
+        return "avx512", 512, True
+    if "avx2" in flags and "fma" in flags:
+        return "avx2", 256, True
+    if "avx" in flags:
+        return "avx", 256, "fma" in flags
+    if "sse2" in flags:
+        return "sse2", 128, False
+    return "unknown", None, False
+
+
+def fma_peak(cpu, threads, dtype):
+    """The theoretical FMA peak in GFLOP/s of the kernels' variant in use (its vector
+    width): cores x lanes x 2 FMA units (assumed; some CPUs have one per core for their
+    widest vectors) x 2 flop x clock. Its ``gflops`` is None where the variant has no FMA
+    (generic) or the clock is unknown."""
+    from . import _isa
+
+    variant = _isa.current()
+    isa, bits, has_fma = variant.name, 8 * variant.vector_bytes, variant.name != "generic"
+    cores = min(threads, cpu["cores_available"])
+    lanes = bits // (8 * np.dtype(dtype).itemsize) if bits else None
+    peak = {"isa": isa, "lanes": lanes, "fma_units_per_core": 2, "cores": cores,
+            "ghz": None if cpu["mhz"] is None else cpu["mhz"] / 1e3,
+            "clock_source": cpu["mhz_source"], "gflops": None}
+    if lanes and has_fma and cpu["mhz"]:
+        peak["gflops"] = cores * lanes * 2 * 2 * cpu["mhz"] / 1e3
+    return peak
+
+
+def blas_facts():
+    """NumPy's BLAS (threadpoolctl): name, version, threads."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        for lib in threadpool_info():
+            if lib.get("user_api") == "blas":
+                return {"internal_api": lib.get("internal_api"), "version": lib.get("version"),
+                        "num_threads": lib.get("num_threads")}
+    except Exception:
+        pass
+    return {"internal_api": None, "version": None, "num_threads": None}
+
+
+def conv3dt_isa():
+    """The kernels' instruction-set variant in use ('generic', 'avx2', 'avx512')."""
+    import conv3dt
+
+    return conv3dt.get_isa()
+
+
+def metadata(rows, threads, dtype, peers, repeat, rounds, argv=None):
+    """What the JSON records beside the rows: versions, CPU, ISA, threads per library, the
+    BLAS rate and the theoretical FMA peak, the load of the machine."""
+    import conv3dt
+    from conv3dt._kernels import OPENMP
+
+    cpu = cpu_facts()
+    libs = ["conv3dt"] + list(peers)
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": None if argv is None else "conv3dt bench " + " ".join(argv),
+        "dtype": dtype, "threads": threads, "repeat": repeat, "rounds": rounds,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "versions": {"conv3dt": conv3dt.__version__, "numpy": np.__version__},
+        "cpu": cpu,
+        "conv3dt_isa": conv3dt_isa(),
+        "openmp": bool(OPENMP),
+        "threads_per_library": {},
+        "blas": blas_facts(),
+        "fma_peak": fma_peak(cpu, threads, dtype),
+    }
+    for peer in peers:
+        for module in PEER_MODULES[peer]:
+            meta["versions"][module] = _version(module)
+    for lib in libs:
+        counts = sorted({r[f"{lib}_threads"] for r in rows if f"{lib}_threads" in r})
+        util = [r[f"{lib}_cpu_per_wall"] for r in rows if f"{lib}_cpu_per_wall" in r]
+        meta["threads_per_library"][lib] = {
+            "threads": counts[0] if len(counts) == 1 else counts,
+            "set_with": THREADS_SET_WITH[lib],
+            "cpu_per_wall_median": statistics.median(util) if util else None}
+    gemm = "sgemm" if dtype == "float32" else "dgemm"
+    rates = [r["matmul_gflops"] for r in rows]
+    meta["blas"].update(gemm=f"{gemm} {_MATMUL_N}^3 through numpy.matmul",
+                        threads_used=min(threads, cpu["cores_available"]),
+                        gflops=statistics.median(rates) if rates else None)
+    try:
+        meta["loadavg"] = list(os.getloadavg())
+    except OSError:
+        meta["loadavg"] = None
+    return meta
 
 
 def workspace_mib(name, dtype, threads):
@@ -170,26 +422,48 @@ def workspace_mib(name, dtype, threads):
     return float(res.stdout.strip().splitlines()[-1])
 
 
-def _times_ms(fn, n):
+def _timed(fn, n):
+    """(wall times in ms, CPU time of the process / wall time) of ``n`` calls."""
     times = []
+    c0, t0 = time.process_time(), time.perf_counter()
     for _ in range(n):
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
+        times.append((time.perf_counter() - t1) * 1e3)
+    wall = time.perf_counter() - t0
+    return times, (time.process_time() - c0) / wall if wall > 0 else float("nan")
+
+
+def _max_rel_err(y, ref):
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != ref.shape:
+        return float("inf")
+    scale = max(float(np.max(np.abs(ref))), np.finfo(np.float64).tiny)
+    return float(np.max(np.abs(y - ref))) / scale
+
+
+def _blas_limit(threads):
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory=False,
-        progress=None, float64=False, scaling=False, rounds=3):
+        progress=None, float64=False, scaling=False, rounds=3, warn=None):
     """Benchmark ``shapes`` (default: all); returns a list of result dicts.
 
     Per shape, each library's forward pass is timed ``repeat`` times and forward + backward
-    half as often (at least 3); the calls are spread over ``rounds``
-    rounds that take the libraries in turn, so that a slow spell of a shared machine hits
-    all of them, each round after one untimed call, and each time is the median of all
-    calls. A 2048 x 2048 matrix product is timed in the same rounds. With conv3dt, in the same
-    rounds: ``float64`` times it in float64 too (``f64_fwd_ms``, ``f64_fwdbwd_ms``);
-    ``scaling`` times its forward pass on one thread (``t1_fwd_ms``).
+    half as often (at least 3); the calls are spread over ``rounds`` rounds that take the
+    libraries in turn, so that a slow spell of a shared machine hits all of them, each
+    round after one untimed call, and each time is the median of all calls. A 2048 x 2048
+    matrix product (NumPy's BLAS, held to ``threads`` threads) is timed in the same rounds.
+    Every peer runs on ``threads`` threads; ``<lib>_cpu_per_wall`` is the process's CPU
+    time over the wall time of that library's forward calls (about the number of busy
+    threads), ``<peer>_max_rel_err`` its forward output's largest difference from
+    conv3dt's, relative to the largest output. With conv3dt, in the same rounds:
+    ``float64`` times it in float64 too (``f64_fwd_ms``, ``f64_fwdbwd_ms``); ``scaling``
+    times its forward pass on one thread (``t1_fwd_ms``). ``warn(message)`` is told of a
+    peer whose output differs.
     """
     import conv3dt
 
@@ -201,12 +475,22 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
     if unknown:
         raise ValueError(f"unknown peers {unknown}; choose from {list(PEERS)}")
     threads = threads or conv3dt.get_num_threads()
-    # A 2048 x 2048 matrix product (NumPy's BLAS): the practical ceiling of the machine,
-    # timed in the same rounds as the libraries.
-    square = np.random.default_rng(1).standard_normal((2048, 2048)).astype(dtype)
+    square = np.random.default_rng(1).standard_normal((_MATMUL_N, _MATMUL_N)).astype(dtype)
     previous = conv3dt.get_num_threads()
+    torch_previous = None
     conv3dt.set_num_threads(threads)
-    peers = [p for p in compare if peer_available(p)]
+    peers = [p for p in PEERS if p in compare and peer_available(p)]
+    if "torch" in peers:
+        import torch
+
+        torch_previous = torch.get_num_threads()
+    paddle_previous = None
+    if "paddle" in peers:
+        import paddle
+
+        paddle_previous = paddle.get_flags(["FLAGS_paddle_num_threads"])
+        paddle_previous = int(paddle_previous["FLAGS_paddle_num_threads"])
+    tol = 1e-4 if dtype == "float32" else 1e-10
     results = []
     try:
         for i, name in enumerate(shapes):
@@ -214,24 +498,41 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                 progress(i, len(shapes), name)
             x, w, b, gy, kwargs = shape_arrays(name, dtype)
             row = {"shape": name, "dtype": dtype, "threads": threads, "gflop": flops(name) / 1e9}
-            libs = [("conv3dt", _conv3dt_fns(x, w, b, gy, kwargs))]
-            if "torch" in peers:
-                libs.append(("torch", _torch_fns(x, w, b, gy, kwargs, threads)))
-            if "paddle" in peers:
-                libs.append(("paddle", _paddle_fns(x, w, b, gy, kwargs, threads)))
-            # (key, function, threads) per library, timed together in each round
+            libs = []
+            ref = None
+            for lib in ["conv3dt"] + peers:
+                fwd, fwd_bwd, lib_threads = _FNS[lib](x, w, b, gy, kwargs, threads)
+                row[f"{lib}_threads"] = lib_threads
+                out = np.asarray(fwd(), dtype=np.float64)
+                if ref is None:
+                    ref = out
+                else:
+                    err = row[f"{lib}_max_rel_err"] = _max_rel_err(out, ref)
+                    if warn and not err <= tol:
+                        warn(f"{lib}'s forward output on {name} differs from conv3dt's by "
+                             f"{err:.2g} of its largest value")
+                libs.append((lib, fwd, fwd_bwd))
+            del out, ref
+            # (key, function, conv3dt's threads) per library, timed together in each round
             groups = []
-            for lib, (fwd, fwd_bwd) in libs:
-                timed = [(f"{lib}_fwd_ms", fwd, threads), (f"{lib}_fwdbwd_ms", fwd_bwd, threads)]
+            for lib, fwd, fwd_bwd in libs:
+                timed = [(f"{lib}_fwd_ms", fwd, threads)]
+                if fwd_bwd is not None:
+                    timed.append((f"{lib}_fwdbwd_ms", fwd_bwd, threads))
                 if lib == "conv3dt" and scaling:
                     timed.append(("t1_fwd_ms", fwd, 1))
                 if lib == "conv3dt" and float64:
-                    f64, f64_bwd = _conv3dt_fns(*shape_arrays(name, "float64"))
+                    f64, f64_bwd, _ = _conv3dt_fns(*shape_arrays(name, "float64"))
                     timed += [("f64_fwd_ms", f64, threads), ("f64_fwdbwd_ms", f64_bwd, threads)]
                 groups.append(timed)
-            groups.append([("matmul_ms", lambda: square @ square, threads)])
+
+            def matmul():
+                with _blas_limit(threads):
+                    return square @ square
+
+            groups.append([("matmul_ms", matmul, threads)])
             calls = {"fwd": -(-repeat // rounds), "fwdbwd": -(-max(3, repeat // 2) // rounds)}
-            samples = {}
+            samples, cpu = {}, {}
             for _ in range(rounds):
                 for timed in groups:
                     # Let the previous library's idle threads stop spinning (OpenMP
@@ -242,10 +543,14 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                         conv3dt.set_num_threads(n_threads)
                         fn()  # warm-up: wakes the threads, brings the data into cache
                         n = calls["fwdbwd" if key.endswith("fwdbwd_ms") else "fwd"]
-                        samples.setdefault(key, []).extend(_times_ms(fn, n))
+                        times, util = _timed(fn, n)
+                        samples.setdefault(key, []).extend(times)
+                        cpu.setdefault(key, []).append(util)
                     conv3dt.set_num_threads(threads)
             row.update({key: statistics.median(v) for key, v in samples.items()})
-            row["matmul_gflops"] = 2 * 2048**3 / (row.pop("matmul_ms") * 1e6)
+            for lib, _, _ in libs:
+                row[f"{lib}_cpu_per_wall"] = statistics.median(cpu[f"{lib}_fwd_ms"])
+            row["matmul_gflops"] = 2 * _MATMUL_N**3 / (row.pop("matmul_ms") * 1e6)
             if memory:
                 row["workspace_mib"] = workspace_mib(name, dtype, threads)
             results.append(row)
@@ -253,110 +558,319 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
             progress(len(shapes), len(shapes), "")
     finally:
         conv3dt.set_num_threads(previous)
+        if torch_previous is not None:
+            import torch
+
+            torch.set_num_threads(torch_previous)
+        if paddle_previous is not None:
+            from paddle.base import core
+
+            core.set_num_threads(paddle_previous)
     return results
 
 
-def table(results):
-    """The results as a text table, with ratios peer-time / conv3dt-time and conv3dt's
-    forward GFLOP/s as a share of the matrix product's in the same rounds."""
-    peers = [p for p in PEERS if results and f"{p}_fwd_ms" in results[0]]
-    head = ["shape", "fwd ms", "GFLOP/s", "of matmul", "fwd+bwd ms"]
+# --------------------------------------------------------------------------- the table
+
+
+def _libs_in(results):
+    return [p for p in PEERS if results and f"{p}_fwd_ms" in results[0]]
+
+
+def _columns(results, peak_gflops):
+    """(group, header, priority, cell of a row) per column; the lowest priorities are left
+    out first where the terminal is narrow."""
+    def gflops(r):
+        return r["gflop"] / r["conv3dt_fwd_ms"] * 1e3
+
+    def share(of):
+        return lambda r: (f"{gflops(r) / of(r):.0%}" if is_dense(r["shape"]) and of(r)
+                          else "-")
+
+    cols = [("", "shape", 100, lambda r: r["shape"]),
+            ("conv3dt", "fwd ms", 99, lambda r: f"{r['conv3dt_fwd_ms']:.2f}"),
+            ("conv3dt", "GFLOP/s", 60, lambda r: f"{gflops(r):.1f}"),
+            ("conv3dt", "of BLAS", 70, share(lambda r: r["matmul_gflops"])),
+            ("conv3dt", "f+b ms", 80, lambda r: f"{r['conv3dt_fwdbwd_ms']:.2f}")]
+    if peak_gflops:
+        cols.insert(4, ("conv3dt", "of peak", 55, share(lambda r: peak_gflops)))
+    for rank, p in enumerate(_libs_in(results)):
+        cols.append((SHORT[p], "fwd", 98 - rank, lambda r, p=p:
+                     f"{r[f'{p}_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x"))
+        if f"{p}_fwdbwd_ms" in results[0]:
+            cols.append((SHORT[p], "f+b", 90 - rank, lambda r, p=p:
+                         f"{r[f'{p}_fwdbwd_ms'] / r['conv3dt_fwdbwd_ms']:.2f}x"))
+    if "t1_fwd_ms" in results[0]:
+        cols.append(("1 thread", "speedup", 45,
+                     lambda r: f"{r['t1_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x"))
+    if "f64_fwd_ms" in results[0]:
+        cols.append(("f64/f32", "fwd", 40, lambda r: f"{r['f64_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}"))
+        cols.append(("f64/f32", "f+b", 35,
+                     lambda r: f"{r['f64_fwdbwd_ms'] / r['conv3dt_fwdbwd_ms']:.2f}"))
+    if "workspace_mib" in results[0]:
+        cols.append(("", "MiB", 50, lambda r: f"{r['workspace_mib']:.1f}"))
+    return cols
+
+
+def _render(cols, results):
+    """Lines of a table with a group header above the column headers."""
+    cells = [[c[3](r) for c in cols] for r in results]
+    widths = [max([len(c[1])] + [len(row[j]) for row in cells]) for j, c in enumerate(cols)]
+    # widen a group's last column until the group's name fits over its columns
+    j = 0
+    while j < len(cols):
+        k = j
+        while k + 1 < len(cols) and cols[k + 1][0] == cols[j][0]:
+            k += 1
+        span = sum(widths[j:k + 1]) + 2 * (k - j)
+        if cols[j][0] and len(cols[j][0]) > span:
+            widths[k] += len(cols[j][0]) - span
+        j = k + 1
+    group_line, j = [], 0
+    while j < len(cols):
+        k = j
+        while k + 1 < len(cols) and cols[k + 1][0] == cols[j][0]:
+            k += 1
+        span = sum(widths[j:k + 1]) + 2 * (k - j)
+        group_line.append(cols[j][0].center(span) if cols[j][0] else " " * span)
+        j = k + 1
+
+    def line(values):
+        return "  ".join(v.ljust(wd) if j == 0 else v.rjust(wd)
+                         for j, (v, wd) in enumerate(zip(values, widths)))
+
+    lines = ["  ".join(group_line).rstrip(), line([c[1] for c in cols])]
+    lines.append("-" * len(lines[1]))
+    lines += [line(row) for row in cells]
+    return lines
+
+
+def table(results, meta=None, width=None):
+    """The results as a text table no wider than ``width`` (default: the terminal's):
+    conv3dt's times, its forward GFLOP/s as a share of the BLAS rate and of the FMA peak,
+    and each peer's time over conv3dt's; columns of low priority are left out (and named
+    below the table) where they do not fit; the raw times are in the JSON."""
+    if not results:
+        return "no results"
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns
+    width = max(width, 40)
+    peak = (meta or {}).get("fma_peak", {}).get("gflops")
+    cols = _columns(results, peak)
+    left_out = []
+    lines = _render(cols, results)
+    while len(lines[1]) > width and len(cols) > 2:
+        drop = min(range(1, len(cols)), key=lambda j: cols[j][2])
+        left_out.append(f"{cols[drop][0]} {cols[drop][1]}".strip())
+        del cols[drop]
+        lines = _render(cols, results)
+    notes = []
+    peers = _libs_in(results)
+    if peers:
+        notes.append("Peer columns: peer time / conv3dt time (above 1: conv3dt is faster); "
+                     "f+b: forward + backward (all three gradients).")
     for p in peers:
-        head += [f"{p} fwd ms", f"{p}/conv3dt fwd", f"{p} f+b ms", f"{p}/conv3dt f+b"]
-    extra = [("t1_fwd_ms", ["1-thread fwd ms", "speedup"]),
-             ("f64_fwd_ms", ["f64 fwd ms", "f64/f32 fwd", "f64/f32 f+b"])]
-    for key, names in extra:
-        if results and key in results[0]:
-            head += names
-    if results and "workspace_mib" in results[0]:
-        head.append("workspace MiB")
-    rows = [head]
-    for r in results:
-        gflops = r["gflop"] / r["conv3dt_fwd_ms"] * 1e3
-        row = [r["shape"], f"{r['conv3dt_fwd_ms']:.2f}", f"{gflops:.1f}",
-               f"{gflops / r['matmul_gflops']:.0%}", f"{r['conv3dt_fwdbwd_ms']:.2f}"]
-        for p in peers:
-            row += [f"{r[f'{p}_fwd_ms']:.2f}", f"{r[f'{p}_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x",
-                    f"{r[f'{p}_fwdbwd_ms']:.2f}",
-                    f"{r[f'{p}_fwdbwd_ms'] / r['conv3dt_fwdbwd_ms']:.2f}x"]
-        if "t1_fwd_ms" in r:
-            row += [f"{r['t1_fwd_ms']:.2f}", f"{r['t1_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x"]
-        if "f64_fwd_ms" in r:
-            row += [f"{r['f64_fwd_ms']:.2f}", f"{r['f64_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x",
-                    f"{r['f64_fwdbwd_ms'] / r['conv3dt_fwdbwd_ms']:.2f}x"]
-        if "workspace_mib" in r:
-            row.append(f"{r['workspace_mib']:.1f}")
-        rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.rjust(wd) if j else c.ljust(wd) for j, (c, wd) in
-                       enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    for p in peers:
-        for kind in ("fwd", "fwdbwd"):
-            ratios = [r[f"{p}_{kind}_ms"] / r[f"conv3dt_{kind}_ms"] for r in results]
-            gm = float(np.exp(np.mean(np.log(ratios))))
-            lines.append(f"geometric mean {p}/conv3dt ({kind}): {gm:.2f}x")
-    if results:
-        mm = statistics.median(r["matmul_gflops"] for r in results)
-        lines.append(f"matrix product 2048^3 ({results[0]['dtype']}), median over the shapes' "
-                     f"rounds: {mm:.1f} GFLOP/s")
-    return "\n".join(lines)
+        means = []
+        for kind, label in (("fwd", "forward"), ("fwdbwd", "forward+backward")):
+            if f"{p}_{kind}_ms" in results[0]:
+                ratios = [r[f"{p}_{kind}_ms"] / r[f"conv3dt_{kind}_ms"] for r in results]
+                means.append(f"{label} {float(np.exp(np.mean(np.log(ratios)))):.2f}x")
+        notes.append(f"geometric mean {p}/conv3dt: {', '.join(means)}")
+    dtype = results[0]["dtype"]
+    mm = statistics.median(r["matmul_gflops"] for r in results)
+    gemm = "sgemm" if dtype == "float32" else "dgemm"
+    blas = (meta or {}).get("blas") or {}
+    which = " ".join(str(v) for v in (blas.get("internal_api"), blas.get("version")) if v)
+    notes.append(f"BLAS rate (measured): {gemm} {_MATMUL_N}^3 through numpy.matmul"
+                 f"{' (' + which + ')' if which else ''} on {results[0]['threads']} threads, "
+                 f"median over the shapes' rounds: {mm:.1f} GFLOP/s. 'of BLAS' is conv3dt's "
+                 "forward GFLOP/s as a share of it, for the dense shapes (no groups).")
+    if meta:
+        p = meta["fma_peak"]
+        if p["gflops"]:
+            notes.append(f"FMA peak (theoretical, not measured): {p['cores']} cores x "
+                         f"{p['lanes']} {dtype} lanes ({p['isa']}) x 2 FMA units (assumed) "
+                         f"x 2 flop x {p['ghz']:.2f} GHz ({p['clock_source']}; turbo and "
+                         f"vector clocks differ) = {p['gflops']:.1f} GFLOP/s; 'of peak' is "
+                         "the share of it. The BLAS rate is "
+                         f"{mm / p['gflops']:.0%} of it.")
+        else:
+            clock = "unknown" if p["ghz"] is None else f"{p['ghz']:.2f} GHz"
+            notes.append(f"FMA peak (theoretical): unknown (vector ISA {p['isa']}, clock "
+                         f"{clock})")
+        libs = meta["threads_per_library"]
+        notes.append("threads: " + ", ".join(
+            f"{lib} {v['threads']}" + (f" (CPU/wall {v['cpu_per_wall_median']:.2f})"
+                                        if v["cpu_per_wall_median"] is not None else "")
+            for lib, v in libs.items())
+            + "; CPU/wall: the process's CPU time over the wall time of the forward calls, "
+              "median over the shapes (conv3dt runs passes under about 2^20 multiply-adds on "
+              "one thread).")
+        cpu = meta["cpu"]
+        notes.append(f"CPU: {cpu['model'] or 'unknown'}, {cpu['cores_available']} cores "
+                     f"available, widest vector ISA {vector_isa(cpu['flags'])[0]}; conv3dt's "
+                     f"kernels: {meta['conv3dt_isa']}.")
+        if meta.get("loadavg"):
+            load = meta["loadavg"][0]
+            busy = load > 1.5 * (os.cpu_count() or 1)
+            notes.append(f"Machine load at the end: {load:.1f} (load average over a minute) "
+                         f"on {os.cpu_count()} CPUs" + ("; other work competed for the "
+                                                        "cores, so the times are noisy."
+                                                        if busy else "."))
+    if left_out:
+        notes.append(f"Left out to fit {width} columns: {', '.join(left_out)} (see --json, "
+                     "or widen the terminal).")
+    wrapped = []
+    for note in notes:
+        wrapped += textwrap.wrap(note, width=width, subsequent_indent="  ")
+    return "\n".join(lines + wrapped)
+
+
+# --------------------------------------------------------------------------- the plot
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend; ImportError where matplotlib is missing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot(results, path):
-    """GFLOP/s per shape per library as a PNG (needs matplotlib)."""
-    try:
-        import matplotlib
+    """GFLOP/s per shape per library, forward and forward + backward, on a log scale (so
+    that the depthwise and tiny shapes' bars show beside the dense ones), as an image whose
+    format follows the file's suffix (needs matplotlib)."""
+    fig = figure(results)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def figure(results):
+    """The matplotlib figure that :func:`plot` saves: two log-scale axes (forward,
+    forward + backward), one bar per shape and library."""
+    try:
+        plt = _pyplot()
     except ImportError:
         raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from None
-    libs = ["conv3dt"] + [p for p in PEERS if results and f"{p}_fwd_ms" in results[0]]
+    libs = ["conv3dt"] + _libs_in(results)
     names = [r["shape"] for r in results]
     xs = np.arange(len(names))
     width = 0.8 / len(libs)
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for i, lib in enumerate(libs):
-        ax.bar(xs + i * width, [r["gflop"] / r[f"{lib}_fwd_ms"] * 1e3 for r in results],
-               width, label=lib)
-    ax.set_xticks(xs + width * (len(libs) - 1) / 2, names, rotation=30, ha="right")
-    ax.set_ylabel("forward GFLOP/s")
-    ax.set_title(f"3D transposed convolution, {results[0]['dtype']}, "
-                 f"{results[0]['threads']} threads")
-    ax.legend()
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(names) + 2), 7), sharex=True)
+    for ax, (kind, label, passes) in zip(axes, (("fwd", "forward", 1),
+                                                ("fwdbwd", "forward + backward", 3))):
+        for i, lib in enumerate(libs):
+            key = f"{lib}_{kind}_ms"
+            if key not in results[0]:
+                continue
+            ax.bar(xs + i * width, [passes * r["gflop"] / r[key] * 1e3 for r in results],
+                   width, label=lib, color=f"C{i}")
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{label}\nGFLOP/s (log)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize="small", ncol=len(libs))
+    axes[-1].set_xticks(xs + width * (len(libs) - 1) / 2, names, rotation=30, ha="right")
+    axes[0].set_title(f"3D transposed convolution, CPU, {results[0]['dtype']}, "
+                      f"{results[0]['threads']} threads per library")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+# --------------------------------------------------------------------------- command line
+
+
+class BenchUsageError(Exception):
+    """An option that cannot work (an unwritable path, a missing package), found before
+    anything is timed."""
+
+
+def _check_writable(option, path):
+    """Raise BenchUsageError unless ``path`` can be written (without leaving a file)."""
+    if os.path.isdir(path):
+        raise BenchUsageError(f"{option}: {path} is a folder; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        what = "is not a folder" if os.path.exists(parent) else "does not exist"
+        raise BenchUsageError(f"{option}: cannot write {path}: the folder {parent} {what}")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a" if existed else "x"):
+            pass
+    except OSError as exc:
+        raise BenchUsageError(f"{option}: cannot write {path}: "
+                              f"{exc.strerror or exc}") from None
+    if not existed:
+        os.remove(path)
+
+
+def _check_plot(path):
+    """Raise BenchUsageError unless matplotlib imports and can write ``path``'s format."""
+    try:
+        plt = _pyplot()
+    except ImportError as exc:
+        raise BenchUsageError(f"--plot needs matplotlib, which does not import ({exc}): "
+                              "pip install matplotlib") from None
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    formats = plt.gcf().canvas.get_supported_filetypes()
+    plt.close("all")
+    if suffix and suffix not in formats:
+        raise BenchUsageError(f"--plot: matplotlib cannot write .{suffix} files; use one of "
+                              f"{', '.join('.' + f for f in sorted(formats))}")
+
+
+def build_parser():
+    shape_help = ", ".join(SHAPES)
+    parser = argparse.ArgumentParser(
+        prog="conv3dt bench",
+        description="CPU benchmark of conv3dt's forward and forward + backward passes, "
+                    "optionally side by side with PyTorch, PaddlePaddle and ONNX Runtime "
+                    "(forward only) in the same process, every library on the same number "
+                    "of threads.",
+        epilog="Exit codes: 0 success, 2 wrong arguments or unusable output paths (found "
+               "before anything is timed).")
+    parser.add_argument("--shapes", nargs="+", metavar="NAME",
+                        help=f"shapes to time (default: all): {shape_help}")
+    parser.add_argument("--compare", default="", metavar="PEERS",
+                        help=f"comma-separated peers to time beside conv3dt: "
+                             f"{','.join(PEERS)} (each left out, with a note, when it does "
+                             "not import)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="threads for conv3dt, every peer and the BLAS product "
+                             "(default: conv3dt's thread count)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="dtype of the data (default float32)")
+    parser.add_argument("--repeat", type=int, default=7, metavar="N",
+                        help="timed forward passes per library and shape; forward + "
+                             "backward half as many, at least 3 (default 7)")
+    parser.add_argument("--rounds", type=int, default=3, metavar="R",
+                        help="rounds the timed calls are spread over, the libraries in "
+                             "turn (default 3)")
+    parser.add_argument("--memory", action="store_true",
+                        help="measure conv3dt's workspace per shape (in a child process)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also time conv3dt's forward pass on one thread: the speed-up")
+    parser.add_argument("--float64", action="store_true",
+                        help="also time conv3dt in float64: the ratio float64 / float32")
+    parser.add_argument("--json", metavar="FILE",
+                        help="write the results and the machine's facts (versions, CPU "
+                             "model and flags, ISA, threads per library) as JSON")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="draw GFLOP/s per shape and library, both passes, on a log "
+                             "scale (needs matplotlib; .png, .svg, .pdf, ...)")
+    return parser
 
 
 def main(argv=None):
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="conv3dt bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--shapes", nargs="+", metavar="NAME", help=f"of {list(SHAPES)}")
-    parser.add_argument("--compare", default="", help="comma-separated peers: torch,paddle")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--repeat", type=int, default=7,
-                        help="timed forward passes per library and shape (default 7)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds the timed calls are spread over, the libraries in "
-                             "turn (default 3)")
-    parser.add_argument("--memory", action="store_true", help="measure workspace per shape")
-    parser.add_argument("--scaling", action="store_true",
-                        help="also time the forward pass on one thread")
-    parser.add_argument("--float64", action="store_true",
-                        help="also time float64: the ratio float64 / float32")
-    parser.add_argument("--json", metavar="FILE")
-    parser.add_argument("--plot", metavar="FILE")
+    """``conv3dt bench``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     args = parser.parse_args(argv)
-    compare = [p for p in args.compare.split(",") if p]
+    compare = [p.strip() for p in args.compare.split(",") if p.strip()]
     for p in compare:
         if p not in PEERS:
             parser.error(f"--compare: unknown peer {p!r}; choose from {','.join(PEERS)}")
-        if not peer_available(p):
-            print(f"note: {p} is not importable; it is left out", file=sys.stderr)
     for opt in ("threads", "repeat", "rounds"):
         value = getattr(args, opt)
         if value is not None and value < 1:
@@ -367,18 +881,39 @@ def main(argv=None):
         for s in args.shapes:
             if s not in SHAPES:
                 parser.error(f"--shapes: unknown shape {s!r}; choose from {list(SHAPES)}")
+    try:  # before minutes of timing: the outputs can be written
+        if args.json:
+            _check_writable("--json", args.json)
+        if args.plot:
+            _check_writable("--plot", args.plot)
+            _check_plot(args.plot)
+    except BenchUsageError as exc:
+        print(f"conv3dt bench: error: {exc}", file=sys.stderr)
+        return 2
+    for p in compare:
+        if not peer_available(p):
+            needs = " and ".join(PEER_MODULES[p])
+            print(f"note: {p} is left out: it needs {needs}, which do not import",
+                  file=sys.stderr)
 
     def progress(i, total, name):
         bar = "#" * i + "." * (total - i)
         print(f"\r[{bar}] {i}/{total} {name:<16}", end="" if i < total else "\n",
               file=sys.stderr, flush=True)
 
+    def warn(message):
+        print(f"\nwarning: {message}", file=sys.stderr, flush=True)
+
     results = run(args.shapes, args.dtype, args.threads, args.repeat, compare, args.memory,
-                  progress, float64=args.float64, scaling=args.scaling, rounds=args.rounds)
-    print(table(results))
+                  progress, float64=args.float64, scaling=args.scaling, rounds=args.rounds,
+                  warn=warn)
+    threads = results[0]["threads"]
+    peers = [p for p in PEERS if f"{p}_fwd_ms" in results[0]]
+    meta = metadata(results, threads, args.dtype, peers, args.repeat, args.rounds, argv)
+    print(table(results, meta))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({"meta": meta, "rows": results}, f, indent=2)
     if args.plot:
         plot(results, args.plot)
     return 0

@@ -3,12 +3,15 @@
 Subcommands::
 
     conv3dt demo    Paddle's Conv3DTranspose example, a forward and backward pass, a gradient check
-    conv3dt bench   CPU benchmark, optionally against PyTorch and PaddlePaddle
+    conv3dt bench   CPU benchmark, optionally against PyTorch, PaddlePaddle, ONNX Runtime
     conv3dt check   self-test of this installation (reference cases, gradient checks)
-    conv3dt info    version, OpenMP, threads, BLAS, CuPy/GPU
+    conv3dt info    version, OpenMP, threads, memory cache, NumPy's BLAS, CuPy/GPU
     conv3dt run     inference of one transposed-convolution layer on a .npy volume
 
-Exit codes: 0 success, 1 a failed check, 2 wrong arguments or unusable input files.
+Exit codes: 0 success, 1 a failed check (or an unexpected error), 2 wrong arguments or
+unusable input files, 130 interrupted (Ctrl-C). Every failure is reported in one line on
+stderr, ``conv3dt COMMAND: error: ...``; with ``CONV3DT_DEBUG_CLI=1`` in the environment,
+errors other than wrong arguments raise instead, with their traceback.
 """
 import argparse
 import os
@@ -17,7 +20,8 @@ import time
 
 import numpy as np
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEBUG_ENV = "CONV3DT_DEBUG_CLI"
 PADDING_WORDS = ("SAME", "VALID", "SAME_UPPER", "SAME_LOWER")
 
 
@@ -79,11 +83,15 @@ def cmd_demo(args):
 
     if args.threads:
         conv3dt.set_num_threads(args.threads)
-    print(f"conv3dt {conv3dt.__version__}, {conv3dt.get_num_threads()} threads\n")
+    # One seed for the data and the layers' initial weights (Xavier, drawn from conv3dt's
+    # global generator): every run prints the same numbers.
+    conv3dt.seed(args.seed)
+    print(f"conv3dt {conv3dt.__version__}, {conv3dt.get_num_threads()} threads, "
+          f"seed {args.seed}\n")
 
     print("1. PaddlePaddle's Conv3DTranspose example, with `import conv3dt as fluid`")
     numpy = np
-    numpy.random.seed(0)
+    numpy.random.seed(args.seed)
     with fluid.dygraph.guard():
         data = numpy.random.random((args.batch, 3, 12, 32, 32)).astype('float32')
         conv3dTranspose = fluid.dygraph.nn.Conv3DTranspose(
@@ -94,10 +102,11 @@ def cmd_demo(args):
     print(f"   input {list(data.shape)} float32, filter_size 12 -> output {list(ret.shape)} "
           f"in {_ms(elapsed)} (first call, creates the parameters)")
     print(f"   weight {list(conv3dTranspose.weight.shape)}, "
-          f"bias {list(conv3dTranspose.bias.shape)}\n")
+          f"bias {list(conv3dTranspose.bias.shape)}; output mean "
+          f"{float(np.mean(ret.numpy(), dtype=np.float64)):.6f}\n")
 
     print("2. Forward and backward pass: a 2x upsampling layer on a 3D volume")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     with fluid.dygraph.guard():
         up = fluid.dygraph.Conv3DTranspose(16, 8, filter_size=4, stride=2, padding=1,
                                            act="relu")
@@ -155,6 +164,40 @@ def cmd_check(args):
     return EXIT_OK if _selfcheck.run(verbose=args.verbose, gpu=gpu) else EXIT_FAILED
 
 
+def _thread_facts():
+    """The kernels' thread count and where it comes from, as ``conv3dt info`` states it."""
+    import conv3dt
+    from conv3dt import _threads
+
+    threads = conv3dt.get_num_threads()
+    cores = _threads._available_cores()
+    env = os.environ.get(_threads.ENV_VAR, "").strip()
+    omp = os.environ.get(_threads.OMP_ENV_VAR, "").strip()
+    source = {
+        "set_num_threads": "conv3dt.set_num_threads()",
+        _threads.ENV_VAR: f"{_threads.ENV_VAR}={env}",
+        _threads.OMP_ENV_VAR: f"{_threads.OMP_ENV_VAR}={omp}",
+        "cores": f"default: the {cores} cores available to this process",
+        "fork": "one thread: a process forked after its parent's kernels ran on several",
+    }[_threads.thread_source()]
+    return {"threads": threads, "threads_source": source, "cores_available": cores,
+            _threads.ENV_VAR: env or None, "OMP_NUM_THREADS": omp or None,
+            "omp_num_threads_used": _threads.thread_source() == _threads.OMP_ENV_VAR}
+
+
+def _cache_facts():
+    import conv3dt
+    from conv3dt import _memory
+
+    facts = dict(conv3dt.cache_info())
+    env = os.environ.get(_memory.ENV_VAR, "").strip()
+    if getattr(_memory._cache, "_limit", None) is not None:
+        facts["limit_source"] = "conv3dt.set_cache_limit()"
+    else:
+        facts["limit_source"] = f"{_memory.ENV_VAR}={env}" if env else "default"
+    return facts
+
+
 def info():
     """Facts about this installation, as a dict (what ``conv3dt info`` prints)."""
     import platform
@@ -163,7 +206,6 @@ def info():
 
     import conv3dt
     from conv3dt._kernels import OPENMP
-    from conv3dt._threads import ENV_VAR, _available_cores
 
     facts = {
         "conv3dt": conv3dt.__version__,
@@ -172,10 +214,11 @@ def info():
         "scipy": scipy.__version__,
         "platform": platform.platform(),
         "openmp": bool(OPENMP),
-        "threads": conv3dt.get_num_threads(),
-        "cores_available": _available_cores(),
-        ENV_VAR: os.environ.get(ENV_VAR),
     }
+    facts.update(_thread_facts())
+    facts["isa"] = conv3dt.get_isa()
+    facts["isa_available"] = conv3dt.available_isas()
+    facts["cache"] = _cache_facts()
     try:
         from threadpoolctl import threadpool_info
 
@@ -208,6 +251,18 @@ def info():
     return facts
 
 
+def _field(name, text):
+    """One ``conv3dt info`` entry: the name in 10 columns, the text wrapped to 79."""
+    import textwrap
+
+    print(textwrap.fill(text, width=79, initial_indent=f"{name:<10}",
+                        subsequent_indent=" " * 10))
+
+
+def _mib(nbytes):
+    return f"{nbytes / 2**20:.0f} MiB" if nbytes >= 2**20 or nbytes == 0 else f"{nbytes} bytes"
+
+
 def cmd_info(args):
     facts = info()
     if args.json:
@@ -217,26 +272,41 @@ def cmd_info(args):
         return EXIT_OK
     from conv3dt._threads import ENV_VAR
 
-    env = facts[ENV_VAR]
     print(f"conv3dt   {facts['conv3dt']}")
     print(f"python    {facts['python']}, numpy {facts['numpy']}, scipy {facts['scipy']}")
     print(f"platform  {facts['platform']}")
     print(f"OpenMP    {'on' if facts['openmp'] else 'off (built without it: one thread)'}")
-    source = f"{ENV_VAR}={env}" if env else f"{facts['cores_available']} cores available"
-    print(f"threads   {facts['threads']} ({source}; change with conv3dt.set_num_threads(n) "
-          f"or {ENV_VAR})")
+    if facts["openmp"]:
+        _field("threads", f"{facts['threads']} ({facts['threads_source']}); change with "
+               f"conv3dt.set_num_threads(n) or {ENV_VAR}; passes under about a million "
+               "multiply-adds run on one thread")
+    else:
+        _field("threads", f"1 (no OpenMP; the configured count, {facts['threads']}, from "
+               f"{facts['threads_source']}, has no effect)")
+    if facts["OMP_NUM_THREADS"] and not facts["omp_num_threads_used"]:
+        _field("", f"OMP_NUM_THREADS={facts['OMP_NUM_THREADS']} is set; conv3dt's kernels "
+               f"do not take their count from it")
+    _field("ISA", f"{facts['isa']} kernels (this CPU runs {', '.join(facts['isa_available'])};"
+           f" force a lower one with CONV3DT_ISA or conv3dt.set_isa(name))")
+    cache = facts["cache"]
+    _field("cache", f"limit {_mib(cache['limit_bytes'])} ({cache['limit_source']}; change "
+           f"with conv3dt.set_cache_limit(nbytes) or CONV3DT_CACHE_MIB); idle now "
+           f"{_mib(cache['idle_bytes'])} in {cache['idle_blocks']} blocks (each process has "
+           "its own cache; conv3dt.empty_cache() frees the idle memory)")
     if isinstance(facts["blas"], str) or not facts["blas"]:
         print(f"BLAS      {facts['blas'] or 'none found'}")
     else:
         for i, lib in enumerate(facts["blas"]):
-            details = [f"{lib['num_threads']} threads"]
+            n = lib["num_threads"]
+            details = [f"{n} thread{'' if n == 1 else 's'}"]
             if lib.get("architecture"):
                 details.append(lib["architecture"])
             if lib.get("bundled_with"):
                 details.append(f"bundled with {lib['bundled_with']}")
             print(f"{'BLAS' if i == 0 else '':<10}{lib['internal_api']} {lib['version']} "
                   f"({', '.join(details)})")
-        print("          (the kernels call SciPy's BLAS, one thread per kernel thread)")
+        _field("", "(loaded in this process, for NumPy; conv3dt's kernels run their own "
+               "products and do not call BLAS)")
     if facts["cupy"] is None:
         print("CuPy      not installed (GPU support: pip install conv3dt[gpu])")
     else:
@@ -606,8 +676,10 @@ reference cases run on the GPU too. Exit code 0 when all pass, else 1.
 """
 
 INFO_HELP = """\
-Prints conv3dt's version, whether the kernels were built with OpenMP, the thread count,
-the BLAS libraries in use and whether CuPy and a GPU are available.
+Prints conv3dt's version, whether the kernels were built with OpenMP, the thread count and
+where it comes from, the memory cache (limit, idle bytes), the BLAS libraries loaded in the
+process (NumPy's; conv3dt's kernels do not call BLAS) and whether CuPy and a GPU are
+available.
 """
 
 RUN_HELP = """\
@@ -655,12 +727,15 @@ def build_parser():
     p.add_argument("--batch", type=_positive_int, default=5,
                    help="batch size of Paddle's example (default 5, as in its docs)")
     p.add_argument("--threads", type=_positive_int, help="kernel threads (default: all cores)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the data and the initial weights (default 0): the same seed "
+                        "prints the same numbers")
     p.set_defaults(func=cmd_demo)
 
     # Parsed by conv3dt._bench.main; listed here for `conv3dt --help`.
     sub.add_parser("bench", add_help=False,
-                   help="CPU benchmark (--shapes, --compare torch,paddle, --threads, --json, "
-                        "--plot; see `conv3dt bench --help`)")
+                   help="CPU benchmark (--shapes, --compare torch,paddle,onnxruntime, "
+                        "--threads, --json, --plot; see `conv3dt bench --help`)")
 
     p = sub.add_parser(
         "check", formatter_class=_formatter, help="self-test this installation (exit 0 or 1)",
@@ -674,7 +749,7 @@ def build_parser():
 
     p = sub.add_parser(
         "info", formatter_class=_formatter,
-        help="version, OpenMP, threads, BLAS, CuPy/GPU availability",
+        help="version, OpenMP, threads, memory cache, BLAS, CuPy/GPU availability",
         description=_para(INFO_HELP))
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
     p.set_defaults(func=cmd_info)
@@ -733,11 +808,25 @@ def build_parser():
     return parser
 
 
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv=None):
-    """Entry point of ``conv3dt`` and ``python -m conv3dt``; returns the exit code."""
+    """Entry point of ``conv3dt`` and ``python -m conv3dt``; returns the exit code.
+
+    Every failure is one line on stderr, ``conv3dt COMMAND: error: ...``: wrong arguments
+    and unusable files, ValueError, TypeError and OSError exit 2; MemoryError and
+    unexpected errors (bugs) exit 1; Ctrl-C exits 130. With ``CONV3DT_DEBUG_CLI=1`` every
+    error but wrong arguments raises instead, with its traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in ("demo", "bench", "check", "info", "run") else ""
+    prefix = f"conv3dt {command}: error:" if command else "conv3dt: error:"
+    debug = os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
-        if argv and argv[0] == "bench":
+        if command == "bench":
             from conv3dt import _bench
 
             return _bench.main(argv[1:])
@@ -750,15 +839,32 @@ def main(argv=None):
             return EXIT_USAGE
         return args.func(args)
     except UsageError as exc:
-        command = argv[0] if argv else ""
-        print(f"conv3dt {command}: error: {exc}".replace("  ", " "), file=sys.stderr)
+        print(f"{prefix} {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # e.g. `conv3dt info | head -1`
         try:
             sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
         return EXIT_OK
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prefix} interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, TypeError, OSError) as exc:
+        if debug:
+            raise
+        print(f"{prefix} {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError as exc:
+        if debug:
+            raise
+        print(f"{prefix} out of memory: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"{prefix} internal error, {type(exc).__name__}: {_one_line(exc)} (set "
+              f"{DEBUG_ENV}=1 for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_FAILED

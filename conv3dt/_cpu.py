@@ -3,36 +3,89 @@
 Arrays arrive as NCDHW views (an NDHWC array is its transposed view) of a validated
 geometry (:class:`conv3dt._geometry.Plan`); outputs are written in place. Workspace per
 thread: the padded window of the input (forward) or of grad_output's residue grids
-(backward), at most _WINDOW_BYTES or one channel's window, and tiles of ncol columns;
-besides it, the packed weights and grad_weight's partial sums (at most _CHUNK_BYTES).
+(backward), at most Tuning.window_bytes or one channel's window, and tiles of ncol columns;
+besides it, the packed weights and grad_weight's partial sums (at most Tuning.chunk_bytes).
+Block sizes, vector widths and panel widths are the instruction-set variant's
+(:mod:`conv3dt._isa`), read from its record, never literals of this module.
 Outputs and the partial sums come from :func:`conv3dt._memory.empty` (``empty``), which
 reuses the memory of large arrays.
 """
 
+import dataclasses
 import functools
+import math
+from typing import Optional
 
 import numpy as np
 
-from . import _kernels
+from . import _isa, _kernels
 from ._geometry import phase_tables
 from ._memory import empty
-from ._threads import get_num_threads
+from ._threads import get_num_threads, note_parallel
 
-# Columns per tile (a longer reduction per grad_weight block; 512 -> 1024 measured 0-8%
-# faster, benchmarks/RESULTS.md).
-_NCOL = 1024
-# Partial grad_weight sums may use this much memory (a fixed chunk count, not a thread
-# count, keeps grad_weight bitwise independent of the number of threads).
-_CHUNK_BYTES = 32 * 1024 * 1024
-_MAX_CHUNKS = 32
-# Few output channels: the forward pass accumulates straight from x (_direct_phase) when
-# C_out / groups <= _DIRECT_COUT; the gradients' thin products run as vector loops instead
-# of BLAS when C_in / groups <= _SMALL_CIN (see _kernels._gemm). Crossovers measured on
-# the benchmark shapes (benchmarks/RESULTS.md).
-_DIRECT_COUT = 2
-_SMALL_CIN = 8
-# Below this many multiply-adds a pass runs on one thread: waking threads costs more.
-_SERIAL_MACS = 1 << 20
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """The tile and workspace sizes of the CPU backend (measured choices, see
+    benchmarks/RESULTS.md). Tests pass small ones (:func:`tuned`) to force the code that
+    splits work onto small problems; results do not depend on them."""
+
+    # Columns per tile (a longer reduction per grad_weight block; 512 -> 1024 measured
+    # 0-8% faster).
+    ncol: int = 1024
+    # Rows of W per product call: the product's block of columns of the shifted rows
+    # (kblock x a register block, less where taps share lines) then stays in the L1 cache
+    # while every panel of output channels passes over it.
+    kblock: int = 256
+    # The padded window of x (or of grad_output's residue grids) per thread holds at most
+    # this much (whole channels; at least one).
+    window_bytes: int = 4 * 1024 * 1024
+    # Output bytes per forward work item (a slab of output depths): the phases interleave
+    # their writes within it, so it should stay in the L2 cache.
+    slab_bytes: int = 1024 * 1024
+    # Slabs are made thinner until the forward pass has this many work items (samples x
+    # groups x slabs), so that small batches keep every thread busy. A property of the
+    # shape, not of the thread count: results do not depend on the number of threads.
+    min_items: int = 8
+    # Partial grad_weight sums may use this much memory, in at most max_chunks chunks (a
+    # fixed chunk count, not a thread count, keeps grad_weight bitwise independent of the
+    # number of threads).
+    chunk_bytes: int = 32 * 1024 * 1024
+    max_chunks: int = 32
+    # Few output channels: the forward pass accumulates straight from x (_direct_phase)
+    # when C_out / groups <= direct_cout (None: the variant's crossover, Isa.direct_cout);
+    # grad_weight's products run as dot blocks when C_in / groups <= small_cin.
+    direct_cout: Optional[int] = None
+    small_cin: int = 8
+    # Below this many multiply-adds a pass runs on one thread: waking threads costs more.
+    serial_macs: int = 1 << 20
+
+
+DEFAULT_TUNING = Tuning()
+_tuning = DEFAULT_TUNING
+
+
+class tuned:
+    """Context manager: the CPU backend uses ``tuning`` (a :class:`Tuning`) inside the
+    block, then the one before."""
+
+    def __init__(self, tuning):
+        if not isinstance(tuning, Tuning):
+            raise TypeError(f"tuning must be a Tuning, got {type(tuning).__name__}")
+        self.tuning = tuning
+
+    def __enter__(self):
+        global _tuning
+        self.previous, _tuning = _tuning, self.tuning
+        return self.tuning
+
+    def __exit__(self, *exc):
+        global _tuning
+        _tuning = self.previous
+
+
+# Arrays of fewer elements are checked for finiteness on one thread.
+_FINITE_SERIAL = 1 << 18
 
 
 def all_finite(arr):
@@ -41,55 +94,51 @@ def all_finite(arr):
     if arr.size == 0:
         return True
     if arr.flags.c_contiguous:
-        return _kernels.all_finite(arr.reshape(-1), get_num_threads())
+        # Waking threads costs more than checking a small array on one.
+        n_threads = 1 if arr.size < _FINITE_SERIAL else get_num_threads()
+        note_parallel(n_threads)
+        return _kernels.all_finite(arr.reshape(-1), _isa.current().index, n_threads)
     # min and max propagate NaN and infinity, and make no temporary the size of arr
     return bool(np.isfinite(arr.min())) and bool(np.isfinite(arr.max()))
 
 
-def _n_threads(plan):
+def _n_threads(plan, tuning):
     """Threads for one pass of ``plan``: the configured count, or 1 for tiny problems."""
-    macs = (plan.n * plan.c_in * (plan.c_out // plan.groups) * int(np.prod(plan.kernel))
-            * int(np.prod(plan.in_size)))
-    return 1 if macs < _SERIAL_MACS else get_num_threads()
+    macs = (plan.n * plan.c_in * (plan.c_out // plan.groups) * math.prod(plan.kernel)
+            * math.prod(plan.in_size))
+    n_threads = 1 if macs < tuning.serial_macs else get_num_threads()
+    note_parallel(n_threads)
+    return n_threads
 
 
-# Bytes of a run descriptor (conv3dt._kernels.Segment: five Py_ssize_t).
-_SEGMENT_BYTES = 5 * np.dtype(np.intp).itemsize
-
-
-def _tile_columns(ncol, wp, itemsize):
-    """Columns of a tile's product output, its last vector included (see _kernels)."""
-    return max(ncol, wp) + 32 // itemsize
-
-
-def _index_bytes(kblock, cols, itemsize, n_taps):
-    """Bytes of a kernel's index lists: 2 row lists, a tile's vectors, its runs and its
-    taps (room for n_taps)."""
-    return ((2 * kblock + cols // (32 // itemsize) + 1 + cols + 2 * n_taps)
-            * np.dtype(np.intp).itemsize)
-
-
-def _raise_if_failed(code, what, n_threads, elements, ncol):
-    """MemoryError stating the per-thread workspace the kernel could not allocate."""
+def _raise_if_failed(code, what, n_threads):
+    """MemoryError stating the per-thread workspace that the kernel (which returns its
+    size in bytes when an allocation failed) could not allocate."""
     if code != 0:
-        nbytes = elements + ncol * _SEGMENT_BYTES
         raise MemoryError(f"could not allocate the per-thread workspace of {what}: "
-                          f"{n_threads} x {nbytes} bytes")
+                          f"{n_threads} x {code} bytes")
 
 
-# Output bytes per forward work item (a slab of output depths): the phases interleave their
-# writes within it, so it should stay in the L2 cache.
-_SLAB_BYTES = 1048576
-# Slabs are made thinner until the forward pass has this many work items (samples x groups
-# x slabs), so that small batches keep every thread busy. A property of the shape, not of
-# the thread count: results do not depend on the number of threads.
-_MIN_ITEMS = 8
-# The padded window of x per thread holds at most this much (whole channels; at least one).
-_WINDOW_BYTES = 4 * 1024 * 1024
-# Rows of W per product call: the product's block of columns of the shifted rows (kblock x
-# 3 vectors, less where taps share lines) then stays in the L1 cache while every panel of
-# output channels passes over it.
-_KBLOCK = 256
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The padded copy of x (forward) or of grad_output's residue grids (backward) that a
+    work item reads in place (see _kernels.Window): planes of hp rows of wp elements, with
+    zero gaps where a tap reads outside the data, `lead` zero elements before each
+    channel's planes, channels cs elements apart (an odd number of cache lines),
+    `channels` channels at once; `elements` in all, with slack for the last vector."""
+
+    hp: int
+    wp: int
+    lead: int
+    cs: int
+    channels: int
+    elements: int
+
+    def as_array(self):
+        arr = np.array([self.hp, self.wp, self.lead, self.cs, self.channels, self.elements],
+                       dtype=np.intp)
+        arr.setflags(write=False)
+        return arr
 
 
 def _odd_lines(elements, itemsize):
@@ -99,6 +148,16 @@ def _odd_lines(elements, itemsize):
     per_line = 64 // itemsize
     lines = -(-elements // per_line)
     return (lines + 1 - lines % 2) * per_line
+
+
+def _window(hp, wp, lead, depth, per_channel, channels_max, isa, itemsize, tuning):
+    """The Window of `depth` planes of hp x wp, per_channel grids a channel, as many
+    channels (<= channels_max) as tuning.window_bytes holds (at least one)."""
+    cs = _odd_lines(lead + depth * hp * wp, itemsize)
+    channels = max(1, min(channels_max, tuning.window_bytes // (per_channel * cs * itemsize)))
+    # Slack past the last channel: a tile's last vector may read past its last column.
+    elements = channels * per_channel * cs + wp + max(64, 8 * isa.lanes(itemsize))
+    return Window(hp, wp, lead, cs, channels, elements)
 
 
 def _gap(table, size):
@@ -130,20 +189,20 @@ def _slab_depths(table, in_d, out_d, stride_d, slab):
     return np.array(out, dtype=np.intp).reshape(-1, 2)
 
 
-def _tile_layout(hp, wp, count_h, count_w, ncol, itemsize):
+def _tile_layout(hp, wp, count_h, count_w, ncol, lanes, panel_mv):
     """How the forward pass or grad_x tiles planes of hp x wp holding count_h x count_w
     kept outputs: (compact, planes per tile; 1: tiles of rows of one plane).
 
-    The panel product computes whole vectors of 32 bytes. A `compact` tile gives each row
-    vectors of its own (count_w rounded up to whole vectors), so that no gap column or row
-    is computed: the choice when that is at most wp columns. Otherwise a tile's vectors
-    run over the window from its first kept column to its last, the gaps included. Of the
-    numbers of whole planes within ncol columns, pick the one that computes the fewest
-    vectors per output (a last register block of a single vector runs at half speed:
-    it counts twice), the most planes among equals (the kernels tile the planes at the
-    borders of x, where some taps read only zeros, on their own).
+    The panel product computes whole vectors of `lanes` elements, in register blocks of
+    panel_mv vectors. A `compact` tile gives each row vectors of its own (count_w rounded
+    up to whole vectors), so that no gap column or row is computed: the choice when that
+    is at most wp columns. Otherwise a tile's vectors run over the window from its first
+    kept column to its last, the gaps included. Of the numbers of whole planes within ncol
+    columns, pick the one that computes the fewest vectors per output (a last register
+    block of a single vector runs at a fraction of the speed: it counts twice), the most
+    planes among equals (the kernels tile the planes at the borders of x, where some taps
+    read only zeros, on their own).
     """
-    lanes = 32 // itemsize
     pitch = -(-count_w // lanes) * lanes
     compact = pitch <= wp
 
@@ -152,16 +211,36 @@ def _tile_layout(hp, wp, count_h, count_w, ncol, itemsize):
             nv = n * count_h * pitch // lanes
         else:
             nv = -(-(((n - 1) * hp + count_h - 1) * wp + count_w) // lanes)
-        return (nv + (nv % _kernels.PANEL_MV == 1)) / (n * count_h * count_w)
+        return (nv + (nv % panel_mv == 1)) / (n * count_h * count_w)
 
     n_max = max(1, ncol // (count_h * pitch if compact else hp * wp))
     return compact, min(range(1, n_max + 1), key=lambda n: (cost(n), -n))
 
 
+@dataclasses.dataclass(frozen=True)
+class ForwardSchedule:
+    """How the forward pass of one plan runs (see _kernels.forward for each array)."""
+
+    phases: np.ndarray       # (3, P, 5) phase tables, padded
+    taps: np.ndarray         # (3, T, 2) tap tables, padded
+    combos: np.ndarray       # (C, 4) phase combinations: (pd, ph, pw, weight offset)
+    tap_dest: np.ndarray     # (K, 4) where each kernel tap lands in the packed weight
+    wpack_size: int          # elements of the row-major packed weight (direct path)
+    panel_size: int          # elements of the weight in panels
+    fill: bool               # some outputs get no tap: fill them with the bias first
+    slab: int                # output depths per work item
+    slab_depths: np.ndarray  # (n_slabs, 2) the input depths each slab reads
+    planes_per_tile: int
+    compact: bool            # tiles of kept columns only
+    n_pw: int                # combinations per (d, h) phase pair (w-phases tiled together)
+    kblock: int              # rows of W per product call
+    window: Window
+
+
 @functools.lru_cache(maxsize=128)
-def _forward_schedule(plan, itemsize):
+def _forward_schedule(plan, itemsize, isa, tuning):
     """Phase tables padded into arrays, phase combinations, tap destinations, tiling and
-    the geometry of the padded window of x."""
+    the geometry of the padded window of x, for the variant `isa`."""
     tables = phase_tables(plan)
     p_max = max(1, max(len(t.phases) for t in tables))
     t_max = max(1, max(len(t.taps) for t in tables))
@@ -185,7 +264,7 @@ def _forward_schedule(plan, itemsize):
     # Consecutive combinations that differ only in their w-phase, tiled together.
     n_pw = max(1, len(tables[2].phases))
     # Where each kernel tap lands in the packed weight (see _kernels.pack_forward_weight).
-    cog_panels = -(-cog // _kernels.PANEL_NR) * _kernels.PANEL_NR
+    cog_panels = -(-cog // isa.panel_nr) * isa.panel_nr
     tap_dest = np.full((int(np.prod(plan.kernel)), 4), -1, dtype=np.intp)
     kh, kw = plan.kernel[1], plan.kernel[2]
     for (pd, ph, pw, base) in combos:
@@ -199,14 +278,13 @@ def _forward_schedule(plan, itemsize):
              np.arange(nt)], axis=1)
     panel_size = max(offset, 1) // cog * cog_panels if offset else 1
     # Slabs of output depths: a multiple of the depth stride (so every depth phase has rows
-    # in each slab) holding about _SLAB_BYTES of output, and thin enough for _MIN_ITEMS
-    # work items.
+    # in each slab) holding about tuning.slab_bytes of output, and thin enough for
+    # tuning.min_items work items.
     s_d = plan.stride[0]
     row_bytes = cog * plan.out_size[1] * plan.out_size[2] * itemsize
-    slab = max(1, _SLAB_BYTES // (row_bytes * s_d)) * s_d
-    per_sample = -(-_MIN_ITEMS // (plan.n * plan.groups))
+    slab = max(1, tuning.slab_bytes // (row_bytes * s_d)) * s_d
+    per_sample = -(-tuning.min_items // (plan.n * plan.groups))
     slab = min(slab, max(s_d, -(-plan.out_size[0] // (per_sample * s_d)) * s_d))
-    ncol = _NCOL
     fill = not all(t.covers_all for t in tables) or len(combos) == 0
     # The padded window: planes of hp x wp, where a read outside x lands in a zero gap.
     in_d, in_h, in_w = plan.in_size
@@ -215,46 +293,57 @@ def _forward_schedule(plan, itemsize):
     count_w = max([int(p[2]) for p in tables[2].phases] + [1])
     hp, wp = max(in_h + gap_h, count_h), max(in_w + gap_w, count_w)
     lead = gap_h * wp + gap_w
-    compact, planes_per_tile = _tile_layout(hp, wp, count_h, count_w, ncol, itemsize)
+    compact, planes_per_tile = _tile_layout(hp, wp, count_h, count_w, tuning.ncol,
+                                            isa.lanes(itemsize), isa.panel_mv)
     slab_depths = _slab_depths(tables[0], in_d, plan.out_size[0], s_d, slab)
     depth = max(1, int((slab_depths[:, 1] - slab_depths[:, 0]).max(initial=1)))
-    cs = _odd_lines(lead + depth * hp * wp, itemsize)
-    cib = max(1, min(cig, _WINDOW_BYTES // (cs * itemsize)))
-    window = np.array([hp, wp, lead, cs, cib, cib * cs + wp + 64], dtype=np.intp)
-    for arr in (phases, taps, combos, tap_dest, slab_depths, window):
+    window = _window(hp, wp, lead, depth, 1, cig, isa, itemsize, tuning)
+    for arr in (phases, taps, combos, tap_dest, slab_depths):
         arr.setflags(write=False)
-    return (phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill, slab, ncol,
-            planes_per_tile, compact, n_pw, kc_max, slab_depths, window)
+    return ForwardSchedule(phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill,
+                           slab, slab_depths, planes_per_tile, compact, n_pw,
+                           min(kc_max, tuning.kblock), window)
 
 
 def forward(plan, x, w, bias, out):
     """out[...] = conv3d_transpose(x, w) + bias, all NCDHW (views); w C-contiguous."""
     dtype = out.dtype
-    (phases, taps, combos, tap_dest, wsize, panel_size, fill, slab, ncol, planes_per_tile,
-     compact, n_pw, kc_max, slab_depths, window) = _forward_schedule(plan, dtype.itemsize)
-    n_threads = _n_threads(plan)
+    isa, tuning = _isa.current(), _tuning
+    sched = _forward_schedule(plan, dtype.itemsize, isa, tuning)
+    n_threads = _n_threads(plan, tuning)
     cog = plan.c_out // plan.groups
-    direct = cog <= _DIRECT_COUT and x.strides[4] == dtype.itemsize
-    wpack = np.empty(wsize if direct else 1, dtype=dtype)
-    wpanel = np.empty(1 if direct else panel_size, dtype=dtype)
-    _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, tap_dest, not direct,
-                                 n_threads)
+    direct_cout = isa.direct_cout if tuning.direct_cout is None else tuning.direct_cout
+    direct = cog <= direct_cout and x.strides[4] == dtype.itemsize
+    wpack = np.empty(sched.wpack_size if direct else 1, dtype=dtype)
+    wpanel = np.empty(1 if direct else sched.panel_size, dtype=dtype)
+    _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, sched.tap_dest, not direct,
+                                 isa.index, n_threads)
     bias = np.empty(0, dtype=dtype) if bias is None else bias
-    kblock = min(kc_max, _KBLOCK)
-    code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, phases, taps, combos,
-                            *plan.stride, fill, slab, slab_depths, window, direct, ncol,
-                            planes_per_tile, compact, n_pw, kblock, n_threads)
-    # Per thread: the window, Y [C_out_g x cols] per w-phase, the run table, 2 row lists
-    # and the tile's vectors, runs and taps.
-    window_elements = 1 if direct else int(window[5])
-    cols = _tile_columns(ncol, int(window[1]), dtype.itemsize)
-    _raise_if_failed(code, "the forward pass", n_threads,
-                     (window_elements + n_pw * cog * cols) * dtype.itemsize
-                     + _index_bytes(kblock, cols, dtype.itemsize, taps.shape[1] ** 3), ncol)
+    code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, sched.phases,
+                            sched.taps, sched.combos, *plan.stride, sched.fill, sched.slab,
+                            sched.slab_depths, sched.window.as_array(), direct, tuning.ncol,
+                            sched.planes_per_tile, sched.compact, sched.n_pw, sched.kblock,
+                            isa.index, n_threads)
+    _raise_if_failed(code, "the forward pass", n_threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackwardSchedule:
+    """How the gradients of one plan run (see _kernels.backward for each array)."""
+
+    res: np.ndarray          # (n_res, 6) residue combinations: (r_d, r_h, r_w, counts)
+    tap_table: np.ndarray    # (K, 4) per tap: residue combination, offsets a_d, a_h, a_w
+    slab: int                # input depths per work item
+    gx_planes: int           # grad_x's tiles (_tile_layout)
+    gx_compact: bool
+    depths: np.ndarray       # (n_slabs, 2) the residue-grid depths each slab reads
+    window: Window
+    inner: np.ndarray        # input depths and rows where every tap reads inside grad_output
+    kblock: int
 
 
 @functools.lru_cache(maxsize=128)
-def _backward_schedule(plan, itemsize):
+def _backward_schedule(plan, itemsize, isa, tuning):
     """Residue grids of grad_output, the tap table and the padded window's geometry.
 
     Per dimension, tap t reads grad_output at i * s + e_t (e_t = t * dil - lo), which is
@@ -262,7 +351,8 @@ def _backward_schedule(plan, itemsize):
     res (n_res, 6): (r_d, r_h, r_w, cnt_d, cnt_h, cnt_w) of each residue combination used;
     tap_table (K, 4): (residue combination, a_d, a_h, a_w) per tap; slab: input depths per
     work item; gx_planes, gx_compact: grad_x's tiles (_tile_layout); depths (n_slabs, 2):
-    the residue-grid depths each slab reads; window and inner (see _kernels.backward).
+    the residue-grid depths each slab reads; window and inner (see _kernels.backward); as
+    a BackwardSchedule.
     """
     per_dim = []
     for a in range(3):
@@ -293,14 +383,15 @@ def _backward_schedule(plan, itemsize):
     hp = pitch(in_h, ah[th], [chh[v] for v in rh[th].tolist()], True)
     wp = pitch(in_w, aw[tw], [cw[v] for v in rw[tw].tolist()], True)
     lead = max(0, -int(ah.min())) * wp + max(0, -int(aw.min()))
-    # Work items: slabs of whole input planes forming one tile of up to _NCOL columns (as
+    # Work items: slabs of whole input planes forming one tile of up to ncol columns (as
     # many slabs as that takes, of equal size), or single planes tiled by rows. Planes
     # where some tap reads outside the grids are tiled alone, and their tiles leave that
     # tap out: no tile reads a plane outside them.
-    n_slabs = -(-in_d // max(1, _NCOL // (hp * wp)))
+    n_slabs = -(-in_d // max(1, tuning.ncol // (hp * wp)))
     slab = -(-in_d // n_slabs)
     # grad_x tiles the slab on its own (see _kernels._grad_item).
-    gx_compact, gx_planes = _tile_layout(hp, wp, in_h, in_w, _NCOL, itemsize)
+    gx_compact, gx_planes = _tile_layout(hp, wp, in_h, in_w, tuning.ncol, isa.lanes(itemsize),
+                                         isa.panel_mv)
     cnt_d = max(cd.values())
     i = np.arange(0, in_d, slab)
     depths = np.stack([np.maximum(0, i + int(ad.min())),
@@ -308,10 +399,8 @@ def _backward_schedule(plan, itemsize):
                       axis=1)
     depths[:, 1] = np.maximum(depths[:, 0], depths[:, 1])
     depth = max(1, int((depths[:, 1] - depths[:, 0]).max()))
-    cs = _odd_lines(lead + depth * hp * wp, itemsize)
     cog = plan.c_out // plan.groups
-    cob = max(1, min(cog, _WINDOW_BYTES // (len(res) * cs * itemsize)))
-    window = np.array([hp, wp, lead, cs, cob, cob * len(res) * cs + wp + 64], dtype=np.intp)
+    window = _window(hp, wp, lead, depth, len(res), cog, isa, itemsize, tuning)
     depths = np.ascontiguousarray(depths, dtype=np.intp)
     # The input depths and rows [lo, hi) where every tap reads inside grad_output
     # (0 <= i + a_t < cnt(r_t)): grad_w tiles the others apart.
@@ -321,9 +410,11 @@ def _backward_schedule(plan, itemsize):
         hi = min(size, min(cnt[int(v)] - int(a) for v, a in zip(r, off)))
         inner += [lo, max(lo, hi)]
     inner = np.array(inner, dtype=np.intp)
-    for arr in (res, tap_table, depths, window, inner):
+    for arr in (res, tap_table, depths, inner):
         arr.setflags(write=False)
-    return res, tap_table, slab, gx_planes, gx_compact, depths, window, inner
+    kblock = min(cog * int(np.prod(plan.kernel)), tuning.kblock)
+    return BackwardSchedule(res, tap_table, slab, gx_planes, gx_compact, depths, window,
+                            inner, kblock)
 
 
 def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
@@ -331,45 +422,37 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
 
     gy, x, gx_out: NCDHW views; w, gw_out: C-contiguous [C_in, C_out_g, kD, kH, kW].
     """
-    n_threads = _n_threads(plan)
+    isa, tuning = _isa.current(), _tuning
+    n_threads = _n_threads(plan, tuning)
     dtype = gy.dtype
     if gb_out is not None:
         _kernels.bias_grad(gy, gb_out, n_threads)
     if gx_out is None and gw_out is None:
         return
-    res, tap_table, slab, gx_planes, gx_compact, depths, window, inner = _backward_schedule(
-        plan, dtype.itemsize)
+    sched = _backward_schedule(plan, dtype.itemsize, isa, tuning)
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
-    kc = cog * int(np.prod(plan.kernel))
-    n_items = plan.groups * plan.n * len(depths)
+    kc = cog * math.prod(plan.kernel)
+    n_items = plan.groups * plan.n * len(sched.depths)
     if gw_out is not None:
-        budget = max(1, _CHUNK_BYTES // (w.size * dtype.itemsize))
-        n_chunks = max(1, min(n_items, _MAX_CHUNKS, budget))
+        budget = max(1, tuning.chunk_bytes // (w.size * dtype.itemsize))
+        n_chunks = max(1, min(n_items, tuning.max_chunks, budget))
         chunks = empty((n_chunks, w.size), dtype)
     else:
         n_chunks = n_items
         chunks = np.empty((0, 1), dtype=dtype)
     gx = gx_out if gx_out is not None else np.empty((0,) * 5, dtype=dtype)
     if gx_out is not None:
-        nr = _kernels.PANEL_NR
+        nr = isa.panel_nr
         wpanel = np.empty(plan.groups * -(-cig // nr) * nr * kc, dtype=dtype)
-        _kernels.pack_backward_weight(w, wpanel, plan.groups, n_threads)
+        _kernels.pack_backward_weight(w, wpanel, plan.groups, isa.index, n_threads)
     else:
         wpanel = np.empty(1, dtype)
-    kblock = min(kc, _KBLOCK)
     code = _kernels.backward(gy, x, wpanel, gx, chunks, gx_out is not None,
                              gw_out is not None, plan.groups,
-                             np.array(plan.stride, dtype=np.intp), res, tap_table, slab, depths,
-                             window, inner, _NCOL, gx_planes, gx_compact, kblock, n_chunks,
-                             _SMALL_CIN,
-                             n_threads)
-    # Per thread: the window, T [C_in_g x cols], the x tile [ldx x cols], 2 row lists, the
-    # run offsets and the tile's vectors, runs and taps.
-    cols = _tile_columns(_NCOL, int(window[1]), dtype.itemsize)
-    ldx = -(-cig // (64 // dtype.itemsize)) * (64 // dtype.itemsize)
-    _raise_if_failed(code, "the backward pass", n_threads,
-                     (int(window[5]) + (cig + ldx) * cols) * dtype.itemsize
-                     + _index_bytes(kblock, cols, dtype.itemsize, len(tap_table))
-                     + cols * np.dtype(np.intp).itemsize, 0)
+                             np.array(plan.stride, dtype=np.intp), sched.res, sched.tap_table,
+                             sched.slab, sched.depths, sched.window.as_array(), sched.inner,
+                             tuning.ncol, sched.gx_planes, sched.gx_compact, sched.kblock,
+                             n_chunks, tuning.small_cin, isa.index, n_threads)
+    _raise_if_failed(code, "the backward pass", n_threads)
     if gw_out is not None:
         _kernels.sum_chunks(chunks, gw_out.reshape(-1), cig, kc, n_threads)

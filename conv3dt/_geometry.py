@@ -190,17 +190,30 @@ class _Unfrozen(Exception):
     pass
 
 
+_PLAIN_TYPES = (int, str, type(None))
+
+
 def _freeze(value):
     """A hashable cache key for a plain argument; raises _Unfrozen for anything else.
 
     Only exact ints, strings, None and (nested) lists/tuples of them are keyed: a bool or a
     NumPy scalar compares equal to an int and must not share that int's cached plan.
     """
-    if value is None or type(value) in (int, str):
+    if type(value) in _PLAIN_TYPES:
         return value
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
+    if type(value) is tuple or type(value) is list:
+        return tuple(map(_freeze, value))
     raise _Unfrozen
+
+
+def arguments_key(*args):
+    """A hashable key that equals another exactly when the plain arguments ``args`` (the
+    geometry arguments of :func:`resolve`) are the same; None when some argument is not
+    plain (a NumPy int, a bool, a float...), whose plan must not be cached."""
+    try:
+        return tuple(map(_freeze, args))
+    except _Unfrozen:
+        return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -222,9 +235,8 @@ def resolve(x_shape, w_shape, stride=1, padding=0, output_padding=0, groups=1, d
     """
     args = (x_shape, w_shape, stride, padding, output_padding, groups, dilation, output_size,
             data_format)
-    try:
-        key = tuple(_freeze(a) for a in args)
-    except _Unfrozen:
+    key = arguments_key(*args)
+    if key is None:
         return _resolve(*args)
     return _resolve_cached(*key)
 

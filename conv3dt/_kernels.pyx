@@ -90,12 +90,13 @@ cdef inline Py_ssize_t _row_pitch(bint compact, Py_ssize_t count_w, Py_ssize_t l
 
 
 cdef inline bint _split_rows(bint compact, Py_ssize_t npl, Py_ssize_t count_w,
-                             Py_ssize_t lanes) noexcept nogil:
+                             Py_ssize_t lanes, Py_ssize_t mv) noexcept nogil:
     """Whether a panel-product tile of npl planes tiles its boundary rows one by one
-    (_rows_end): where a row of the tile fills a register block of CONV3DT_MV vectors, and
-    a tile of several planes is compact (else it computes the gap rows between planes)."""
+    (_rows_end): where a row of the tile fills a register block of mv vectors (the
+    variant's panel_mv), and a tile of several planes is compact (else it computes the gap
+    rows between planes)."""
     return ((compact or npl == 1)
-            and npl * ((count_w + lanes - 1) // lanes) >= CONV3DT_MV)
+            and npl * ((count_w + lanes - 1) // lanes) >= mv)
 
 
 cdef Py_ssize_t _rows_end(Py_ssize_t jh, bint split, Py_ssize_t count, Py_ssize_t in_lo,
@@ -125,9 +126,7 @@ cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noe
     return s
 
 
-cdef extern from "_simd.h" nogil:
-    int CONV3DT_NR
-    int CONV3DT_MV
+cdef extern from "kernels/memops.h" nogil:
     void _zero_f "conv3dt_zero_f"(float* dst, Py_ssize_t n)
     void _zero_d "conv3dt_zero_d"(double* dst, Py_ssize_t n)
     void _copy_f "conv3dt_copy_f"(float* dst, const float* src, Py_ssize_t step, Py_ssize_t n)
@@ -138,70 +137,124 @@ cdef extern from "_simd.h" nogil:
     void _store_d "conv3dt_store_d"(double* dst, Py_ssize_t step, const double* src,
                                     double b, Py_ssize_t n, int accumulate)
     void _store_fence "conv3dt_store_fence"()
-    void _store2_f "conv3dt_store2_f"(float* dst, const float* a, const float* c, float b,
-                                      Py_ssize_t n, int accumulate)
-    void _store2_d "conv3dt_store2_d"(double* dst, const double* a, const double* c,
-                                      double b, Py_ssize_t n, int accumulate)
-    void _wgrad_gemm_f "conv3dt_wgrad_gemm_f"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t nrow,
-                                              Py_ssize_t len, const Py_ssize_t* roff,
-                                              const float* xt, Py_ssize_t ldx, const float* a,
-                                              const Py_ssize_t* aoff, const Py_ssize_t* cols,
-                                              float* c, Py_ssize_t ldc)
-    void _wgrad_gemm_d "conv3dt_wgrad_gemm_d"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t nrow,
-                                              Py_ssize_t len, const Py_ssize_t* roff,
-                                              const double* xt, Py_ssize_t ldx, const double* a,
-                                              const Py_ssize_t* aoff, const Py_ssize_t* cols,
-                                              double* c, Py_ssize_t ldc)
-    void _dot_blocks_f "conv3dt_dot_blocks_f"(const float* X, Py_ssize_t ldi, Py_ssize_t cig,
-                                              const float* a, const Py_ssize_t* aoff,
-                                              const Py_ssize_t* rows, Py_ssize_t kb,
-                                              const Py_ssize_t* roff, Py_ssize_t nrow,
-                                              Py_ssize_t len, float* acc)
-    void _dot_blocks_d "conv3dt_dot_blocks_d"(const double* X, Py_ssize_t ldi, Py_ssize_t cig,
-                                              const double* a, const Py_ssize_t* aoff,
-                                              const Py_ssize_t* rows, Py_ssize_t kb,
-                                              const Py_ssize_t* roff, Py_ssize_t nrow,
-                                              Py_ssize_t len, double* acc)
-    Py_ssize_t _nonfinite_f "conv3dt_nonfinite_f"(const float* x, Py_ssize_t n)
-    Py_ssize_t _nonfinite_d "conv3dt_nonfinite_d"(const double* x, Py_ssize_t n)
-    void _axpy_f "conv3dt_axpy_f"(float* y, const float* x, float a, Py_ssize_t n)
-    void _axpy_d "conv3dt_axpy_d"(double* y, const double* x, double a, Py_ssize_t n)
-    void _panel_gemm_f "conv3dt_panel_gemm_f"(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
-                                              const float* a, const Py_ssize_t* aoff,
-                                              const Py_ssize_t* voff,
-                                              const float* wp, Py_ssize_t wps,
-                                              const Py_ssize_t* rows, float beta, float* c,
-                                              Py_ssize_t ldc)
-    void _panel_gemm_d "conv3dt_panel_gemm_d"(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
-                                              const double* a, const Py_ssize_t* aoff,
-                                              const Py_ssize_t* voff,
-                                              const double* wp, Py_ssize_t wps,
-                                              const Py_ssize_t* rows, double beta, double* c,
-                                              Py_ssize_t ldc)
 
 
-#: Output channels per panel of the forward pass's packed weight (pack_forward_weight).
-PANEL_NR = CONV3DT_NR
-#: Vectors (of 32 bytes) of tile columns per register block of the panel product.
-PANEL_MV = CONV3DT_MV
+cdef extern from "kernels/isa.h" nogil:
+    ctypedef struct conv3dt_isa:
+        const char* name
+        int vector_bytes
+        int panel_mv
+        int panel_nr
+        int wgrad_mv
+        int wgrad_nr
+        int dot_nb
+        int direct_cout
+        void (*panel_gemm_f)(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k, const float* a,
+                             const Py_ssize_t* aoff, const Py_ssize_t* voff, const float* wp,
+                             Py_ssize_t wps, const Py_ssize_t* rows, float beta, float* c,
+                             Py_ssize_t ldc) noexcept nogil
+        void (*panel_gemm_d)(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k, const double* a,
+                             const Py_ssize_t* aoff, const Py_ssize_t* voff, const double* wp,
+                             Py_ssize_t wps, const Py_ssize_t* rows, double beta, double* c,
+                             Py_ssize_t ldc) noexcept nogil
+        void (*wgrad_gemm_f)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t nrow, Py_ssize_t len,
+                             const Py_ssize_t* roff, const float* xt, Py_ssize_t ldx,
+                             const float* a, const Py_ssize_t* aoff, const Py_ssize_t* cols,
+                             float* c, Py_ssize_t ldc) noexcept nogil
+        void (*wgrad_gemm_d)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t nrow, Py_ssize_t len,
+                             const Py_ssize_t* roff, const double* xt, Py_ssize_t ldx,
+                             const double* a, const Py_ssize_t* aoff, const Py_ssize_t* cols,
+                             double* c, Py_ssize_t ldc) noexcept nogil
+        void (*dot_blocks_f)(const float* X, Py_ssize_t ldi, Py_ssize_t cig, const float* a,
+                             const Py_ssize_t* aoff, const Py_ssize_t* rows, Py_ssize_t kb,
+                             const Py_ssize_t* roff, Py_ssize_t nrow, Py_ssize_t len,
+                             float* acc) noexcept nogil
+        void (*dot_blocks_d)(const double* X, Py_ssize_t ldi, Py_ssize_t cig, const double* a,
+                             const Py_ssize_t* aoff, const Py_ssize_t* rows, Py_ssize_t kb,
+                             const Py_ssize_t* roff, Py_ssize_t nrow, Py_ssize_t len,
+                             double* acc) noexcept nogil
+        void (*axpy_f)(float* y, const float* x, float a, Py_ssize_t n) noexcept nogil
+        void (*axpy_d)(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil
+        Py_ssize_t (*nonfinite_f)(const float* x, Py_ssize_t n) noexcept nogil
+        Py_ssize_t (*nonfinite_d)(const double* x, Py_ssize_t n) noexcept nogil
+        void (*store2_f)(float* dst, const float* a, const float* c, float b, Py_ssize_t n,
+                         int accumulate) noexcept nogil
+        void (*store2_d)(double* dst, const double* a, const double* c, double b,
+                         Py_ssize_t n, int accumulate) noexcept nogil
+    int conv3dt_isa_count()
+    const conv3dt_isa* conv3dt_isa_get(int index)
+    int conv3dt_isa_supported(int index)
 
 
-cdef inline void _panel_product(Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
-                                const floating* a, const Py_ssize_t* aoff,
+def isa_variants():
+    """The instruction-set variants this build has, best first (generic last), each a
+    dict of its facts and whether this CPU runs it."""
+    cdef int i
+    cdef const conv3dt_isa* isa
+    out = []
+    for i in range(conv3dt_isa_count()):
+        isa = conv3dt_isa_get(i)
+        out.append(dict(index=i, name=isa.name.decode(), supported=bool(conv3dt_isa_supported(i)),
+                        vector_bytes=isa.vector_bytes, panel_mv=isa.panel_mv,
+                        panel_nr=isa.panel_nr, wgrad_mv=isa.wgrad_mv, wgrad_nr=isa.wgrad_nr,
+                        dot_nb=isa.dot_nb, direct_cout=isa.direct_cout))
+    return out
+
+
+cdef inline Py_ssize_t _lanes(const conv3dt_isa* isa, Py_ssize_t itemsize) noexcept nogil:
+    """Elements per vector of the variant."""
+    return isa.vector_bytes // itemsize
+
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    return (n + m - 1) // m * m
+
+
+cdef inline void _panel_product(const conv3dt_isa* isa, Py_ssize_t nv, Py_ssize_t n,
+                                Py_ssize_t k, const floating* a, const Py_ssize_t* aoff,
                                 const Py_ssize_t* voff, const floating* wp, Py_ssize_t wps,
                                 const Py_ssize_t* rows, floating beta,
                                 floating* c) noexcept nogil:
-    """C [n x nv vectors] (+)= W[:, rows] @ A (row-major, see _simd.h's panel product),
-    rows increasing. Consecutive rows (none left out) go without the row list, so the
-    kernel runs its unrolled loop."""
-    cdef Py_ssize_t ldc = nv * (32 // sizeof(floating))
+    """C [n x nv vectors] (+)= W[:, rows] @ A (row-major, see the panel product in
+    kernels/microkernels.h), rows increasing. Consecutive rows (none left out) go without
+    the row list, so the kernel runs its unrolled loop."""
+    cdef Py_ssize_t ldc = nv * _lanes(isa, sizeof(floating))
     if k > 0 and rows[k - 1] - rows[0] == k - 1:
-        wp = wp + rows[0] * CONV3DT_NR
+        wp = wp + rows[0] * isa.panel_nr
         rows = NULL
     if floating is float:
-        _panel_gemm_f(nv, n, k, a, aoff, voff, wp, wps, rows, beta, c, ldc)
+        isa.panel_gemm_f(nv, n, k, a, aoff, voff, wp, wps, rows, beta, c, ldc)
     else:
-        _panel_gemm_d(nv, n, k, a, aoff, voff, wp, wps, rows, beta, c, ldc)
+        isa.panel_gemm_d(nv, n, k, a, aoff, voff, wp, wps, rows, beta, c, ldc)
+
+
+cdef inline void _axpy(const conv3dt_isa* isa, floating* y, const floating* x, floating a,
+                       Py_ssize_t n) noexcept nogil:
+    """y[u] += a * x[u], u < n."""
+    if floating is float:
+        isa.axpy_f(y, x, a, n)
+    else:
+        isa.axpy_d(y, x, a, n)
+
+
+cdef inline void _weight_grad_product(const conv3dt_isa* isa, const floating* X,
+                                      Py_ssize_t ldx, Py_ssize_t cig, int small_n,
+                                      const floating* a, const Py_ssize_t* aoff,
+                                      const Py_ssize_t* rows, Py_ssize_t kb,
+                                      const Py_ssize_t* roff, Py_ssize_t nrun, Py_ssize_t in_w,
+                                      floating* acc) noexcept nogil:
+    """acc [kc x cig][rows, :] += B @ X_tile^T: the few-channel dot blocks where
+    cig <= small_n (X not transposed), else the register-blocked product (X transposed,
+    rows ldx apart)."""
+    if cig <= small_n:
+        if floating is float:
+            isa.dot_blocks_f(X, nrun * in_w, cig, a, aoff, rows, kb, roff, nrun, in_w, acc)
+        else:
+            isa.dot_blocks_d(X, nrun * in_w, cig, a, aoff, rows, kb, roff, nrun, in_w, acc)
+    elif floating is float:
+        isa.wgrad_gemm_f(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, cig)
+    else:
+        isa.wgrad_gemm_d(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, cig)
 
 
 cdef Py_ssize_t _take_rows(Py_ssize_t* ch, Py_ssize_t* j, Py_ssize_t ch0, Py_ssize_t ch_end,
@@ -275,6 +328,26 @@ cdef inline void _copy_strided(floating* dst, const floating* src, Py_ssize_t st
         _copy_d(dst, src, step, n)
 
 
+cdef inline void _store(floating* dst, Py_ssize_t step, const floating* src, floating b,
+                        Py_ssize_t n, bint accumulate) noexcept nogil:
+    """dst[u * step] = src[u] + b (or += src[u] when accumulate), u < n."""
+    if floating is float:
+        _store_f(dst, step, src, b, n, accumulate)
+    else:
+        _store_d(dst, step, src, b, n, accumulate)
+
+
+cdef inline void _store2(const conv3dt_isa* isa, floating* dst, const floating* a,
+                         const floating* c, floating b, Py_ssize_t n,
+                         bint accumulate) noexcept nogil:
+    """dst[2u] = a[u] + b, dst[2u + 1] = c[u] + b (or +=), u < n: two w-phases of stride 2
+    interleaved in one contiguous row (the variant's shuffles)."""
+    if floating is float:
+        isa.store2_f(dst, a, c, b, n, accumulate)
+    else:
+        isa.store2_d(dst, a, c, b, n, accumulate)
+
+
 cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
                           Py_ssize_t nc, Segment* segs) noexcept nogil:
     """Split the flat positions [j0, j0 + nc) of a (., count_h, count_w) grid into runs
@@ -306,7 +379,8 @@ cdef Py_ssize_t _segments(Py_ssize_t count_h, Py_ssize_t count_w, Py_ssize_t j0,
 
 # ------------------------------------------------------------------------ forward pass
 
-cdef void _write_phase(const floating* Y, Py_ssize_t y_size, Py_ssize_t n_dir,
+cdef void _write_phase(const conv3dt_isa* isa, const floating* Y, Py_ssize_t y_size,
+                       Py_ssize_t n_dir,
                        floating* yg, Strides4 ys, Py_ssize_t cog, const floating* bias,
                        const Phase3* ph, Py_ssize_t stride_d, Py_ssize_t stride_h,
                        Py_ssize_t stride_w, const Segment* segs, Py_ssize_t nseg,
@@ -330,16 +404,10 @@ cdef void _write_phase(const floating* Y, Py_ssize_t y_size, Py_ssize_t n_dir,
                    + (ph[0].o0[1] + segs[k].j[1] * stride_h) * ys.h
                    + (ph[first].o0[2] + segs[k].j[2] * stride_w) * ys.w)
             if n_dir == 2:
-                if floating is float:
-                    _store2_f(dst, src + first * y_size, src + (1 - first) * y_size, b,
-                              segs[k].length, False)
-                else:
-                    _store2_d(dst, src + first * y_size, src + (1 - first) * y_size, b,
-                              segs[k].length, False)
-            elif floating is float:
-                _store_f(dst, step, src, b, segs[k].length, False)
+                _store2(isa, dst, src + first * y_size, src + (1 - first) * y_size, b,
+                        segs[k].length, False)
             else:
-                _store_d(dst, step, src, b, segs[k].length, False)
+                _store(dst, step, src, b, segs[k].length, False)
 
 
 cdef inline void _load_phase(Phase3* ph, const Py_ssize_t[:, :, ::1] phases,
@@ -361,7 +429,7 @@ def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_
                         Py_ssize_t groups,
                         const Py_ssize_t[:, ::1] tap_dest,    # IN  (K, 4) see below
                         bint panels,                          # write wpanel, else wpack
-                        int n_threads):
+                        int isa_index, int n_threads):
     """Gather each phase combination's weight W_c [C_out_g x C_in_g * nt] per group, in
     panels for the window products or row-major for the direct path.
 
@@ -370,9 +438,10 @@ def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_
     that reach no output. Row r = ci * nt + i of W_c, column co:
       wpack  [off + ((g * cog + co) * cig + ci) * nt + i]                 (row-major)
       wpanel [poff + g * cogp * kc + (co // NR) * kc * NR + r * NR + co % NR]  (panels)
-    with kc = cig * nt and cogp = cog rounded up to a multiple of NR = CONV3DT_NR (columns
-    co >= cog are zeros).
+    with kc = cig * nt and cogp = cog rounded up to a multiple of NR, the variant's panel_nr
+    (columns co >= cog are zeros).
     """
+    cdef const conv3dt_isa* isa = conv3dt_isa_get(isa_index)
     cdef Py_ssize_t cig = w.shape[0] // groups, cog = w.shape[1]
     cdef Py_ssize_t kk = w.shape[2] * w.shape[3] * w.shape[4]
     cdef const floating* w0 = &w[0, 0, 0, 0, 0]
@@ -380,16 +449,17 @@ def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_
     with nogil:
         for c_in in prange(w.shape[0], num_threads=n_threads, schedule='static'):
             _pack_weight_channel(w0 + c_in * cog * kk, &wpack[0], &wpanel[0], panels, kk,
-                                 c_in, cig, cog, &tap_dest[0, 0])
+                                 c_in, cig, cog, &tap_dest[0, 0], isa.panel_nr)
 
 
 cdef void _pack_weight_channel(const floating* src, floating* wpack, floating* wpanel,
                                bint panels, Py_ssize_t kk, Py_ssize_t c_in, Py_ssize_t cig,
-                               Py_ssize_t cog, const Py_ssize_t* tap_dest) noexcept nogil:
+                               Py_ssize_t cog, const Py_ssize_t* tap_dest,
+                               Py_ssize_t nr) noexcept nogil:
     """The rows of input channel c_in (src = w[c_in], [cog][kk], which stays in the L1
     cache) in every combination's weight, tap by tap (see pack_forward_weight)."""
     cdef Py_ssize_t t, nt, kc, co, base, g = c_in // cig, ci = c_in - g * cig
-    cdef Py_ssize_t nr = CONV3DT_NR, cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
+    cdef Py_ssize_t cogp = _round_up(cog, nr)
     for t in range(kk):
         if tap_dest[4 * t] < 0:
             continue
@@ -407,13 +477,14 @@ cdef void _pack_weight_channel(const floating* src, floating* wpack, floating* w
 
 def pack_backward_weight(const floating[:, :, :, :, ::1] w,  # IN  [C_in, C_out_g, kD, kH, kW]
                          floating[::1] wpanel,                # OUT panels
-                         Py_ssize_t groups, int n_threads):
-    """W_g [C_in_g x C_out_g * K] of each group in panels of NR = CONV3DT_NR rows, for
-    grad_x's product: element (ci, r) at [g][ci // NR][r][ci % NR], cig rounded up to a
-    multiple of NR (rows ci >= cig are zeros)."""
+                         Py_ssize_t groups, int isa_index, int n_threads):
+    """W_g [C_in_g x C_out_g * K] of each group in panels of NR rows (the variant's
+    panel_nr), for grad_x's product: element (ci, r) at [g][ci // NR][r][ci % NR], cig
+    rounded up to a multiple of NR (rows ci >= cig are zeros)."""
+    cdef Py_ssize_t nr = conv3dt_isa_get(isa_index).panel_nr
     cdef Py_ssize_t cig = w.shape[0] // groups
     cdef Py_ssize_t kc = w.shape[1] * w.shape[2] * w.shape[3] * w.shape[4]
-    cdef Py_ssize_t cigp = (cig + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
+    cdef Py_ssize_t cigp = _round_up(cig, nr)
     cdef const floating* w0 = &w[0, 0, 0, 0, 0]
     cdef floating* dst
     cdef Py_ssize_t i, g, ci, r
@@ -421,12 +492,12 @@ def pack_backward_weight(const floating[:, :, :, :, ::1] w,  # IN  [C_in, C_out_
         for i in prange(groups * cigp, num_threads=n_threads, schedule='static'):
             g = i // cigp
             ci = i - g * cigp
-            dst = &wpanel[(g * cigp + ci // CONV3DT_NR * CONV3DT_NR) * kc + ci % CONV3DT_NR]
+            dst = &wpanel[(g * cigp + ci // nr * nr) * kc + ci % nr]
             for r in range(kc):
-                dst[r * CONV3DT_NR] = w0[(g * cig + ci) * kc + r] if ci < cig else 0
+                dst[r * nr] = w0[(g * cig + ci) * kc + r] if ci < cig else 0
 
 
-cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
+cdef void _direct_phase(const conv3dt_isa* isa, const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
                         Py_ssize_t in_w, const Phase3* ph, const floating* wg, Py_ssize_t kc,
                         Py_ssize_t cog, const Segment* segs, Py_ssize_t nseg, Py_ssize_t nc,
                         floating* Y) noexcept nogil:
@@ -460,12 +531,8 @@ cdef void _direct_phase(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                 continue
             src = xg + ci * xs.c + i_d * xs.d + i_h * xs.h + iw0 + lo_u
             for co in range(cog):
-                if floating is float:
-                    _axpy_f(Y + co * nc + segs[k].offset + lo_u, src, wg[co * kc + r],
-                            hi_u - lo_u)
-                else:
-                    _axpy_d(Y + co * nc + segs[k].offset + lo_u, src, wg[co * kc + r],
-                            hi_u - lo_u)
+                _axpy(isa, Y + co * nc + segs[k].offset + lo_u, src, wg[co * kc + r],
+                      hi_u - lo_u)
 
 
 cdef void _copy_window(const floating* xc, Strides4 xs, Py_ssize_t d_lo, Py_ssize_t d_hi,
@@ -497,13 +564,13 @@ cdef void _copy_window(const floating* xc, Strides4 xs, Py_ssize_t d_lo, Py_ssiz
             _zero(dst + in_h * win.wp, (win.hp - in_h) * win.wp)
 
 
-cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
+cdef void _window_tile(const conv3dt_isa* isa, const floating* xp, const Window* win, Py_ssize_t d_lo,
                        Py_ssize_t in_d, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t c0,
                        Py_ssize_t nci, const floating* wpg, Py_ssize_t wps, Py_ssize_t cog,
                        const Phase3* ph, Py_ssize_t jd, Py_ssize_t npl, Py_ssize_t jh0,
                        Py_ssize_t nrow, Py_ssize_t nv, const Py_ssize_t* voff,
-                       Py_ssize_t kblock, floating* Y, Py_ssize_t* rows, Py_ssize_t* aoff,
-                       Py_ssize_t* tap, Py_ssize_t* tap_off) noexcept nogil:
+                       Py_ssize_t kblock, bint accumulate, floating* Y, Py_ssize_t* rows,
+                       Py_ssize_t* aoff, Py_ssize_t* tap, Py_ssize_t* tap_off) noexcept nogil:
     """Grid rows jh0 .. jh0 + nrow - 1 of grid depths jd .. jd + npl - 1 of one phase
     combination, computed in the nv vectors of _tile_vectors.
 
@@ -513,14 +580,17 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
     aoff[i] = ci * cs + ((jd + md - d_lo) * hp + mh) * wp + mw with m* = q0 - m the tap's
     offsets. Taps whose reads all leave x for this tile are left out (tap, tap_off: room
     for the combination's taps).
-    OUT Y [cog x nv vectors] = W[:, rows] @ B (row-major), for _write_rows.
+    OUT Y [cog x nv vectors] = W[:, rows] @ B (row-major), for _write_rows; with
+    `accumulate`, Y (+)= instead: its terms added to Y's values one by one (_read_rows
+    put the sums of the earlier blocks of channels there), so that the order of the
+    additions does not depend on the blocks.
     """
     cdef Py_ssize_t nth = ph.ntaps[1], ntw = ph.ntaps[2]
     cdef Py_ssize_t nt = ph.ntaps[0] * nth * ntw
     cdef Py_ssize_t kb, md, mh, mw, ntap = 0, itd, ith, itw
     cdef Py_ssize_t wp = win.wp
     cdef const floating* a = xp + win.lead + jh0 * wp
-    cdef floating beta = 0
+    cdef floating beta = 1 if accumulate else 0
     cdef bint first = True
     cdef Py_ssize_t ci = c0, j = 0
     for itd in range(ph.ntaps[0]):
@@ -539,12 +609,35 @@ cdef void _window_tile(const floating* xp, const Window* win, Py_ssize_t d_lo,
         kb = _take_rows(&ci, &j, c0, c0 + nci, nt, win.cs, ntap, tap, tap_off, kblock, rows,
                         aoff)
         # Y [cog x nv vectors] (+)= W_phase[:, rows] @ B  (row-major)
-        _panel_product(nv, cog, kb, a, aoff, voff, wpg, wps, rows, beta, Y)
+        _panel_product(isa, nv, cog, kb, a, aoff, voff, wpg, wps, rows, beta, Y)
         beta = 1
         first = False
 
 
-cdef void _write_rows(const floating* Y, Py_ssize_t y_size, Py_ssize_t ldy,
+cdef void _read_rows(floating* Y, Py_ssize_t y_size, Py_ssize_t ldy,
+                     const Py_ssize_t* coff, const Phase3* ph, Py_ssize_t n_pw,
+                     const floating* yg, Strides4 ys, Py_ssize_t cog, Py_ssize_t stride_d,
+                     Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t jd, Py_ssize_t npl,
+                     Py_ssize_t jh0, Py_ssize_t nrow) noexcept nogil:
+    """The inverse of _write_rows (no bias): Y = y at the tile's output positions, the sums
+    of the earlier blocks of input channels, which the next block's products continue."""
+    cdef Py_ssize_t co, p, q, v, u, od, oh
+    cdef const floating* row
+    cdef floating* dst
+    for co in range(cog):
+        for p in range(npl):
+            od = ph[0].o0[0] + (jd + p) * stride_d
+            for q in range(nrow):
+                oh = ph[0].o0[1] + (jh0 + q) * stride_h
+                row = yg + co * ys.c + od * ys.d + oh * ys.h
+                for v in range(n_pw):
+                    dst = Y + v * y_size + co * ldy + coff[p * nrow + q]
+                    for u in range(ph[v].count[2]):
+                        dst[u] = row[(ph[v].o0[2] + u * stride_w) * ys.w]
+
+
+cdef void _write_rows(const conv3dt_isa* isa, const floating* Y, Py_ssize_t y_size,
+                      Py_ssize_t ldy,
                       const Py_ssize_t* coff, const Phase3* ph, Py_ssize_t n_pw,
                       floating* yg, Strides4 ys, Py_ssize_t cog, const floating* bias,
                       bint accumulate, Py_ssize_t stride_d, Py_ssize_t stride_h,
@@ -576,23 +669,15 @@ cdef void _write_rows(const floating* Y, Py_ssize_t y_size, Py_ssize_t ldy,
                 row = yg + co * ys.c + od * ys.d + oh * ys.h
                 src = Y + co * ldy + coff[p * nrow + q]
                 if n_pair > 0:
-                    if floating is float:
-                        _store2_f(row + ph[first].o0[2], src + first * y_size,
-                                  src + (1 - first) * y_size, b, n_pair, accumulate)
-                    else:
-                        _store2_d(row + ph[first].o0[2], src + first * y_size,
-                                  src + (1 - first) * y_size, b, n_pair, accumulate)
+                    _store2(isa, row + ph[first].o0[2], src + first * y_size,
+                            src + (1 - first) * y_size, b, n_pair, accumulate)
                     continue
                 for v in range(n_pw):
-                    if floating is float:
-                        _store_f(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src + v * y_size,
-                                 b, ph[v].count[2], accumulate)
-                    else:
-                        _store_d(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src + v * y_size,
-                                 b, ph[v].count[2], accumulate)
+                    _store(row + ph[v].o0[2] * ys.w, stride_w * ys.w, src + v * y_size, b,
+                           ph[v].count[2], accumulate)
 
 
-cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
+cdef void _forward_slab(const conv3dt_isa* isa, const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssize_t in_h,
                         Py_ssize_t in_w, const floating* wpack, const floating* wpanel,
                         Py_ssize_t g, floating* yg, Strides4 ys, Py_ssize_t out_h,
                         Py_ssize_t out_w, Py_ssize_t cig, Py_ssize_t cog, const floating* bias,
@@ -620,8 +705,8 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
     cdef Phase3 ph
     cdef Py_ssize_t c, co, jd, jd_lo, jd_hi, jh0, kc, nt, c0, nci, nrow, j0, j_end, npl
     cdef Py_ssize_t c_end, v, count_w, nv, n_dir, nc, nseg
-    cdef Py_ssize_t cogp = (cog + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
-    cdef Py_ssize_t rows_per_tile, lanes = 32 // sizeof(floating), pitch
+    cdef Py_ssize_t nr = isa.panel_nr, cogp = _round_up(cog, nr)
+    cdef Py_ssize_t rows_per_tile, lanes = _lanes(isa, sizeof(floating)), pitch
     cdef Py_ssize_t d_in_lo, d_in_hi, h_in_lo, h_in_hi, md, mh, t, h0, h1
     cdef bint split
     if fill:
@@ -659,10 +744,10 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                     nseg = _segments(ph.count[1], ph.count[2], j0, nc, segs)
                     for v in range(n_dir):
                         kc = cig * phw[v].ntaps[0] * phw[v].ntaps[1] * phw[v].ntaps[2]
-                        _direct_phase(xg, xs, in_d, in_h, in_w, &phw[v],
+                        _direct_phase(isa, xg, xs, in_d, in_h, in_w, &phw[v],
                                       wpack + combos[c + v, 3] + g * cog * kc, kc, cog, segs,
                                       nseg, nc, Y + v * y_size)
-                    _write_phase(Y, y_size, n_dir, yg, ys, cog, bias, phw, stride_d, stride_h,
+                    _write_phase(isa, Y, y_size, n_dir, yg, ys, cog, bias, phw, stride_d, stride_h,
                                  stride_w, segs, nseg, nc)
                     j0 += ncol
                 c += n_dir
@@ -693,7 +778,7 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                 # Tiles of whole planes, or of rows of one plane (see _plane_tile), the
                 # boundary rows apart where that fills register blocks (_split_rows).
                 npl = _plane_tile(jd, jd_hi, d_in_lo, d_in_hi, planes_per_tile)
-                split = _split_rows(compact, npl, count_w, lanes)
+                split = _split_rows(compact, npl, count_w, lanes, isa.panel_mv)
                 h0 = 0
                 while h0 < ph.count[1]:
                     h1 = _rows_end(h0, split, ph.count[1], h_in_lo, h_in_hi)
@@ -703,16 +788,21 @@ cdef void _forward_slab(const floating* xg, Strides4 xs, Py_ssize_t in_d, Py_ssi
                     while jh0 < h1:
                         nrow = _min(rows_per_tile, h1 - jh0)
                         nv = _tile_vectors(win, compact, npl, nrow, count_w, lanes, voff, coff)
+                        if c0 > 0:
+                            _read_rows(Y, y_size, nv * lanes, coff, phw, c_end - c, yg, ys,
+                                       cog, stride_d, stride_h, stride_w, jd, npl, jh0, nrow)
                         for v in range(c_end - c):
                             kc = cig * phw[v].ntaps[0] * phw[v].ntaps[1] * phw[v].ntaps[2]
-                            _window_tile(xp, win, d_lo, in_d, in_h, in_w, c0, nci,
+                            _window_tile(isa, xp, win, d_lo, in_d, in_h, in_w, c0, nci,
                                          wpanel + combos[c + v, 3] // cog * cogp
-                                         + g * cogp * kc, kc * CONV3DT_NR, cog, &phw[v], jd,
-                                         npl, jh0, nrow, nv, voff, kblock, Y + v * y_size,
-                                         rows, aoff, tap, tap_off)
-                        _write_rows(Y, y_size, nv * lanes, coff, phw, c_end - c, yg, ys, cog,
-                                    bias if c0 == 0 else NULL, c0 > 0, stride_d, stride_h,
-                                    stride_w, jd, npl, jh0, nrow)
+                                         + g * cogp * kc, kc * nr, cog, &phw[v], jd,
+                                         npl, jh0, nrow, nv, voff, kblock, c0 > 0,
+                                         Y + v * y_size, rows, aoff, tap, tap_off)
+                        # The bias goes after the last block of channels, so that it is
+                        # added to the whole sum however the channels are blocked.
+                        _write_rows(isa, Y, y_size, nv * lanes, coff, phw, c_end - c, yg, ys, cog,
+                                    bias if c0 + nci >= cig else NULL, False, stride_d,
+                                    stride_h, stride_w, jd, npl, jh0, nrow)
                         jh0 += nrow
                 jd += npl
             c = c_end
@@ -745,8 +835,9 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile,
             bint compact,                            # tiles of kept columns only
             Py_ssize_t n_pw,                         # combinations per (d, h) phase pair
-            Py_ssize_t kblock, int n_threads):
-    """y = conv3d_transpose(x, w) (+ bias). Returns 0, or -1 if a workspace malloc failed.
+            Py_ssize_t kblock, int isa_index, int n_threads):
+    """y = conv3d_transpose(x, w) (+ bias). Returns 0, or the bytes of the per-thread
+    workspace when allocating it failed.
 
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
     of sample n, group g, which read input depths slab_depths[s]. Per thread: the padded
@@ -757,6 +848,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     tile's vectors and runs (cols / lanes + 1 and cols entries) and its taps (2 x T^3,
     T = taps.shape[1]).
     """
+    cdef const conv3dt_isa* isa = conv3dt_isa_get(isa_index)
     cdef Py_ssize_t n_batch = x.shape[0], cig = x.shape[1] // groups
     cdef Py_ssize_t c_out = y.shape[1], cog = c_out // groups
     cdef Py_ssize_t n_slabs = (y.shape[2] + slab - 1) // slab
@@ -777,7 +869,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     win.cs = window[3]
     win.cib = window[4]
     cdef Py_ssize_t xp_size = 1 if direct else window[5]
-    cdef Py_ssize_t lanes = 32 // sizeof(floating)
+    cdef Py_ssize_t lanes = _lanes(isa, sizeof(floating))
     cdef Py_ssize_t cols = max(ncol, win.wp) + lanes
     cdef Py_ssize_t y_size = cog * cols
     cdef Py_ssize_t it, n, g, sl
@@ -793,6 +885,10 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef Py_ssize_t* coff
     cdef Py_ssize_t* tap
     cdef Py_ssize_t ntap_max = taps.shape[1] * taps.shape[1] * taps.shape[1]
+    cdef Py_ssize_t workspace = (
+        (xp_size + n_pw * y_size) * sizeof(floating) + n_pw * sizeof(Phase3)
+        + ncol * sizeof(Segment)
+        + (2 * ntap_max + 2 * kblock + cols // lanes + 1 + cols) * sizeof(Py_ssize_t))
 
     with nogil, parallel(num_threads=n_threads):
         xp = <floating*>calloc(xp_size, sizeof(floating))
@@ -814,7 +910,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             sl = it % n_slabs
             g = (it // n_slabs) % groups
             n = it // (n_slabs * groups)
-            _forward_slab(x0 + n * sx_n + g * cig * xs.c, xs, x.shape[2], x.shape[3],
+            _forward_slab(isa, x0 + n * sx_n + g * cig * xs.c, xs, x.shape[2], x.shape[3],
                           x.shape[4], w0, wp0, g, y0 + n * sy_n + g * cog * ys.c, ys,
                           y.shape[3], y.shape[4], cig, cog,
                           b0 + g * cog if b0 != NULL else NULL, phases, taps, combos,
@@ -832,7 +928,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
         free(segs)
         free(rows)
         free(aoff)
-    return -1 if failed else 0
+    return workspace if failed else 0
 
 
 # -------------------------------------------------------------------------- gradients
@@ -896,7 +992,7 @@ cdef void _pack_x_tile(const floating* xg, Strides4 xs, Py_ssize_t cig, Py_ssize
             _copy_strided(X + ci * nv + k * in_w, src, xs.w, in_w)
 
 
-cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
+cdef void _grad_tile(const conv3dt_isa* isa, const floating* buf, const Window* win, Py_ssize_t n_res,
                      const Py_ssize_t[:, ::1] res, const Py_ssize_t[:, ::1] tap_table,
                      Py_ssize_t id, Py_ssize_t npl, Py_ssize_t a_lo, Py_ssize_t jh0,
                      Py_ssize_t nrow, Py_ssize_t in_w, Py_ssize_t co0, Py_ssize_t nco,
@@ -918,16 +1014,29 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
         acc [kc x cig][rows, :] += B @ X_tile^T                    (valid columns only)
     """
     cdef Py_ssize_t K = tap_table.shape[0]
-    cdef Py_ssize_t wp = win.wp, lanes = 32 // sizeof(floating), nv = 0
+    cdef Py_ssize_t wp = win.wp, lanes = _lanes(isa, sizeof(floating)), nv = 0
     cdef Py_ssize_t nrun = npl * nrow
     cdef Py_ssize_t kb, co = co0, j = 0, t, rho, ad, ah, aw, ci, k, ntap = 0
     cdef const floating* a = buf + win.lead + jh0 * wp
+    cdef const floating* src
     cdef floating beta = 0
     cdef bint first = True
+    cdef Py_ssize_t u
     for k in range(nrun):
         roff[k] = ((k // nrow) * win.hp + k % nrow) * wp
     if gxg != NULL:
         nv = _tile_vectors(win, compact, npl, nrow, in_w, lanes, voff, coff)
+        if co0 > 0:
+            # The sums of the earlier blocks of output channels, which this block's
+            # products continue term by term (the order of the additions does not depend
+            # on the blocks).
+            for ci in range(cig):
+                for k in range(nrun):
+                    src = (gxg + ci * gxs.c + (id + k // nrow) * gxs.d
+                           + (jh0 + k % nrow) * gxs.h)
+                    for u in range(in_w):
+                        T[ci * nv * lanes + coff[k] + u] = src[u * gxs.w]
+            beta = 1
     for t in range(K):
         rho = tap_table[t, 0]
         ad = id + tap_table[t, 1]
@@ -945,36 +1054,21 @@ cdef void _grad_tile(const floating* buf, const Window* win, Py_ssize_t n_res,
                         kblock, rows, aoff)
         if gxg != NULL:
             # T [cig x nc] (+)= W_g[:, rows] @ B  (row-major), W_g in panels
-            _panel_product(nv, cig, kb, a, aoff, voff, wpg, kc * CONV3DT_NR, rows, beta,
-                           T)
+            _panel_product(isa, nv, cig, kb, a, aoff, voff, wpg, kc * isa.panel_nr, rows,
+                           beta, T)
         if acc != NULL:
-            if cig <= small_n:
-                if floating is float:
-                    _dot_blocks_f(X, nrun * in_w, cig, a, aoff, rows, kb, roff, nrun, in_w,
-                                  acc)
-                else:
-                    _dot_blocks_d(X, nrun * in_w, cig, a, aoff, rows, kb, roff, nrun, in_w,
-                                  acc)
-            elif floating is float:
-                _wgrad_gemm_f(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, cig)
-            else:
-                _wgrad_gemm_d(cig, kb, nrun, in_w, roff, X, ldx, a, aoff, rows, acc, cig)
+            _weight_grad_product(isa, X, ldx, cig, small_n, a, aoff, rows, kb, roff, nrun,
+                                 in_w, acc)
         beta = 1
         first = False
     if gxg != NULL:
         for ci in range(cig):
             for k in range(nrun):
-                if floating is float:
-                    _store_f(gxg + ci * gxs.c + (id + k // nrow) * gxs.d
-                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nv * lanes + coff[k],
-                             0, in_w, co0 > 0)
-                else:
-                    _store_d(gxg + ci * gxs.c + (id + k // nrow) * gxs.d
-                             + (jh0 + k % nrow) * gxs.h, gxs.w, T + ci * nv * lanes + coff[k],
-                             0, in_w, co0 > 0)
+                _store(gxg + ci * gxs.c + (id + k // nrow) * gxs.d + (jh0 + k % nrow) * gxs.h,
+                       gxs.w, T + ci * nv * lanes + coff[k], 0, in_w, False)
 
 
-cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strides4 xs,
+cdef void _grad_item(const conv3dt_isa* isa, const floating* gyg, Strides4 gs, const floating* xg, Strides4 xs,
                      Py_ssize_t in_h, Py_ssize_t in_w, const floating* wpg, floating* gxg,
                      Strides4 gxs, floating* acc, const Window* win,
                      const Py_ssize_t[:, ::1] res, const Py_ssize_t[:, ::1] tap_table,
@@ -994,7 +1088,7 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
     outside inner = (depths [d_lo, d_hi), rows [h_lo, h_hi)) apart."""
     cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
     cdef Py_ssize_t co0 = 0, nco, p, tile_planes, part, h0, h1
-    cdef Py_ssize_t lanes = 32 // sizeof(floating)
+    cdef Py_ssize_t lanes = _lanes(isa, sizeof(floating))
     cdef bint split
     while co0 < cog:
         nco = _min(win.cib, cog - co0)
@@ -1011,11 +1105,12 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
             while p < id + npl:
                 tile_planes = _plane_tile(p, id + npl, inner[0], inner[1],
                                           npl if part == 0 else gx_planes)
-                split = part == 0 or _split_rows(compact, tile_planes, in_w, lanes)
+                split = part == 0 or _split_rows(compact, tile_planes, in_w, lanes,
+                                                 isa.panel_mv)
                 h0 = 0
                 while h0 < in_h:
                     h1 = _rows_end(h0, split, in_h, inner[2], inner[3])
-                    _grad_tiles(buf, win, res, tap_table, xg, xs, p, tile_planes, a_lo, h0,
+                    _grad_tiles(isa, buf, win, res, tap_table, xg, xs, p, tile_planes, a_lo, h0,
                                 h1, in_w, co0, nco, cig, kc, wpg, T,
                                 NULL if part == 0 else gxg, gxs, X, ldx,
                                 acc if part == 0 else NULL, small_n, ncol,
@@ -1026,7 +1121,7 @@ cdef void _grad_item(const floating* gyg, Strides4 gs, const floating* xg, Strid
         co0 += nco
 
 
-cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:, ::1] res,
+cdef void _grad_tiles(const conv3dt_isa* isa, const floating* buf, const Window* win, const Py_ssize_t[:, ::1] res,
                       const Py_ssize_t[:, ::1] tap_table, const floating* xg, Strides4 xs,
                       Py_ssize_t id, Py_ssize_t npl, Py_ssize_t a_lo, Py_ssize_t jh_lo,
                       Py_ssize_t jh_hi, Py_ssize_t in_w, Py_ssize_t co0, Py_ssize_t nco,
@@ -1038,7 +1133,7 @@ cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:
     """Rows [jh_lo, jh_hi) of input depths [id, id + npl), in tiles of all npl planes and
     as many rows as fit ncol columns (split evenly): grad_x (gxg, tiles `compact` or not)
     or grad_w (acc), by _grad_tile."""
-    cdef Py_ssize_t lanes = 32 // sizeof(floating)
+    cdef Py_ssize_t lanes = _lanes(isa, sizeof(floating))
     cdef Py_ssize_t rows_per_tile = _rows_per_tile(
         jh_hi - jh_lo, npl * _row_pitch(compact, in_w, lanes, win.wp), ncol)
     cdef Py_ssize_t jh0 = jh_lo, nrow
@@ -1046,7 +1141,7 @@ cdef void _grad_tiles(const floating* buf, const Window* win, const Py_ssize_t[:
         nrow = _min(rows_per_tile, jh_hi - jh0)
         if acc != NULL:
             _pack_x_tile(xg, xs, cig, id, npl, jh0, nrow, in_w, cig > small_n, ldx, X)
-        _grad_tile(buf, win, res.shape[0], res, tap_table, id, npl, a_lo, jh0, nrow, in_w,
+        _grad_tile(isa, buf, win, res.shape[0], res, tap_table, id, npl, a_lo, jh0, nrow, in_w,
                    co0, nco, cig, kc, wpg, T, gxg, gxs, X, ldx, acc, small_n, kblock, compact,
                    rows, aoff, roff, voff, coff, tap, tap_off)
         jh0 += nrow
@@ -1070,8 +1165,10 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                                                       #     inside grad_output
              Py_ssize_t ncol, Py_ssize_t gx_planes,
              bint compact,                            # grad_x's tiles: kept columns only
-             Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n, int n_threads):
-    """grad_x and the per-chunk partial sums of grad_w. Returns 0, or -1 on malloc failure.
+             Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n, int isa_index,
+             int n_threads):
+    """grad_x and the per-chunk partial sums of grad_w. Returns 0, or the bytes of the
+    per-thread workspace when allocating it failed.
 
     Kernel tap t reads grad_output at i * s + t * dil - lo = (i + a_t) * s + r_t per
     dimension: residue grid r_t at offset a_t (tap_table), so each tap is a shifted view of
@@ -1081,6 +1178,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     the items [c * n_items // n_chunks, (c + 1) * n_items // n_chunks) and accumulates them
     in order into gw_chunks[c]; :func:`sum_chunks` adds the chunks in order.
     """
+    cdef const conv3dt_isa* isa = conv3dt_isa_get(isa_index)
     cdef Py_ssize_t n_batch = x.shape[0], cig = x.shape[1] // groups
     cdef Py_ssize_t cog = gy.shape[1] // groups, in_d = x.shape[2]
     cdef Py_ssize_t K = tap_table.shape[0], kc = cog * K
@@ -1095,7 +1193,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     cdef const floating* gy0 = &gy[0, 0, 0, 0, 0]
     cdef const floating* x0 = &x[0, 0, 0, 0, 0]
     cdef const floating* wp0 = &wpanel[0]
-    cdef Py_ssize_t cigp = (cig + CONV3DT_NR - 1) // CONV3DT_NR * CONV3DT_NR
+    cdef Py_ssize_t cigp = _round_up(cig, isa.panel_nr)
     cdef floating* gx0 = NULL
     cdef floating* acc0 = NULL
     cdef Py_ssize_t acc_stride = 0
@@ -1107,10 +1205,13 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     win.cib = window[4]
     cdef Py_ssize_t buf_size = window[5]
     # A tile's columns, the last vector of grad_x's included.
-    cdef Py_ssize_t lanes = 32 // sizeof(floating)
+    cdef Py_ssize_t lanes = _lanes(isa, sizeof(floating))
     cdef Py_ssize_t cols = max(ncol, win.wp) + lanes
-    # Transposed x tiles are padded to whole register blocks (2 vectors) of channels.
-    cdef Py_ssize_t ldx = (cig + 2 * lanes - 1) // (2 * lanes) * (2 * lanes)
+    # Transposed x tiles are padded to whole register blocks (wgrad_mv vectors) of channels.
+    cdef Py_ssize_t ldx = _round_up(cig, isa.wgrad_mv * lanes)
+    cdef Py_ssize_t workspace = (
+        (buf_size + cig * cols + ldx * cols) * sizeof(floating)
+        + (2 * K + 2 * kblock + 3 * cols + cols // lanes + 1) * sizeof(Py_ssize_t))
     if need_gx:
         gxs = _strides(gx.strides, sizeof(floating))
         sgx_n = gx.strides[0] // sizeof(floating)
@@ -1155,7 +1256,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                 rem = it - g * n_batch * n_slabs
                 n = rem // n_slabs
                 sl = rem - n * n_slabs
-                _grad_item(gy0 + n * sgy_n + g * cog * gs.c, gs,
+                _grad_item(isa, gy0 + n * sgy_n + g * cog * gs.c, gs,
                            x0 + n * sx_n + g * cig * xs.c, xs, x.shape[3], x.shape[4],
                            wp0 + g * cigp * kc,
                            gx0 + n * sgx_n + g * cig * gxs.c if gx0 != NULL else NULL, gxs,
@@ -1174,7 +1275,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
         free(X)
         free(rows)
         free(aoff)
-    return -1 if failed else 0
+    return workspace if failed else 0
 
 
 cdef enum:
@@ -1222,10 +1323,9 @@ def sum_chunks(const floating[:, ::1] chunks,  # IN  (n_chunks, size) partial su
         raise MemoryError("could not allocate the buffer of grad_weight's chunk sums")
 
 
-# Bias gradients are summed sequentially in the array's precision within blocks of this
-# many elements (the order and rounding of PaddlePaddle's own kernel, which a reference
-# comparison in float32 needs), and the block sums are added in double so that the error
-# stays bounded on large volumes.
+# Bias gradients are summed in double within blocks of this many elements, and the block
+# sums added in double: for float32 a sum within a few ulps of the exact one, however many
+# terms cancel (a float32 accumulator loses up to n * eps of the sum of magnitudes).
 cdef enum:
     _SUM_BLOCK = 4096
 
@@ -1235,18 +1335,19 @@ cdef enum:
     _FINITE_BLOCK = 65536
 
 
-def all_finite(const floating[::1] a, int n_threads):
+def all_finite(const floating[::1] a, int isa_index, int n_threads):
     """Whether no element of a is NaN or infinite (one pass, in parallel)."""
+    cdef const conv3dt_isa* isa = conv3dt_isa_get(isa_index)
     cdef Py_ssize_t blk, n = a.shape[0], bad = 0
     cdef const floating* a0 = &a[0] if n > 0 else NULL
     with nogil:
         for blk in prange((n + _FINITE_BLOCK - 1) // _FINITE_BLOCK, num_threads=n_threads,
                           schedule='static'):
             if floating is float:
-                bad += _nonfinite_f(a0 + blk * _FINITE_BLOCK,
+                bad += isa.nonfinite_f(a0 + blk * _FINITE_BLOCK,
                                     _min(_FINITE_BLOCK, n - blk * _FINITE_BLOCK))
             else:
-                bad += _nonfinite_d(a0 + blk * _FINITE_BLOCK,
+                bad += isa.nonfinite_d(a0 + blk * _FINITE_BLOCK,
                                     _min(_FINITE_BLOCK, n - blk * _FINITE_BLOCK))
     return bad == 0
 
@@ -1255,11 +1356,12 @@ cdef void _sum_channels4(const floating* gc, Py_ssize_t nch, Py_ssize_t n_batch,
                          Py_ssize_t sn, Strides4 s, Py_ssize_t od, Py_ssize_t oh,
                          Py_ssize_t ow, floating* out) noexcept nogil:
     """out[c] = sum of channel c of the nch <= 4 channels from gc over batch and space,
-    sequentially in the array's precision within blocks of _SUM_BLOCK elements, the block
-    sums added in double. The channels side by side, as four independent chains of
-    additions (missing ones repeat the last channel and are dropped)."""
+    sequentially in double within blocks of _SUM_BLOCK elements, the block sums added in
+    double, rounded once to the array's precision. The channels side by side, as four
+    independent chains of additions (missing ones repeat the last channel and are
+    dropped)."""
     cdef double t0 = 0, t1 = 0, t2 = 0, t3 = 0
-    cdef floating p0 = 0, p1 = 0, p2 = 0, p3 = 0
+    cdef double p0 = 0, p1 = 0, p2 = 0, p3 = 0
     cdef Py_ssize_t n, a, b, e, count = 0
     cdef Py_ssize_t o1 = _min(1, nch - 1) * s.c, o2 = _min(2, nch - 1) * s.c
     cdef Py_ssize_t o3 = _min(3, nch - 1) * s.c
@@ -1306,3 +1408,39 @@ def bias_grad(const floating[:, :, :, :, :] gy,   # IN  [N, C_out, oD, oH, oW]
         for c4 in prange((gy.shape[1] + 3) // 4, num_threads=n_threads, schedule='static'):
             _sum_channels4(g0 + 4 * c4 * s.c, _min(4, gy.shape[1] - 4 * c4), gy.shape[0],
                            sn, s, gy.shape[2], gy.shape[3], gy.shape[4], &gb[4 * c4])
+
+
+# ------------------------------------------------- microkernels, called one by one
+
+# Thin entries that run one microkernel of one variant on NumPy arrays, so that tests can
+# check every variant against an independent formula (tests/test_isa.py). The kernels
+# above never go through them.
+
+def microkernel_panel_gemm(int isa_index, Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
+                           const floating[::1] a, const Py_ssize_t[::1] aoff,
+                           const Py_ssize_t[::1] voff, const floating[::1] wp, Py_ssize_t wps,
+                           const Py_ssize_t[::1] rows, bint use_rows, floating beta,
+                           floating[::1] c):
+    """C [n x nv vectors] (+)= W[:, rows] @ A, as _panel_product's kernel."""
+    cdef const conv3dt_isa* isa = conv3dt_isa_get(isa_index)
+    cdef const Py_ssize_t* r = &rows[0] if use_rows else NULL
+    cdef Py_ssize_t ldc = nv * _lanes(isa, sizeof(floating))
+    if floating is float:
+        isa.panel_gemm_f(nv, n, k, &a[0], &aoff[0], &voff[0], &wp[0], wps, r, beta, &c[0], ldc)
+    else:
+        isa.panel_gemm_d(nv, n, k, &a[0], &aoff[0], &voff[0], &wp[0], wps, r, beta, &c[0], ldc)
+
+
+def microkernel_weight_grad(int isa_index, const floating[::1] X, Py_ssize_t ldx,
+                            Py_ssize_t cig, int small_n, const floating[::1] a,
+                            const Py_ssize_t[::1] aoff, const Py_ssize_t[::1] rows,
+                            Py_ssize_t kb, const Py_ssize_t[::1] roff, Py_ssize_t nrun,
+                            Py_ssize_t in_w, floating[::1] acc):
+    """acc [., cig][rows, :] += B @ X^T, as _weight_grad_product."""
+    _weight_grad_product(conv3dt_isa_get(isa_index), &X[0], ldx, cig, small_n, &a[0],
+                         &aoff[0], &rows[0], kb, &roff[0], nrun, in_w, &acc[0])
+
+
+def microkernel_axpy(int isa_index, floating[::1] y, const floating[::1] x, floating a):
+    """y += a * x."""
+    _axpy(conv3dt_isa_get(isa_index), &y[0], &x[0], a, y.shape[0])

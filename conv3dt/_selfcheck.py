@@ -234,11 +234,21 @@ def run(verbose=False, gpu=None, stream=None):
 
     t0 = time.perf_counter()
     report(f"conv3dt {conv3dt.__version__} self-check: OpenMP {'on' if OPENMP else 'off'}, "
-           f"{conv3dt.get_num_threads()} threads")
+           f"{conv3dt.get_num_threads()} threads, {conv3dt.get_isa()} kernels")
     passed = failed = 0
     for check in (_check_golden, _check_gradients, _check_threads):
         p, f = check(report)
         passed, failed = passed + p, failed + f
+    # The reference cases once more with each other instruction-set variant this CPU runs.
+    in_use = conv3dt.get_isa()
+    try:
+        for isa in conv3dt.available_isas():
+            if isa != in_use:
+                conv3dt.set_isa(isa)
+                p, f = _check_golden(report, device=f"CPU, {isa} kernels")
+                passed, failed = passed + p, failed + f
+    finally:
+        conv3dt.set_isa(in_use)
     if gpu is not False:
         cupy, reason = _gpu_status()
         if cupy is None:

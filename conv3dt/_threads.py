@@ -1,21 +1,33 @@
-"""Thread count of the CPU kernels, and keeping BLAS single-threaded inside them.
+"""Thread count of the CPU kernels.
 
-The kernels run their own OpenMP threads and call BLAS from each of them; a BLAS that
-also spawned threads would oversubscribe the cores. :func:`blas_single_threaded` limits
-every BLAS library loaded in the process to one thread for the duration of a kernel call
-and restores it afterwards, so a user's own NumPy matrix products keep their threads.
+The kernels run their own OpenMP parallel regions with an explicit thread count, which
+comes from, in order: :func:`set_num_threads` (or a ``threadpoolctl`` limit, which sets
+it for the duration of the limit), ``CONV3DT_NUM_THREADS``, ``OMP_NUM_THREADS`` (its first
+entry; Dask, joblib and many job schedulers set it to 1 in their workers), else the cores
+available to the process. Results do not depend on the thread count.
+
+``threadpoolctl`` sees the kernels as a thread pool of its own (``internal_api``
+``'conv3dt'``, ``user_api`` ``'openmp'``), so ``threadpool_limits(1)`` limits them too.
+
+A process forked (``multiprocessing``'s 'fork', ``os.fork``) from one whose kernels had
+already run on several threads runs its kernels on one thread: GNU OpenMP's thread pool
+does not survive a fork, and a child that started a parallel region would wait forever for
+the parent's threads. 'spawn' and 'forkserver' children start afresh and use every core.
 """
 
-import contextlib
 import os
 import threading
 
-__all__ = ["set_num_threads", "get_num_threads", "blas_single_threaded"]
+__all__ = ["set_num_threads", "get_num_threads", "thread_source"]
 
 ENV_VAR = "CONV3DT_NUM_THREADS"
+OMP_ENV_VAR = "OMP_NUM_THREADS"
 _lock = threading.Lock()
 _num_threads = None
-_blas = None
+# Whether this process has run a kernel on several threads (an OpenMP team exists), and
+# whether it is a child forked from a process that had.
+_team_started = False
+_forked_after_team = False
 
 
 def _available_cores():
@@ -35,8 +47,9 @@ def _check(n, name):
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in the CPU kernels (default: ``$CONV3DT_NUM_THREADS``, else the
-    cores available to the process). Results do not depend on the thread count.
+    """Use ``n`` threads in the CPU kernels (default: ``$CONV3DT_NUM_THREADS``, else
+    ``$OMP_NUM_THREADS``, else the cores available to the process). Results do not
+    depend on the thread count.
 
     >>> import conv3dt
     >>> conv3dt.set_num_threads(1); conv3dt.get_num_threads()
@@ -48,57 +61,88 @@ def set_num_threads(n):
         _num_threads = n
 
 
+def _from_env(name, value):
+    # OMP_NUM_THREADS may list one count per nesting level ("4,2"): the first is ours.
+    first = value.split(",")[0].strip() if name == OMP_ENV_VAR else value
+    try:
+        return _check(int(first), name)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+
+
+def note_parallel(n_threads):
+    """Record that a kernel is about to run on ``n_threads`` threads (the backend calls
+    this), so that a forked child knows whether its parent had an OpenMP team."""
+    global _team_started
+    if n_threads > 1:
+        _team_started = True
+
+
+def _after_fork_in_child():
+    global _forked_after_team
+    if _team_started:
+        _forked_after_team = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def thread_source():
+    """Where the thread count comes from: ``'set_num_threads'``, ``'CONV3DT_NUM_THREADS'``,
+    ``'OMP_NUM_THREADS'``, ``'cores'``, or ``'fork'`` (one thread in a child forked after
+    the kernels ran on several threads)."""
+    if _forked_after_team:
+        return "fork"
+    if _num_threads is not None:
+        return "set_num_threads"
+    for name in (ENV_VAR, OMP_ENV_VAR):
+        if os.environ.get(name, "").strip():
+            return name
+    return "cores"
+
+
 def get_num_threads():
-    """The number of threads the CPU kernels use."""
+    """The number of threads the CPU kernels use (see :func:`set_num_threads`; 1 in a
+    process forked after the kernels ran on several threads)."""
+    if _forked_after_team:
+        return 1
     n = _num_threads
     if n is not None:
         return n
-    value = os.environ.get(ENV_VAR, "").strip()
-    if not value:
-        return _available_cores()
+    for name in (ENV_VAR, OMP_ENV_VAR):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return _from_env(name, value)
+    return _available_cores()
+
+
+def _register_threadpoolctl():
+    """Make threadpoolctl list and limit the kernels' threads (its documented way for
+    third-party pools: a LibController subclass, matched to the kernels' shared library
+    by file name and an exported symbol)."""
     try:
-        return _check(int(value), ENV_VAR)
-    except (TypeError, ValueError):
-        raise ValueError(f"{ENV_VAR} must be a positive integer, got {value!r}") from None
+        import threadpoolctl
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return
+    if not hasattr(threadpoolctl, "register"):  # pragma: no cover - threadpoolctl < 3.3
+        return
 
+    from . import __version__
 
-# Kernel calls in flight (from any Python thread) and the limiter that holds BLAS at one
-# thread for them: the first call to enter limits BLAS, the last to leave restores it.
-# Without the count, two overlapping calls could each save the other's limit and leave the
-# process's BLAS single-threaded for good.
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limiter = None
+    class Conv3dtController(threadpoolctl.LibController):
+        user_api = "openmp"
+        internal_api = "conv3dt"
+        filename_prefixes = ("_kernels",)
+        check_symbols = ("conv3dt_isa_count",)
 
+        def get_num_threads(self):
+            return get_num_threads()
 
-def _blas_controller():
-    global _blas
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
+        def set_num_threads(self, num_threads):
+            set_num_threads(num_threads)
 
-        _blas = ThreadpoolController().select(user_api="blas")
-    return _blas
+        def get_version(self):
+            return __version__
 
-
-@contextlib.contextmanager
-def blas_single_threaded():
-    """Limit all loaded BLAS libraries to one thread inside the block.
-
-    Safe to enter from several Python threads at once: the original limits are restored
-    when the last block exits.
-    """
-    global _blas_users, _blas_limiter
-    with _blas_lock:
-        if _blas_users == 0:
-            controller = _blas_controller()
-            if not all(lib.num_threads == 1 for lib in controller.lib_controllers):
-                _blas_limiter = controller.limit(limits=1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0 and _blas_limiter is not None:
-                limiter, _blas_limiter = _blas_limiter, None
-                limiter.restore_original_limits()
+    threadpoolctl.register(Conv3dtController)

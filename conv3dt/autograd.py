@@ -30,7 +30,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["Variable", "Parameter", "Function", "no_grad", "is_grad_enabled",
+__all__ = ["Variable", "Tensor", "Parameter", "Function", "no_grad", "is_grad_enabled",
            "set_grad_enabled", "array_module", "unique_name"]
 
 
@@ -382,8 +382,50 @@ class Variable:
         return np.array(self._data, copy=True)
 
     def __array__(self, dtype=None, copy=None):
-        out = self.numpy()
-        return out if dtype is None else out.astype(dtype, copy=False)
+        """``np.asarray(x)`` / ``np.array(x)``, with NumPy 2's ``copy`` semantics.
+
+        ``copy=None`` (``np.asarray``) and ``copy=False`` give the Variable's own memory
+        when no conversion is needed (writing into it changes the Variable; no gradient
+        flows through it); ``copy=True`` (``np.array``) a fresh array. Data on a GPU is
+        copied to the host, so ``copy=False`` raises for it, as for a dtype change.
+        """
+        on_gpu = hasattr(self._data, "__cuda_array_interface__")
+        dtype = None if dtype is None else np.dtype(dtype)
+        needs_copy = on_gpu or (dtype is not None and dtype != self.dtype)
+        if copy is False and needs_copy:
+            why = "it lives on a GPU" if on_gpu else f"a cast {self.dtype} -> {dtype} is needed"
+            raise ValueError(f"np.asarray(copy=False) of Variable '{self.name}': {why}, so a "
+                             "copy cannot be avoided")
+        out = self._data.get() if on_gpu else self._data
+        if dtype is not None and dtype != out.dtype:
+            return out.astype(dtype)
+        return np.array(out, copy=True) if copy and not on_gpu else out
+
+    def __array_function__(self, func, types, args, kwargs):
+        # NumPy functions (np.sum, np.mean, np.concatenate, ...) on Variables: computed by
+        # NumPy on the values when no gradient is lost; refused with a clear message when
+        # an argument needs one (NumPy would silently cut it from the graph), unless the
+        # result carries no gradient anyway (np.allclose, np.argmax, np.shape, ...).
+        variables = []
+        _collect_variables((args, kwargs), variables)
+        tracked = [v for v in variables if not v.stop_gradient]
+        if tracked and func not in _GRADIENT_FREE:
+            raise TypeError(
+                f"numpy.{func.__name__}() on Variable '{tracked[0].name}', which has "
+                "stop_gradient=False: NumPy would drop its gradient. Use the Variable's "
+                "own operations (x.sum(), x.mean(), conv3dt.sum(x), conv3dt.mean(x)) to "
+                "keep it, or give NumPy x.numpy() (or x.detach()) explicitly")
+        return func(*_replace_variables(args), **_replace_variables(kwargs))
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """DLPack export of the value (``np.from_dlpack(x)``, ``torch.from_dlpack(x)``,
+        ``cupy.from_dlpack(x)``): shares the memory, no gradient flows through it."""
+        kwargs = {k: v for k, v in (("stream", stream), ("max_version", max_version),
+                                    ("dl_device", dl_device), ("copy", copy)) if v is not None}
+        return self._data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._data.__dlpack_device__()
 
     def item(self):
         return self.numpy().item()
@@ -432,6 +474,26 @@ class Variable:
             self._grad = array_module(self._grad).zeros_like(self._grad)
         else:
             self._grad = None
+
+    @property
+    def grad(self):
+        """The accumulated gradient as a Variable (``stop_gradient=True``, sharing the
+        gradient's memory), or None when there is none: Paddle 2.x's ``Tensor.grad``.
+        Assigning None drops it."""
+        if self._grad is None:
+            return None
+        return Variable(self._grad, name=self.name + "@GRAD", stop_gradient=True)
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            raise ValueError(f"the gradient of '{self.name}' can only be set to None "
+                             "(which drops it); backward() computes it")
+        self._grad = None
+
+    def clear_grad(self, set_to_zero=True):
+        """Paddle 2.x's name of :meth:`clear_gradient`."""
+        self.clear_gradient(set_to_zero)
 
     def detach(self):
         """The same value, cut from the graph (``stop_gradient=True``, shares memory)."""
@@ -566,6 +628,41 @@ class Variable:
     def astype(self, dtype):
         dtype = np.dtype(dtype)
         return self if dtype == self.dtype else Cast.apply(self, dtype=dtype)
+
+
+# Paddle 2.x's name for the same class: conv3dt.Tensor is conv3dt.Variable.
+Tensor = Variable
+
+# NumPy functions whose results carry no gradient (comparisons, shapes, indices, text):
+# allowed on Variables that need one, since nothing is lost.
+_GRADIENT_FREE = {f for f in (getattr(np, name, None) for name in (
+    "allclose", "isclose", "array_equal", "array_equiv", "shape", "ndim", "size", "argmax",
+    "argmin", "argsort", "argwhere", "nonzero", "flatnonzero", "count_nonzero", "any", "all",
+    "may_share_memory", "shares_memory", "array_repr", "array_str", "array2string",
+    "iscomplexobj", "isrealobj")) if f is not None}
+
+
+def _collect_variables(obj, out):
+    if isinstance(obj, Variable):
+        out.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _collect_variables(item, out)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _collect_variables(item, out)
+
+
+def _replace_variables(obj):
+    """``obj`` with every Variable replaced by its value as a NumPy array (no copy on
+    the CPU), inside lists, tuples and dicts."""
+    if isinstance(obj, Variable):
+        return obj._data.get() if hasattr(obj._data, "__cuda_array_interface__") else obj._data
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_replace_variables(item) for item in obj)
+    if isinstance(obj, dict):
+        return {k: _replace_variables(v) for k, v in obj.items()}
+    return obj
 
 
 def _axis(axis):

@@ -1,21 +1,56 @@
 """Functional API: 3D transposed convolution and its gradients on plain arrays.
 
-NumPy arrays (and array-likes) are computed by the Cython kernels; CuPy arrays by the CuPy
-backend, on their device. Argument names, order and semantics are PaddlePaddle's
+NumPy arrays (and array-likes: objects with ``__array__`` or ``__dlpack__``) are computed
+by the Cython kernels; CuPy arrays (and other CUDA arrays) by the CuPy backend, on their
+device. Argument names, order and semantics are PaddlePaddle's
 ``paddle.nn.functional.conv3d_transpose``.
+
+A call's geometry (shapes, dtype, stride, padding...) is validated and resolved once: the
+resolved plan is kept, keyed by those arguments, so a repeated call only checks what can
+change from call to call (the arrays' types, dtypes, layouts, finiteness, ``out``).
 """
 
 import math
 import os
+import threading
 
 import numpy as np
 
-from . import _backend
-from ._geometry import resolve
+from . import _backend, _memory
+from ._geometry import arguments_key, resolve
 
 __all__ = ["conv3d_transpose", "conv3d_transpose_backward"]
 
 _FLOAT_TYPES = ("float32", "float64")
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_ALL_NEEDS = (True, True, True)
+_TooHardError = getattr(np, "exceptions", np).TooHardError
+# Work an exact overlap test may take before two arrays are taken to overlap.
+_OVERLAP_WORK = 10**5
+
+
+def _refuse_autograd_tensor(value, name):
+    """A tensor that records gradients (torch's ``requires_grad``) would lose them here."""
+    if getattr(value, "requires_grad", False) is True and hasattr(value, "__dlpack__"):
+        kind = f"{type(value).__module__}.{type(value).__name__}"
+        raise TypeError(
+            f"{name} is a {kind} with requires_grad=True: conv3dt.functional computes on "
+            f"plain arrays and records no gradient for it. Use conv3dt.torch, the PyTorch "
+            f"bridge whose functions take part in torch.autograd, or pass "
+            f"{name}.detach() to compute without gradients")
+
+
+def _from_dlpack(value, name):
+    from_dlpack = getattr(np, "from_dlpack", None) or getattr(np, "_from_dlpack", None)
+    if from_dlpack is None:  # pragma: no cover - NumPy < 1.22
+        raise TypeError(f"{name} is a DLPack array ({type(value).__name__}): reading it "
+                        f"needs NumPy >= 1.23, this is NumPy {np.__version__}")
+    try:
+        return from_dlpack(value)
+    except (TypeError, ValueError, BufferError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be an array of float32 or float64 in CPU memory, got "
+                        f"{type(value).__name__} that NumPy cannot read through DLPack: "
+                        f"{exc}") from None
 
 
 def _as_array(value, name, xp):
@@ -27,23 +62,34 @@ def _as_array(value, name, xp):
     if xp is np:
         if isinstance(value, np.ndarray):
             arr = value
+        elif (hasattr(value, "__dlpack__") and not hasattr(value, "__array__")
+              and not hasattr(value, "__array_interface__")):
+            arr = _from_dlpack(value, name)
         else:
             try:
                 arr = np.asarray(value)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"{name} must be an array of float32 or float64, got "
                                 f"{type(value).__name__}: {exc}") from None
-    else:
+    elif isinstance(value, xp.ndarray) or hasattr(value, "__cuda_array_interface__"):
         arr = xp.asarray(value)
+    else:
+        arr = xp.from_dlpack(value)
     if arr.dtype.name not in _FLOAT_TYPES:
         raise TypeError(
             f"{name} must be float32 or float64, got dtype {arr.dtype} (shape {arr.shape})"
         )
-    if xp is np and (not arr.dtype.isnative or not arr.flags.aligned
-                     or any(s % arr.itemsize for s in arr.strides)):
+    if xp is np and not _kernel_readable(arr):
         # Byte-swapped or unaligned memory: the kernels read native, aligned elements.
         arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C")
     return arr
+
+
+def _kernel_readable(arr):
+    """A NumPy array of native, aligned elements at strides of whole elements."""
+    flags = arr.flags
+    return arr.dtype.isnative and flags.aligned and (
+        flags.c_contiguous or not any(s % arr.itemsize for s in arr.strides))
 
 
 def _arrays(named, xp):
@@ -53,6 +99,30 @@ def _arrays(named, xp):
         listed = ", ".join(f"{name} is {dt}" for name, dt in dtypes.items())
         raise TypeError(f"all arrays must have the same dtype (no silent promotion): {listed}")
     return arrays
+
+
+def _inputs(named):
+    """(backend, xp, arrays) of the named input arrays (None: an absent bias).
+
+    NumPy arrays of one native float dtype that the kernels read as they are take a few
+    identity tests; anything else goes through the full conversion and its checks.
+    """
+    values = list(named.values())
+    dtype = values[0].dtype if type(values[0]) is np.ndarray else None
+    if dtype is _F32 or dtype is _F64:
+        for name, v in named.items():
+            if v is None:
+                if name != "bias":
+                    break
+            elif type(v) is not np.ndarray or v.dtype is not dtype or not _kernel_readable(v):
+                break
+        else:
+            return _backend.dispatch() + (values,)
+    for name, v in named.items():
+        if v is not None and type(v) is not np.ndarray:
+            _refuse_autograd_tensor(v, name)
+    backend, xp = _backend.dispatch(*values)
+    return backend, xp, list(_arrays(named, xp).values())
 
 
 def _ncdhw(arr, data_format):
@@ -93,27 +163,149 @@ def _memory_limit():
 _MEMORY_LIMIT = _memory_limit()
 
 
+def _size_message(shape, dtype, what):
+    nbytes = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
+    return (f"{what} of shape {tuple(int(s) for s in shape)} ({np.dtype(dtype)}) needs "
+            f"{nbytes} bytes ({_human(nbytes)})")
+
+
+def _check_size(xp, shape, dtype, what):
+    """The bytes of ``what``, or a MemoryError stating its size if it cannot be allocated.
+
+    The size is computed with Python ints, so an absurd geometry (say a huge stride making
+    10^15 elements) is refused at once, with no allocation attempted and no overflow.
+    """
+    nbytes = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
+    if xp is np and _MEMORY_LIMIT and nbytes > _MEMORY_LIMIT:
+        raise MemoryError(f"{_size_message(shape, dtype, what)}: more than this machine's "
+                          f"memory, {_MEMORY_LIMIT} bytes ({_human(_MEMORY_LIMIT)})")
+    if nbytes > np.iinfo(np.intp).max:
+        raise MemoryError(f"{_size_message(shape, dtype, what)}: more than the largest "
+                          f"possible array")
+    return nbytes
+
+
+def _allocate(xp, shape, dtype, what, backend, small):
+    """``xp.empty(shape, dtype)``, from ``backend.empty`` (which may reuse memory) unless
+    ``small`` (the CPU memory cache keeps no arrays that small), or a MemoryError stating
+    the size of ``what``."""
+    try:
+        if small:
+            return np.empty(shape, dtype)
+        return (backend or xp).empty(shape, dtype)
+    except MemoryError as exc:
+        raise MemoryError(f"{_size_message(shape, dtype, what)}, which could not be "
+                          f"allocated: {exc}") from None
+
+
 def _empty(xp, shape, dtype, what, backend=None):
     """``xp.empty(shape, dtype)`` (``backend.empty``, which may reuse memory, for the
-    results of a pass), or a MemoryError stating the size of ``what``.
+    results of a pass), or a MemoryError stating the size of ``what``."""
+    shape = tuple(int(s) for s in shape)
+    _check_size(xp, shape, dtype, what)
+    return _allocate(xp, shape, np.dtype(dtype), what, backend, False)
 
-    The size is computed with Python ints first, so an absurd geometry (say a huge stride
-    making 10^15 elements) is refused at once, with no allocation attempted and no overflow.
+
+def _result(xp, shape, dtype, what):
+    """How a result of ``shape`` is allocated: (shape, what, small); checks its size."""
+    shape = tuple(int(s) for s in shape)
+    nbytes = _check_size(xp, shape, dtype, what)
+    # conv3dt._memory.empty hands arrays under _MIN_BYTES straight from NumPy: so does a
+    # small result here, without the cache's reading of its limit at every call.
+    return shape, what, xp is np and nbytes < _memory._MIN_BYTES
+
+
+class _SetupCache:
+    """Resolved setups of calls, keyed by their hashable arguments (at most ``size``).
+
+    A setup holds only what the key determines (the plan, the results' shapes, checks of
+    the shapes); a call with an unhashable or non-plain argument is set up afresh.
     """
-    dtype = np.dtype(dtype)
-    count = math.prod(int(s) for s in shape)
-    nbytes = count * dtype.itemsize
-    message = (f"{what} of shape {tuple(int(s) for s in shape)} ({dtype}) needs {nbytes} "
-               f"bytes ({_human(nbytes)})")
-    if xp is np and _MEMORY_LIMIT and nbytes > _MEMORY_LIMIT:
-        raise MemoryError(f"{message}: more than this machine's memory, {_MEMORY_LIMIT} "
-                          f"bytes ({_human(_MEMORY_LIMIT)})")
-    if nbytes > np.iinfo(np.intp).max:
-        raise MemoryError(f"{message}: more than the largest possible array")
+
+    def __init__(self, size=256):
+        self._size = size
+        self._setups = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, make, *args):
+        if key is None:
+            return make(*args)
+        setup = self._setups.get(key)
+        if setup is None:
+            setup = make(*args)  # raises for bad arguments: nothing is kept
+            with self._lock:
+                while len(self._setups) >= self._size:
+                    del self._setups[next(iter(self._setups))]  # the oldest
+                self._setups[key] = setup
+        return setup
+
+    def clear(self):
+        with self._lock:
+            self._setups.clear()
+
+
+_setups = _SetupCache()
+
+
+def _overlap(a, b, xp):
+    """``a`` and ``b`` may share an element (exactly tested when their bounds overlap)."""
+    if not xp.may_share_memory(a, b):
+        return False
+    if xp is not np:
+        return bool(xp.shares_memory(a, b))
     try:
-        return (backend or xp).empty(tuple(int(s) for s in shape), dtype)
-    except MemoryError as exc:
-        raise MemoryError(f"{message}, which could not be allocated: {exc}") from None
+        return bool(np.shares_memory(a, b, max_work=_OVERLAP_WORK))
+    except _TooHardError:
+        return True
+
+
+def _overlaps_itself(arr):
+    """Two indices of ``arr`` may address one element (a zero or interleaved stride).
+
+    The dimensions sorted by stride must each step past everything the smaller ones span:
+    so it is for every slice, transpose or reshape of an array that owns its memory.
+    """
+    if arr.size == 0:
+        return False
+    reach = arr.itemsize
+    for stride, size in sorted((abs(st), n) for st, n in zip(arr.strides, arr.shape) if n > 1):
+        if stride < reach:
+            return True
+        reach += stride * (size - 1)
+    return False
+
+
+def _check_out(out, name, shape, dtype, xp, data_format, inputs, contiguous=False):
+    """``out`` can receive a result of ``shape`` and ``dtype``; a clear error otherwise."""
+    if not isinstance(out, xp.ndarray) or _backend.is_gpu_array(out) != (xp is not np):
+        where = "a NumPy array (on the CPU, as the inputs are)" if xp is np else \
+            "a CuPy array (on the GPU, as the inputs are)"
+        raise TypeError(f"{name} must be {where}, got {type(out).__module__}."
+                        f"{type(out).__name__}")
+    if tuple(out.shape) != shape:
+        raise ValueError(f"{name} must have the result's shape {shape} ({data_format}), got "
+                         f"shape {tuple(out.shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have the inputs' dtype {dtype}, got dtype {out.dtype}")
+    if xp is np and not out.flags.writeable:
+        raise ValueError(f"{name} is read-only (shape {shape}, {dtype}): give a writeable "
+                         f"array")
+    if contiguous and not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous, got strides {out.strides} for shape "
+                         f"{shape}")
+    if (xp is np and not (out.dtype.isnative and out.flags.aligned)) or any(
+            s % out.itemsize for s in out.strides):
+        raise ValueError(f"{name} must hold native, aligned elements at strides of whole "
+                         f"elements, got strides {out.strides} ({out.dtype.str})")
+    if _overlaps_itself(out):
+        raise ValueError(f"{name} has strides {out.strides} for shape {shape} that make some "
+                         f"of its elements the same memory: the results would overwrite "
+                         f"each other")
+    for other, arr in inputs.items():
+        if arr is not None and arr.size and out.size and _overlap(out, arr, xp):
+            raise ValueError(f"{name} overlaps {other} in memory: it would be overwritten "
+                             f"while it is read; give a separate array")
+    return out
 
 
 def _padded(plan):
@@ -163,8 +355,11 @@ def _exact_forward(plan, x, w, bias, out, xp):
         for g in range(plan.groups):
             xs = x[:, g * cig:(g + 1) * cig, i_d, i_h, i_w]
             wt = w[g * cig:(g + 1) * cig, :, tap[0], tap[1], tap[2]]    # [cig, cog]
-            contrib = xp.matmul(xs.transpose(0, 2, 3, 4, 1), wt)       # [N, d, h, w, cog]
-            out[:, g * cog:(g + 1) * cog, o_d, o_h, o_w] += contrib.transpose(0, 4, 1, 2, 3)
+            # The NaNs of existing products (0 * inf) and sums (inf - inf) are the result
+            # IEEE arithmetic defines, as the kernels give it: no "invalid value" warning.
+            with np.errstate(invalid="ignore"):
+                contrib = xp.matmul(xs.transpose(0, 2, 3, 4, 1), wt)   # [N, d, h, w, cog]
+                out[:, g * cog:(g + 1) * cog, o_d, o_h, o_w] += contrib.transpose(0, 4, 1, 2, 3)
 
 
 def _exact_backward(plan, gy, x, w, gx, gw, xp):
@@ -181,18 +376,31 @@ def _exact_backward(plan, gy, x, w, gx, gw, xp):
     for tap, (i_d, i_h, i_w), (o_d, o_h, o_w) in _tap_pairs(plan):
         for g in range(plan.groups):
             gys = gy[:, g * cog:(g + 1) * cog, o_d, o_h, o_w]
-            if gx is not None:
-                wt = w[g * cig:(g + 1) * cig, :, tap[0], tap[1], tap[2]]  # [cig, cog]
-                contrib = xp.matmul(gys.transpose(0, 2, 3, 4, 1), wt.T)   # [N, d, h, w, cig]
-                gx[:, g * cig:(g + 1) * cig, i_d, i_h, i_w] += contrib.transpose(0, 4, 1, 2, 3)
-            if gw is not None:
-                xs = x[:, g * cig:(g + 1) * cig, i_d, i_h, i_w]
-                gw[g * cig:(g + 1) * cig, :, tap[0], tap[1], tap[2]] = xp.tensordot(
-                    xs, gys, axes=([0, 2, 3, 4], [0, 2, 3, 4]))
+            # NaNs of existing products and sums, as in _exact_forward: no warning.
+            with np.errstate(invalid="ignore"):
+                if gx is not None:
+                    wt = w[g * cig:(g + 1) * cig, :, tap[0], tap[1], tap[2]]  # [cig, cog]
+                    contrib = xp.matmul(gys.transpose(0, 2, 3, 4, 1), wt.T)  # [N, d, h, w, cig]
+                    gx[:, g * cig:(g + 1) * cig, i_d, i_h, i_w] += contrib.transpose(
+                        0, 4, 1, 2, 3)
+                if gw is not None:
+                    xs = x[:, g * cig:(g + 1) * cig, i_d, i_h, i_w]
+                    gw[g * cig:(g + 1) * cig, :, tap[0], tap[1], tap[2]] = xp.tensordot(
+                        xs, gys, axes=([0, 2, 3, 4], [0, 2, 3, 4]))
+
+
+def _forward_setup(xp, x_shape, w_shape, b_shape, dtype, stride, padding, output_padding,
+                   groups, dilation, output_size, data_format):
+    plan = resolve(x_shape, w_shape, stride, padding, output_padding, groups, dilation,
+                   output_size, data_format)
+    if b_shape is not None and tuple(b_shape) != (plan.c_out,):
+        raise ValueError(f"bias must have shape {(plan.c_out,)}, got {tuple(b_shape)}")
+    return plan, _result(xp, plan.y_shape, dtype, "the output")
 
 
 def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, output_size=None, data_format="NCDHW"):
+                     dilation=1, output_size=None, data_format="NCDHW", name=None, *,
+                     out=None):
     """3D transposed convolution ("deconvolution"), exact to PaddlePaddle.
 
     ``x`` is ``[N, C_in, D, H, W]`` (``[N, D, H, W, C_in]`` for ``data_format="NDHWC"``),
@@ -205,9 +413,29 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     or ``output_size`` (which must lie in ``[that - output_padding, that + stride)``).
     ``padding`` is an int, 3 ints, 6 ints ``[d_lo, d_hi, h_lo, h_hi, w_lo, w_hi]``, 5 pairs
     (batch and channel pairs ``[0, 0]``), ``'SAME'``/``'VALID'`` (Paddle's rules) or
-    ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's: output = in * stride).
+    ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's: output = in * stride). ``name`` is
+    Paddle's (a name for its static graph): accepted and ignored.
 
-    Returns an array of the input's dtype (float32 or float64) and layout, on its device.
+    Arrays: NumPy arrays, CuPy arrays (computed on their GPU), and objects NumPy reads
+    through ``__array__`` or DLPack (``__dlpack__``, e.g. a CPU ``torch.Tensor``). A torch
+    tensor with ``requires_grad=True`` is refused with a TypeError: its gradient would be
+    lost here; ``conv3dt.torch`` computes within torch's autograd.
+
+    Returns an array of the input's dtype (float32 or float64) and layout, on its device;
+    with ``out=`` the result is written into ``out`` and ``out`` is returned. ``out``
+    must be an array of the result's shape (in ``data_format``'s layout) and dtype, on the
+    inputs' device, writeable, and share no memory with ``x``, ``weight`` or ``bias``; any
+    strided view (say a slice of a larger volume) is written in place (ValueError or
+    TypeError naming ``out`` otherwise).
+
+    Memory: on the CPU a result of 4 MiB or more is a view on a block of conv3dt's memory
+    cache (its ``base`` is not None; ``.copy()`` gives an array that owns its memory), and
+    the block is reused for a later result once no array refers to it, which spares the
+    system the clearing of fresh pages. ``conv3dt.empty_cache()`` frees the idle blocks;
+    ``conv3dt.set_cache_limit(nbytes)``, or the environment variable ``CONV3DT_CACHE_MIB``
+    (MiB), bounds the idle memory kept (default 256 MiB; 0 keeps none, and results then
+    own their memory); ``conv3dt.cache_info()`` reports it. With ``out=`` no result is
+    allocated.
 
     Precision: float32 inputs accumulate in float32 (blocked GEMMs). Per output element
     the error against exact arithmetic stays within ``4 * eps32 * sum |x * w|`` over the
@@ -224,29 +452,42 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     >>> w = np.ones((2, 4, 2, 2, 2), np.float32)
     >>> conv3d_transpose(x, w, stride=2).shape
     (1, 4, 6, 6, 6)
+    >>> y = np.empty((1, 4, 6, 6, 6), np.float32)
+    >>> conv3d_transpose(x, w, stride=2, out=y) is y
+    True
     """
-    backend = _backend.backend_for(x, weight, bias)
-    xp = _backend.array_module(x, weight, bias)
-    a = _arrays({"x": x, "weight": weight, "bias": bias}, xp)
-    x, weight, bias = a["x"], a["weight"], a["bias"]
-    plan = resolve(x.shape, weight.shape, stride, padding, output_padding, groups, dilation,
-                   output_size, data_format)
-    if bias is not None:
-        _check_shape(bias, (plan.c_out,), "bias")
-    out = _empty(xp, plan.y_shape, x.dtype, "the output", backend)
+    backend, xp, (x, weight, bias) = _inputs({"x": x, "weight": weight, "bias": bias})
+    dtype = x.dtype
+    args = arguments_key(stride, padding, output_padding, groups, dilation, output_size,
+                         data_format)
+    key = None if args is None else (
+        "forward", xp, x.shape, weight.shape, None if bias is None else bias.shape, dtype,
+        args)
+    plan, (shape, what, small) = _setups.get(
+        key, _forward_setup, xp, x.shape, weight.shape, None if bias is None else bias.shape,
+        dtype, stride, padding, output_padding, groups, dilation, output_size, data_format)
+    if out is None:
+        out = _allocate(xp, shape, dtype, what, backend, small)
+    else:
+        _check_out(out, "out", shape, dtype, xp, plan.data_format,
+                   {"x": x, "weight": weight, "bias": bias})
     if out.size == 0:
         return out
+    x_v, out_v = _ncdhw(x, plan.data_format), _ncdhw(out, plan.data_format)
     if not backend.all_finite(weight):
-        _exact_forward(plan, _ncdhw(x, plan.data_format), weight, bias,
-                       _ncdhw(out, plan.data_format), xp)
+        _exact_forward(plan, x_v, weight, bias, out_v, xp)
         return out
-    backend.forward(plan, _ncdhw(x, plan.data_format), xp.ascontiguousarray(weight),
-                    None if bias is None else xp.ascontiguousarray(bias),
-                    _ncdhw(out, plan.data_format))
+    if not weight.flags.c_contiguous:
+        weight = xp.ascontiguousarray(weight)
+    if bias is not None and not bias.flags.c_contiguous:
+        bias = xp.ascontiguousarray(bias)
+    backend.forward(plan, x_v, weight, bias, out_v)
     return out
 
 
 def _check_needs(needs):
+    if type(needs) is tuple and len(needs) == 3 and all(type(n) is bool for n in needs):
+        return needs
     if (not isinstance(needs, (tuple, list)) or len(needs) != 3
             or not all(isinstance(n, (bool, np.bool_)) for n in needs)):
         raise ValueError(f"needs must be a sequence of 3 bools (grad_x, grad_weight, "
@@ -254,9 +495,26 @@ def _check_needs(needs):
     return tuple(bool(n) for n in needs)
 
 
+def _backward_setup(xp, gy_shape, x_shape, w_shape, dtype, needs, stride, padding,
+                    output_padding, groups, dilation, output_size, data_format):
+    plan = resolve(x_shape, w_shape, stride, padding, output_padding, groups, dilation,
+                   output_size, data_format)
+    if tuple(gy_shape) != tuple(plan.y_shape):
+        raise ValueError(f"grad_output must have shape {tuple(plan.y_shape)}, got "
+                         f"{tuple(gy_shape)}")
+    results = tuple(_result(xp, shape, dtype, what) if need else None for need, shape, what
+                    in zip(needs, (plan.x_shape, plan.w_shape, (plan.c_out,)),
+                           ("grad_x", "grad_weight", "grad_bias")))
+    return (plan,) + results + (_padded(plan),)
+
+
+_OUT_NAMES = ("grad_x_out", "grad_weight_out", "grad_bias_out")
+
+
 def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
                               groups=1, dilation=1, output_size=None, data_format="NCDHW",
-                              needs=(True, True, True)):
+                              needs=_ALL_NEEDS, *, grad_x_out=None, grad_weight_out=None,
+                              grad_bias_out=None):
     """Gradients of :func:`conv3d_transpose` given the gradient of its output.
 
     Returns ``(grad_x, grad_weight, grad_bias)``, each computed only if asked for in
@@ -267,7 +525,19 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
         grad_w[ci, co, t] = sum_{n, i} x[n, ci, i] * gy[n, co, i * stride + t * dilation - pad_lo]
         grad_b[co]        = sum_{n, o} gy[n, co, o]
 
-    (within a group; positions outside the output contribute nothing).
+    (within a group; positions outside the output contribute nothing). The arguments are
+    those of :func:`conv3d_transpose`, and arrays are taken as it takes them.
+
+    ``grad_x_out``, ``grad_weight_out``, ``grad_bias_out``: arrays to write the gradients
+    into (and return), as ``out`` of :func:`conv3d_transpose`: of the gradient's shape and
+    the inputs' dtype, writeable, on the inputs' device, sharing no memory with the inputs
+    or each other; ``grad_x_out`` may be any strided view, ``grad_weight_out`` and
+    ``grad_bias_out`` must be C-contiguous. Giving one for a gradient that ``needs`` does
+    not ask for is a ValueError.
+
+    Memory: gradients of 4 MiB or more are views on blocks of conv3dt's memory cache, as
+    the results of :func:`conv3d_transpose` are (``conv3dt.empty_cache()``,
+    ``conv3dt.set_cache_limit``, ``CONV3DT_CACHE_MIB``).
 
     >>> import numpy as np
     >>> x = np.ones((1, 2, 3, 3, 3)); w = np.ones((2, 4, 2, 2, 2))
@@ -277,31 +547,50 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
     (32.0, 216.0)
     """
     needs = _check_needs(needs)
-    backend = _backend.backend_for(grad_output, x, weight)
-    xp = _backend.array_module(grad_output, x, weight)
-    a = _arrays({"grad_output": grad_output, "x": x, "weight": weight}, xp)
-    grad_output, x, weight = a["grad_output"], a["x"], a["weight"]
-    plan = resolve(x.shape, weight.shape, stride, padding, output_padding, groups, dilation,
-                   output_size, data_format)
-    _check_shape(grad_output, plan.y_shape, "grad_output")
+    outs = (grad_x_out, grad_weight_out, grad_bias_out)
+    backend, xp, (grad_output, x, weight) = _inputs(
+        {"grad_output": grad_output, "x": x, "weight": weight})
     dtype = x.dtype
-    gx = _empty(xp, plan.x_shape, dtype, "grad_x", backend) if needs[0] else None
-    gw = _empty(xp, plan.w_shape, dtype, "grad_weight", backend) if needs[1] else None
-    gb = _empty(xp, (plan.c_out,), dtype, "grad_bias", backend) if needs[2] else None
+    args = arguments_key(stride, padding, output_padding, groups, dilation, output_size,
+                         data_format)
+    key = None if args is None else (
+        "backward", xp, grad_output.shape, x.shape, weight.shape, dtype, needs, args)
+    plan, *results, padded = _setups.get(
+        key, _backward_setup, xp, grad_output.shape, x.shape, weight.shape, dtype, needs,
+        stride, padding, output_padding, groups, dilation, output_size, data_format)
+    grads = [None, None, None]
+    if grad_x_out is None and grad_weight_out is None and grad_bias_out is None:
+        for i, result in enumerate(results):
+            if result is not None:
+                grads[i] = _allocate(xp, result[0], dtype, result[1], backend, result[2])
+    else:
+        inputs = {"grad_output": grad_output, "x": x, "weight": weight}
+        for i, (result, given, name) in enumerate(zip(results, outs, _OUT_NAMES)):
+            if given is not None and result is None:
+                raise ValueError(f"{name} is given but needs[{i}] is False: that gradient "
+                                 f"is not computed (needs={needs})")
+            if given is not None:
+                grads[i] = _check_out(given, name, result[0], dtype, xp, plan.data_format,
+                                      inputs, contiguous=i > 0)
+                inputs[name] = given
+        for i, result in enumerate(results):
+            if result is not None and grads[i] is None:
+                grads[i] = _allocate(xp, result[0], dtype, result[1], backend, result[2])
+    gx, gw, gb = grads
     if plan.n == 0:
         # An empty batch: nothing flows back, the gradients are zero.
-        for g in (gx, gw, gb):
+        for g in grads:
             if g is not None:
                 g[...] = 0
         return gx, gw, gb
-    gy_v, x_v, gx_v = (_ncdhw(grad_output, plan.data_format), _ncdhw(x, plan.data_format),
-                       None if gx is None else _ncdhw(gx, plan.data_format))
-    weight = xp.ascontiguousarray(weight)
+    gy_v, x_v = _ncdhw(grad_output, plan.data_format), _ncdhw(x, plan.data_format)
+    gx_v = None if gx is None else _ncdhw(gx, plan.data_format)
+    if not weight.flags.c_contiguous:
+        weight = xp.ascontiguousarray(weight)
     # The kernels gather grad_output with zeros standing for positions outside the output;
     # with padding, a non-finite weight (grad_x) or x (grad_weight) times such a zero would
     # be a NaN that the arithmetic of the operation does not produce. Those rare inputs take
     # the exact tap-by-tap path.
-    padded = _padded(plan)
     exact_gx = gx is not None and padded and not backend.all_finite(weight)
     exact_gw = gw is not None and padded and not backend.all_finite(x)
     if not (exact_gx and exact_gw and gb is None):

@@ -133,7 +133,7 @@ def selu(x, scale=None, alpha=None, name=None):
     return _apply("selu", x, scale=scale, alpha=alpha)
 
 
-def gelu(x, approximate=False):
+def gelu(x, approximate=False, name=None):
     """``0.5 x (1 + erf(x / sqrt 2))``; tanh approximation when ``approximate``."""
     return _apply("gelu", x, approximate=approximate)
 

@@ -19,6 +19,15 @@ As in Paddle, ``minimize(loss)`` does not run backward: call ``loss.backward()``
 parameters reached from ``loss``'s graph: handy for layers that create their parameters
 at the first call.
 
+Paddle 2.x/3.x style (``paddle.optimizer``) works with the same classes: the keywords
+``parameters`` (for ``parameter_list``) and ``weight_decay`` (for ``regularization``; a
+float means ``L2Decay(weight_decay)``, as in Paddle), and the methods ``step()`` (the
+update from the gradients of the last ``backward()``; needs ``parameters``) and
+``clear_grad()``::
+
+    opt = conv3dt.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())
+    loss.backward(); opt.step(); opt.clear_grad()
+
 Example::
 
     >>> import numpy as np
@@ -36,16 +45,36 @@ import numbers
 import numpy as np
 
 from .autograd import Parameter, array_module
-from .regularizer import WeightDecayRegularizer
+from .regularizer import L2Decay, WeightDecayRegularizer
 
 __all__ = ["SGD", "Adam", "SGDOptimizer", "AdamOptimizer"]
 
 
+def _merge(label_1x, value_1x, label_2x, value_2x):
+    """One of the 1.x and 2.x spellings of an argument (giving both is an error)."""
+    if value_1x is not None and value_2x is not None:
+        raise TypeError(f"give either {label_1x} (Paddle 1.x) or {label_2x} (Paddle 2.x), "
+                        "not both")
+    return value_2x if value_2x is not None else value_1x
+
+
 class Optimizer:
-    def __init__(self, learning_rate, parameter_list=None, regularization=None, name=None):
+    def __init__(self, learning_rate, parameter_list=None, regularization=None, name=None, *,
+                 parameters=None, weight_decay=None, grad_clip=None, multi_precision=False):
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
             raise TypeError("learning rate should be float, "
                             f"but received {type(learning_rate).__name__}")
+        parameter_list = _merge("parameter_list", parameter_list, "parameters", parameters)
+        if isinstance(weight_decay, numbers.Real) and not isinstance(weight_decay, bool):
+            weight_decay = L2Decay(float(weight_decay))  # Paddle 2.x: a float is L2Decay
+        regularization = _merge("regularization", regularization, "weight_decay", weight_decay)
+        if grad_clip is not None:
+            raise ValueError("grad_clip is not supported by conv3dt's optimizers; clip the "
+                             "gradients yourself before step()")
+        if not isinstance(multi_precision, bool):
+            raise TypeError(f"multi_precision must be a bool, but received {multi_precision!r}")
+        # multi_precision keeps float32 master copies of float16 parameters in Paddle;
+        # parameters here are float32 or float64, so there is nothing to keep.
         if regularization is not None and not isinstance(regularization, WeightDecayRegularizer):
             raise TypeError("regularization must be a conv3dt.regularizer object (e.g. "
                             f"L2Decay), but received {type(regularization).__name__}")
@@ -110,6 +139,24 @@ class Optimizer:
         for p in self._parameter_list if self._parameter_list is not None else self._seen:
             p.clear_gradient()
 
+    def step(self):
+        """Paddle 2.x: update every parameter in ``parameters`` from the gradient that
+        ``backward()`` accumulated (parameters without one are left alone)."""
+        if self._parameter_list is None:
+            raise ValueError(f"{type(self).__name__}.step() needs the parameters to update: "
+                             "create the optimizer with parameters=model.parameters() (or "
+                             "call minimize(loss), which finds them in loss's graph)")
+        self.minimize(None)
+
+    def clear_grad(self, set_to_zero=True):
+        """Paddle 2.x: zero (``set_to_zero=True``) or drop the gradients of the parameters."""
+        for p in self._parameter_list if self._parameter_list is not None else self._seen:
+            p.clear_gradient(set_to_zero)
+
+    def get_lr(self):
+        """The learning rate (Paddle 2.x's name of ``current_step_lr``)."""
+        return self._learning_rate
+
     def _update(self, p, g, lr, xp):
         raise NotImplementedError
 
@@ -119,23 +166,47 @@ class Optimizer:
     def set_dict(self, state_dict):
         pass
 
+    set_state_dict = set_dict
+
 
 class SGD(Optimizer):
-    """Plain gradient descent: ``p -= lr * g``."""
+    """Plain gradient descent: ``p -= lr * g``.
 
-    def __init__(self, learning_rate, parameter_list=None, regularization=None, name=None):
-        super().__init__(learning_rate, parameter_list, regularization, name)
+    1.x: ``SGD(learning_rate, parameter_list=None, regularization=None, name=None)``;
+    2.x: ``SGD(learning_rate=0.001, parameters=None, weight_decay=None, grad_clip=None,
+    multi_precision=False, name=None)`` (``parameters`` and later by keyword).
+    """
+
+    def __init__(self, learning_rate=0.001, parameter_list=None, regularization=None,
+                 name=None, *, parameters=None, weight_decay=None, grad_clip=None,
+                 multi_precision=False):
+        super().__init__(learning_rate, parameter_list, regularization, name,
+                         parameters=parameters, weight_decay=weight_decay,
+                         grad_clip=grad_clip, multi_precision=multi_precision)
 
     def _update(self, p, g, lr, xp):
         return p._data - lr * g
 
 
 class Adam(Optimizer):
-    """Adam with Paddle's update rule (see the module docstring)."""
+    """Adam with Paddle's update rule (see the module docstring; Paddle 2.x/3.x's adam
+    kernel computes the same: ``lr *= sqrt(1 - beta2_pow) / (1 - beta1_pow)``,
+    ``p -= lr * m1 / (sqrt(m2) + epsilon * sqrt(1 - beta2_pow))``).
+
+    1.x: ``Adam(learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
+    parameter_list=None, regularization=None, name=None, lazy_mode=False)``; 2.x:
+    ``Adam(learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8, parameters=None,
+    weight_decay=None, grad_clip=None, lazy_mode=False, multi_precision=False, name=None)``
+    (``parameters`` and later by keyword). ``lazy_mode`` only matters for sparse
+    gradients, which do not occur here.
+    """
 
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 parameter_list=None, regularization=None, name=None, lazy_mode=False):
-        super().__init__(learning_rate, parameter_list, regularization, name)
+                 parameter_list=None, regularization=None, name=None, lazy_mode=False, *,
+                 parameters=None, weight_decay=None, grad_clip=None, multi_precision=False):
+        super().__init__(learning_rate, parameter_list, regularization, name,
+                         parameters=parameters, weight_decay=weight_decay,
+                         grad_clip=grad_clip, multi_precision=multi_precision)
         for label, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= beta < 1:
                 raise ValueError(f"Adam: {label} must be in [0, 1), but received {beta}")
@@ -169,12 +240,21 @@ class Adam(Optimizer):
             out[p.name + ".beta2_pow"] = np.array([b2p])
         return out
 
+    # Paddle 2.x/3.x's optimizer.state_dict() names the same four accumulators so.
+    _PADDLE_SUFFIXES = ("_moment1_0", "_moment2_0", "_beta1_pow_acc_0", "_beta2_pow_acc_0")
+
     def set_dict(self, state_dict):
-        """Restore moments saved by ``state_dict`` for the parameters in ``parameter_list``."""
+        """Restore moments saved by ``state_dict`` for the parameters in ``parameter_list``.
+
+        Keys are this class's (``'<param name>.moment1'``, ...) or Paddle 2.x/3.x's
+        (``'<param name>_moment1_0'``, ``_moment2_0``, ``_beta1_pow_acc_0``,
+        ``_beta2_pow_acc_0``), so a ``.pdopt`` written by ``paddle.save`` loads too."""
         if self._parameter_list is None:
             raise ValueError("Adam.set_dict needs the optimizer's parameter_list")
         for p in self._parameter_list:
             keys = [p.name + s for s in (".moment1", ".moment2", ".beta1_pow", ".beta2_pow")]
+            if not all(k in state_dict for k in keys):
+                keys = [p.name + s for s in self._PADDLE_SUFFIXES]
             if not all(k in state_dict for k in keys):
                 continue
             xp = array_module(p._data)
@@ -186,6 +266,7 @@ class Adam(Optimizer):
                               float(np.asarray(state_dict[keys[3]]).reshape(-1)[0])]
 
     load_dict = set_dict
+    set_state_dict = set_dict
 
 
 SGDOptimizer = SGD

@@ -2,7 +2,8 @@
 # Memory-safety check: build the kernels with CONV3DT_DEBUG=1 (Cython boundscheck and
 # wraparound, -fsanitize=address,undefined) in a temporary copy of the repository, so the
 # in-place build stays untouched, and run the kernel tests under it with the ASan runtime
-# preloaded. Any sanitizer report fails the run.
+# preloaded, once per instruction-set variant the CPU runs. Any sanitizer report fails the
+# run.
 #   usage: tests/debug_build.sh [extra pytest args]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,10 +31,16 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$report.ubsan"
 export LD_PRELOAD="$asan${ubsan:+:$ubsan}"
 export PYTHONPATH="$work"
 status=0
-(cd "$work" && python -m pytest -q -p no:cacheprovider \
-    tests/test_golden.py tests/test_threads.py tests/test_random_reference.py \
-    tests/test_reliability_values.py tests/test_reliability_sizes.py tests/test_tiling.py \
-    -m "not slow" "$@") || status=$?
+# Once per instruction-set variant this CPU runs (each has its own microkernels).
+variants=$(cd "$work" && python -c \
+    "import conv3dt; print(' '.join(conv3dt.available_isas()))")
+for isa in $variants; do
+    echo "== CONV3DT_ISA=$isa"
+    (cd "$work" && CONV3DT_ISA=$isa python -m pytest -q -p no:cacheprovider \
+        tests/test_golden.py tests/test_threads.py tests/test_random_reference.py \
+        tests/test_reliability_values.py tests/test_reliability_sizes.py tests/test_tiling.py \
+        tests/test_crop_exact.py tests/test_isa.py -m "not slow" "$@") || status=$?
+done
 unset LD_PRELOAD
 if ls "$report".* >/dev/null 2>&1; then
     echo "sanitizer reports:"; cat "$report".*; status=1

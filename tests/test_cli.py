@@ -12,6 +12,7 @@ import tempfile
 import numpy as np
 import pytest
 
+import conv3dt
 from conv3dt import _activations, _cli, _selfcheck, dygraph
 from conv3dt.functional import conv3d_transpose
 
@@ -173,7 +174,10 @@ def test_check_passes():
     assert "gradient checks" in out and f"{len(_selfcheck.GRADCHECK_LAYERS)}/" in out
     assert "bit-identical" in out
     assert "OK: all" in out
-    assert out.count("  ok   case") == 60
+    others = [isa for isa in conv3dt.available_isas() if isa != conv3dt.get_isa()]
+    for isa in others:  # the reference cases once more with every other variant
+        assert f"reference cases (CPU, {isa} kernels): 60/60 passed" in out
+    assert out.count("  ok   case") == 60 * (1 + len(others))
 
 
 def test_check_reports_a_wrong_result_with_exit_1(capsys, monkeypatch):
@@ -187,7 +191,8 @@ def test_check_reports_a_wrong_result_with_exit_1(capsys, monkeypatch):
     assert code == 1
     assert "reference cases (CPU): 1/2 passed" in out
     assert f"FAIL case {cases[1]['id']}" in out and "y: " in out
-    assert "FAILED: 1 of" in out
+    # the wrong case fails once per instruction-set variant the CPU runs
+    assert f"FAILED: {len(conv3dt.available_isas())} of" in out
 
 
 def test_check_gpu_required_without_gpu(capsys, monkeypatch):
@@ -205,7 +210,7 @@ def test_bench(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "gan_k4s2" in res.stdout and "GFLOP/s" in res.stdout
     assert "1/1" in res.stderr  # the progress bar
-    rows = json.loads((tmp_path / "out.json").read_text())
+    rows = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert rows[0]["shape"] == "gan_k4s2" and rows[0]["conv3dt_fwd_ms"] > 0
 
 
@@ -213,8 +218,8 @@ def test_bench_scaling_and_float64_columns(tmp_path):
     res = cli("bench", "--shapes", "dil2_k3", "--repeat", "1", "--scaling", "--float64",
               "--json", "out.json", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "1-thread fwd ms" in res.stdout and "f64/f32 fwd" in res.stdout
-    row = json.loads((tmp_path / "out.json").read_text())[0]
+    assert "1 thread" in res.stdout and "speedup" in res.stdout and "f64/f32" in res.stdout
+    row = json.loads((tmp_path / "out.json").read_text())["rows"][0]
     assert row["t1_fwd_ms"] > 0 and row["f64_fwd_ms"] > 0 and row["f64_fwdbwd_ms"] > 0
     bad = cli("bench", "--float64", "--dtype", "float64", cwd=tmp_path)
     assert bad.returncode == 2 and "--float64" in bad.stderr

@@ -20,7 +20,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
-OPTIONAL = {"cupy": "CuPy", "torch": "PyTorch", "paddle": "PaddlePaddle"}
+OPTIONAL = {"cupy": "CuPy", "torch": "PyTorch", "paddle": "PaddlePaddle",
+            "safetensors": "safetensors"}
 
 
 def rst_blocks(text):
@@ -106,7 +107,8 @@ WITH_CODE = [p for p in DOCUMENTS if blocks_of(p)]
 def test_documentation_has_python_blocks():
     names = {os.path.basename(p) for p in DOCUMENTS}
     for page in ("getting_started.rst", "semantics.rst", "porting_paddle.rst",
-                 "pytorch.rst", "performance.rst", "gpu.rst", "api.rst", "cli.rst"):
+                 "pytorch.rst", "performance.rst", "gpu.rst", "api.rst", "cli.rst",
+                 "paddle2.rst"):
         assert page in names, page
     counted = {os.path.basename(p): len(blocks_of(p)) for p in DOCUMENTS}
     for page in ("getting_started.rst", "semantics.rst", "porting_paddle.rst",

@@ -114,29 +114,3 @@ def test_changing_the_thread_count_while_computing_is_safe(restore_threads):
     finally:
         stop.set()
         flipper.join()
-
-
-def test_blas_thread_limits_restored_after_concurrent_calls(restore_threads):
-    """Overlapping calls must not leave the process's BLAS pinned to one thread."""
-    controller = _threads._blas_controller()
-    if not controller.lib_controllers:
-        pytest.skip("no BLAS library found by threadpoolctl")
-    original = [lib.num_threads for lib in controller.lib_controllers]
-    with controller.limit(limits=2):
-        before = [lib.num_threads for lib in controller.lib_controllers]
-        conv3dt.set_num_threads(2)
-        problems = [_problem(s) for s in range(6)]
-
-        def work(i):
-            x, w, kw = problems[i]
-            for _ in range(30):
-                F.conv3d_transpose(x, w, **kw)
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        after = [lib.num_threads for lib in controller.lib_controllers]
-        assert after == before, (before, after)
-    assert [lib.num_threads for lib in controller.lib_controllers] == original

@@ -146,3 +146,88 @@ def test_default_without_env_var_is_positive(conv3dt):
     p = _threads_in_subprocess(None)
     assert p.returncode == 0, p.stderr
     assert int(p.stdout.strip()) >= 1
+
+
+def _child(code, **env):
+    """Run ``code`` in a fresh interpreter with the environment changed by ``env`` (a value
+    of None removes the variable); its stdout, stripped."""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("CONV3DT_NUM_THREADS", "OMP_NUM_THREADS")}
+    for key, value in env.items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+PRINT = "import conv3dt, conv3dt._threads as t; print(conv3dt.get_num_threads(), t.thread_source())"
+
+
+def test_omp_num_threads_is_honoured():
+    assert _child(PRINT, OMP_NUM_THREADS="1") == "1 OMP_NUM_THREADS"
+    # one count per nesting level: the first is the kernels'
+    assert _child(PRINT, OMP_NUM_THREADS="3,1") == "3 OMP_NUM_THREADS"
+
+
+def test_conv3dt_num_threads_takes_precedence_over_omp():
+    assert _child(PRINT, OMP_NUM_THREADS="1", CONV3DT_NUM_THREADS="2") == \
+        "2 CONV3DT_NUM_THREADS"
+
+
+def test_default_is_the_available_cores():
+    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count()
+    assert _child(PRINT) == f"{expected} cores"
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "-2", ""])
+def test_invalid_omp_num_threads_is_a_clear_error(conv3dt, monkeypatch, value):
+    monkeypatch.setattr(conv3dt._threads, "_num_threads", None)
+    monkeypatch.delenv("CONV3DT_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    if value == "":
+        assert conv3dt.get_num_threads() >= 1  # unset in effect
+        return
+    with pytest.raises(ValueError, match=f"OMP_NUM_THREADS must be a positive integer, "
+                                         f"got '{value}'"):
+        conv3dt.get_num_threads()
+
+
+def test_threadpoolctl_lists_and_limits_the_kernels(conv3dt, F, restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    conv3dt.set_num_threads(2)
+    pools = [p for p in threadpoolctl.threadpool_info() if p["internal_api"] == "conv3dt"]
+    assert len(pools) == 1, threadpoolctl.threadpool_info()
+    assert pools[0]["num_threads"] == 2 and pools[0]["version"] == conv3dt.__version__
+    with threadpoolctl.threadpool_limits(limits=1):
+        assert conv3dt.get_num_threads() == 1
+    assert conv3dt.get_num_threads() == 2
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert conv3dt.get_num_threads() == 1
+    assert conv3dt.get_num_threads() == 2
+
+
+def test_threadpoolctl_limit_reaches_the_kernel_call(conv3dt, F, restore_threads,
+                                                     monkeypatch):
+    """The thread count the kernels are called with, under a threadpoolctl limit."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from conv3dt import _cpu, _kernels
+    seen = []
+    real = _kernels.forward
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(_kernels, "forward", spy)
+    conv3dt.set_num_threads(2)
+    x = np.ones((1, 16, 16, 16, 16), np.float32)
+    w = np.ones((16, 16, 3, 3, 3), np.float32)
+    F.conv3d_transpose(x, w)
+    with threadpoolctl.threadpool_limits(limits=1):
+        F.conv3d_transpose(x, w)
+    assert seen == [2, 1]

@@ -15,14 +15,16 @@ from reference import from_ncdhw, ref_backward, ref_conv3d_transpose, rel_err, r
     tol_for
 
 # name: tile sizes (columns per tile, W rows per product call, window bytes, slab bytes,
-# grad_weight chunk bytes)
+# grad_weight chunk bytes); the direct path for few output channels forced on in one and
+# off in the other, whatever the variant's own crossover
 TILINGS = {
     # row tiles of one or two rows, one channel per window block, slabs of one depth
     # stride, product calls of a few rows, many grad_weight chunks
-    "rows": dict(_NCOL=12, _KBLOCK=5, _WINDOW_BYTES=1, _SLAB_BYTES=1, _CHUNK_BYTES=1),
+    "rows": _cpu.Tuning(ncol=12, kblock=5, window_bytes=1, slab_bytes=1, chunk_bytes=1,
+                        direct_cout=2),
     # tiles of several whole (small) planes, two channels per window block
-    "planes": dict(_NCOL=80, _KBLOCK=7, _WINDOW_BYTES=3000, _SLAB_BYTES=600,
-                   _CHUNK_BYTES=1 << 30),
+    "planes": _cpu.Tuning(ncol=80, kblock=7, window_bytes=3000, slab_bytes=600,
+                          chunk_bytes=1 << 30, direct_cout=0),
 }
 
 # (N, C_in, C_out, input DHW, kernel, stride, padding, output_padding, dilation, groups)
@@ -42,14 +44,9 @@ CASES = [
 
 
 @pytest.fixture(params=sorted(TILINGS))
-def tiling(request, monkeypatch):
-    for name, value in TILINGS[request.param].items():
-        monkeypatch.setattr(_cpu, name, value)
-    _cpu._forward_schedule.cache_clear()
-    _cpu._backward_schedule.cache_clear()
-    yield request.param
-    _cpu._forward_schedule.cache_clear()
-    _cpu._backward_schedule.cache_clear()
+def tiling(request):
+    with _cpu.tuned(TILINGS[request.param]):
+        yield request.param
 
 
 def _arrays(case, dtype, seed):

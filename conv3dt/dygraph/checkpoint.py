@@ -9,6 +9,12 @@ absent. A path already ending in ``.pdparams``, ``.pdopt`` or ``.npz`` is accept
 Loading is safe on untrusted files: ``allow_pickle=False``, only numeric or bool arrays are
 accepted, and a truncated or corrupt file is a ValueError naming the path.
 
+``load_dygraph`` also reads the weights of other tools (see ``conv3dt._weights``):
+Paddle's own pickled ``model.pdparams`` / ``model.pdopt`` (from ``fluid.save_dygraph`` or
+``paddle.save``; read with a restricted unpickler that never runs code), and, given by
+their full name, PyTorch ``.pt``/``.pth`` and ``.safetensors`` files (returned as the
+parameters, with ``opt`` None).
+
 Example::
 
     >>> import os, tempfile, numpy as np
@@ -22,12 +28,10 @@ Example::
     >>> conv.set_dict(params)
 """
 import os
-import tempfile
-import zipfile
-import zlib
 
 import numpy as np
 
+from .. import _weights
 from ..autograd import Parameter, Variable
 
 __all__ = ["save_dygraph", "load_dygraph"]
@@ -47,8 +51,9 @@ def _base_path(path):
 def save_dygraph(state_dict, model_path):
     """Write ``state_dict`` (name -> Variable/Parameter/array) to ``model_path`` + suffix.
 
-    The file is written to a temporary name and renamed, so an interrupted save never
-    leaves a truncated checkpoint behind.
+    The file is written to a temporary name beside it, flushed and renamed, so an
+    interrupted or failed save never leaves a truncated checkpoint behind, and an
+    earlier checkpoint of that name stays intact.
     """
     base = _base_path(model_path)
     if os.path.basename(base) == "":
@@ -69,74 +74,42 @@ def save_dygraph(state_dict, model_path):
             raise TypeError(f"save_dygraph: '{key}' has non-numeric dtype {array.dtype}")
         arrays[key] = array
     path = base + (PARAMS_SUFFIX if is_params else OPT_SUFFIX)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _read_member(archive, info):
-    """One ``.npy`` member of a checkpoint, checked before anything is allocated.
-
-    The header must describe a numeric or bool array whose size matches the member's
-    stored size, so a corrupt header cannot make the reader allocate terabytes.
-    """
-    fmt = np.lib.format
-    with archive.open(info) as f:
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"entry '{info.filename}' has unsupported .npy version {version}")
-        if dtype.hasobject or dtype.kind not in "biuf":
-            raise ValueError(f"entry '{info.filename}' has non-numeric dtype {dtype}")
-        header_bytes = f.tell()
-        data_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if header_bytes + data_bytes != info.file_size:
-            raise ValueError(
-                f"entry '{info.filename}' is corrupt: its header describes {shape} {dtype} "
-                f"({data_bytes} bytes) but it holds {info.file_size - header_bytes} bytes")
-        array = np.frombuffer(f.read(data_bytes), dtype=dtype, count=int(np.prod(shape)))
-        if len(array) * dtype.itemsize != data_bytes:
-            raise ValueError(f"entry '{info.filename}' is truncated")
-    return array.reshape(shape, order="F" if fortran else "C").copy()
+    _weights.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_npz(path):
-    try:
-        if not zipfile.is_zipfile(path):
-            raise ValueError("not an .npz archive")
-        out = {}
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.filename.endswith(".npy"):
-                    raise ValueError(f"entry '{info.filename}' is not an .npy array")
-                out[info.filename[:-4]] = _read_member(archive, info)
-        return out
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
-            RuntimeError, NotImplementedError) as exc:
-        # Pickled or non-numeric entries, truncation, bad headers, unsupported compression:
-        # all mean "this is not a checkpoint we can trust". (Pickles are never unpickled:
-        # an object dtype is refused from its header.)
-        raise ValueError(f"load_dygraph: cannot read {path!r}: {exc}") from exc
+    return _weights.read_npz(path, "load_dygraph")
+
+
+def _first_existing(explicit, candidates):
+    if explicit is not None and os.path.exists(explicit):
+        return explicit
+    return next((c for c in candidates if os.path.exists(c)), None)
 
 
 def load_dygraph(model_path):
     """``(params, opt)`` dicts of NumPy arrays read from ``model_path`` + ``.pdparams.npz`` /
-    ``.pdopt.npz``; either is None when its file does not exist, FileNotFoundError when
-    neither does."""
-    base = _base_path(model_path)
-    params_path, opt_path = base + PARAMS_SUFFIX, base + OPT_SUFFIX
-    if not os.path.exists(params_path) and not os.path.exists(opt_path):
-        raise FileNotFoundError(f"load_dygraph: neither {params_path!r} nor {opt_path!r} exists")
-    params = _load_npz(params_path) if os.path.exists(params_path) else None
-    opt = _load_npz(opt_path) if os.path.exists(opt_path) else None
-    return params, opt
+    ``.pdopt.npz`` (this library's files) or + ``.pdparams`` / ``.pdopt`` (Paddle's
+    pickles); either is None when its file does not exist, FileNotFoundError when
+    neither does. A ``.pt``/``.pth``/``.safetensors`` path gives ``(its arrays, None)``."""
+    path = os.fspath(model_path)
+    ext = os.path.splitext(path)[1].lower()
+    if _weights.FORMATS.get(ext) in ("torch", "safetensors"):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"load_dygraph: {path!r} does not exist")
+        return _weights.load_state(path), None
+    base = _base_path(path)
+    explicit_params = path if path.endswith((".pdparams", PARAMS_SUFFIX)) else None
+    explicit_opt = path if path.endswith((".pdopt", OPT_SUFFIX)) else None
+    params_path = _first_existing(explicit_params, [base + PARAMS_SUFFIX, base + ".pdparams"])
+    opt_path = _first_existing(explicit_opt, [base + OPT_SUFFIX, base + ".pdopt"])
+    if params_path is None and opt_path is None:
+        raise FileNotFoundError(f"load_dygraph: none of {base + PARAMS_SUFFIX!r}, "
+                                f"{base + '.pdparams'!r}, {base + OPT_SUFFIX!r}, "
+                                f"{base + '.pdopt'!r} exists")
+
+    def read(p):
+        return _load_npz(p) if p.endswith(".npz") else _weights.load_state(p, "paddle")
+
+    return (None if params_path is None else read(params_path),
+            None if opt_path is None else read(opt_path))

@@ -226,7 +226,22 @@ class Layer:
             param.set_value(value)
 
     load_dict = set_dict
-    set_state_dict = set_dict
+
+    def set_state_dict(self, state_dict, use_structured_name=True):
+        """Paddle 2.x's ``set_state_dict``: :meth:`set_dict` (every parameter must be
+        present with its shape and dtype, else ValueError and nothing changes), returning
+        ``(missing_keys, unexpected_keys)`` as Paddle 3.x does; missing is always empty,
+        since a missing parameter is an error here rather than Paddle's warning.
+        ``use_structured_name=False`` matches entries by parameter name
+        (``conv3d_transpose_0.w_0``) instead of attribute path (``weight``)."""
+        if use_structured_name:
+            names = {name for name, _ in self.named_parameters()}
+            self.set_dict(state_dict)
+        else:
+            by_param = {param.name: name for name, param in self.named_parameters()}
+            names = set(by_param)
+            self.set_dict({by_param[k]: v for k, v in state_dict.items() if k in by_param})
+        return [], [k for k in state_dict if k not in names]
 
     def __repr__(self):
         lines = [f"{type(self).__name__}({self._full_name})"]

@@ -102,6 +102,25 @@ class Conv3DTranspose(Layer):
         (5, 12, 23, 43, 43)
     """
 
+    # Keywords that only Paddle 2.x's paddle.nn.Conv3DTranspose has. (output_padding and
+    # data_format are accepted here too, as keyword-only extras with the same meaning.)
+    _PADDLE2_ONLY = {"in_channels": "num_channels", "out_channels": "num_filters",
+                     "kernel_size": "filter_size", "weight_attr": "param_attr"}
+
+    def __new__(cls, *args, **kwargs):
+        # Checked before __init__ binds its arguments, so that a 2.x call gets this
+        # message rather than "missing 2 required positional arguments".
+        found = [k for k in kwargs if k in cls._PADDLE2_ONLY]
+        if found:
+            renames = ", ".join(f"{k}= (1.x: {cls._PADDLE2_ONLY[k]}=)" for k in found)
+            raise TypeError(
+                f"{cls.__name__}() got Paddle 2.x keyword argument(s) {renames}: "
+                "conv3dt.dygraph.Conv3DTranspose has Paddle 1.x's signature "
+                "(num_channels, num_filters, filter_size, output_size, padding, stride, "
+                "...). For the 2.x signature (in_channels, out_channels, kernel_size, "
+                "stride, padding, output_padding, ...) use conv3dt.nn.Conv3DTranspose")
+        return super().__new__(cls)
+
     def __init__(self, num_channels, num_filters, filter_size=None, output_size=None,
                  padding=0, stride=1, dilation=1, groups=None, param_attr=None,
                  bias_attr=None, use_cudnn=True, act=None, name=None, dtype="float32", *,
@@ -207,6 +226,41 @@ class Conv3DTranspose(Layer):
         return Activation.apply(out, act=self._act, params=_activations.attrs_for(self._act))
 
     def __repr__(self):
-        return (f"Conv3DTranspose({self._num_channels}, {self._num_filters}, "
-                f"filter_size={self._filter_size}, groups={self._groups}, act={self._act!r}, "
-                + ", ".join(f"{k}={v!r}" for k, v in self._conv.items()) + ")")
+        # As torch prints its layers: the channels, then only what differs from the
+        # defaults, sizes as triples (filter_size=(3, 3, 3), stride=(2, 2, 2)).
+        def shown(value):
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                return (int(value),) * 3
+            if isinstance(value, (list, tuple)):
+                return tuple(shown(v) if isinstance(v, (list, tuple)) else v for v in value)
+            return value
+
+        def is_zero(value):
+            flat = value if isinstance(value, tuple) else (value,)
+            return all(is_zero(v) if isinstance(v, tuple) else
+                       isinstance(v, numbers.Integral) and v == 0 for v in flat)
+
+        c = self._conv
+        padding = shown(c["padding"])
+        fields = [  # (name, value shown, its default)
+            ("filter_size", self._filter_size, None),
+            ("output_size", shown(c["output_size"]), None),
+            ("padding", padding, padding if is_zero(padding) else (0, 0, 0)),
+            ("stride", shown(c["stride"]), (1, 1, 1)),
+            ("dilation", shown(c["dilation"]), (1, 1, 1)),
+            ("groups", self._groups, 1),
+            ("param_attr", self._param_attr, None),
+            ("bias_attr", self._bias_attr, None),
+            ("use_cudnn", self._use_cudnn, True),
+            ("act", self._act, None),
+            ("dtype", str(self._dtype), "float32"),
+            ("output_padding", shown(c["output_padding"]), (0, 0, 0)),
+            ("data_format", c["data_format"], "NCDHW"),
+        ]
+        # C_in, or the name scope while C_in is known only from the first input.
+        channels = self._num_channels if self._num_channels is not None else self.full_name()
+        args = [repr(channels), repr(self._num_filters)] + [
+            f"{name}={value!r}" for name, value, default in fields
+            # (type first: False == 0 and True == 1, yet bias_attr=False is no default)
+            if not (type(value) is type(default) and value == default)]
+        return f"Conv3DTranspose({', '.join(args)})"

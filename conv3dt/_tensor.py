@@ -1,0 +1,163 @@
+"""Paddle 2.x/3.x tensor functions: ``to_tensor``, ``mean``, ``sum``, the default dtype.
+
+``conv3dt.Tensor`` is ``conv3dt.Variable`` (one class, one autograd); these are the 2.x
+spellings of what the 1.x front end offers as ``dygraph.to_variable`` and
+``layers.reduce_mean`` / ``reduce_sum``. Unlike Paddle 1.x's reductions, a reduction over
+every axis gives a 0-D Tensor (shape ``()``), as in Paddle 2.5 and later.
+
+Example::
+
+    >>> import conv3dt as paddle
+    >>> x = paddle.to_tensor([[1.0, 2.0], [3.0, 4.0]], stop_gradient=False)
+    >>> loss = paddle.mean(x * x)
+    >>> loss.backward()
+    >>> x.grad.numpy()                       # d mean(x^2) / dx = 2x / 4
+    array([[0.5, 1. ],
+           [1.5, 2. ]], dtype=float32)
+"""
+import numbers
+
+import numpy as np
+
+from . import _place
+from .autograd import Variable
+
+__all__ = ["to_tensor", "mean", "sum", "get_default_dtype", "set_default_dtype"]
+
+_default_dtype = np.dtype("float32")
+
+
+def get_default_dtype():
+    """The dtype of floating-point data that has none of its own (Python floats), as a
+    str: ``'float32'`` unless :func:`set_default_dtype` changed it."""
+    return _default_dtype.name
+
+
+def set_default_dtype(d):
+    """Set the default floating-point dtype (``'float32'`` or ``'float64'``)."""
+    global _default_dtype
+    try:
+        dtype = np.dtype(d)
+    except TypeError:
+        dtype = None
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"set_default_dtype: d must be 'float32' or 'float64', "
+                        f"but received {d!r}")
+    _default_dtype = dtype
+
+
+def _place_of(place):
+    """``place`` as a CPUPlace/CUDAPlace/None; Paddle's strings 'cpu', 'gpu', 'gpu:N'."""
+    if isinstance(place, str):
+        name = place.strip().lower()
+        if name == "cpu":
+            return _place.CPUPlace()
+        if name in ("gpu", "cuda"):
+            return _place.CUDAPlace(0)
+        for prefix in ("gpu:", "cuda:"):
+            if name.startswith(prefix) and name[len(prefix):].isdigit():
+                return _place.CUDAPlace(int(name[len(prefix):]))
+        raise ValueError(f"to_tensor: place must be 'cpu', 'gpu' or 'gpu:N' (or a "
+                         f"CPUPlace/CUDAPlace), but received {place!r}")
+    return _place._check_place(place)
+
+
+def to_tensor(data, dtype=None, place=None, stop_gradient=True):
+    """A new Tensor holding a copy of ``data``, as ``paddle.to_tensor``.
+
+    - ``data``: a Python scalar, (nested) list or tuple, NumPy array, CuPy array or Tensor.
+    - ``dtype``: cast to it; None keeps an array's dtype, and for Python data takes
+      floats as :func:`get_default_dtype` (float32), ints as int64, bools as bool.
+    - ``place``: ``CPUPlace()``, ``CUDAPlace(i)``, ``'cpu'``, ``'gpu'``, ``'gpu:i'``;
+      None: the current ``dygraph.guard``'s place, else where the data is.
+    - ``stop_gradient``: True (the default) for data; False to get ``.grad``.
+
+    >>> import numpy as np, conv3dt
+    >>> t = conv3dt.to_tensor(np.arange(3.0))
+    >>> t.dtype, t.shape, t.stop_gradient
+    (dtype('float64'), (3,), True)
+    """
+    if isinstance(data, Variable):
+        data = data._data
+    if hasattr(data, "__cuda_array_interface__"):
+        array = data.copy()
+    elif isinstance(data, np.ndarray):
+        array = np.array(data, copy=True)
+    elif isinstance(data, (numbers.Number, np.generic, list, tuple)):
+        try:
+            array = np.array(data)
+        except ValueError:  # ragged nesting
+            array = np.empty(0, dtype=object)
+        if array.dtype == object or array.dtype.kind not in "biufc":
+            raise TypeError("to_tensor: data must be numeric (a scalar or a regular nested "
+                            f"list of numbers), but received {data!r:.80}")
+        if not isinstance(data, np.generic):
+            if array.dtype.kind == "f":
+                array = array.astype(_default_dtype)
+            elif array.dtype.kind == "i":
+                array = array.astype(np.int64)
+            elif array.dtype.kind == "c":
+                array = array.astype(np.complex64 if _default_dtype == np.float32
+                                     else np.complex128)
+    else:
+        raise TypeError("to_tensor: data must be a scalar, list, tuple, numpy.ndarray or "
+                        f"Tensor, but received {type(data).__name__}")
+    if dtype is not None:
+        try:
+            target = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"to_tensor: dtype {dtype!r} is not a dtype") from None
+        array = array.astype(target, copy=False)
+    if not isinstance(stop_gradient, (bool, np.bool_)):
+        raise TypeError(f"to_tensor: stop_gradient must be a bool, "
+                        f"but received {stop_gradient!r}")
+    if not stop_gradient and array.dtype.kind != "f":
+        raise TypeError(f"to_tensor: only floating-point Tensors can have gradients, "
+                        f"this one is {array.dtype}")
+    from .dygraph.base import current_place
+    place = _place_of(place)
+    array = _place.to_place(array, place if place is not None else current_place())
+    return Variable(array, stop_gradient=bool(stop_gradient))
+
+
+def _tensor(x, func):
+    if not isinstance(x, Variable):
+        raise TypeError(f"{func}: x must be a Tensor (see conv3dt.to_tensor), "
+                        f"but received {type(x).__name__}")
+    return x
+
+
+def _axes(x, axis, func):
+    if axis is None:
+        return None
+    axes = [axis] if isinstance(axis, numbers.Integral) else list(axis)
+    for a in axes:
+        if (isinstance(a, bool) or not isinstance(a, numbers.Integral)
+                or not -x.ndim <= a < max(x.ndim, 1)):
+            raise ValueError(f"{func}: axis {a!r} is out of range for a {x.ndim}-D Tensor")
+    return tuple(int(a) for a in axes) if axes else None
+
+
+def mean(x, axis=None, keepdim=False, name=None):
+    """Mean over ``axis`` (int, list/tuple, or None for all axes), as ``paddle.mean``.
+
+    >>> import conv3dt
+    >>> conv3dt.mean(conv3dt.to_tensor([[1.0, 2.0], [3.0, 5.0]]), axis=1).numpy()
+    array([1.5, 4. ], dtype=float32)
+    """
+    x = _tensor(x, "mean")
+    return x.mean(axis=_axes(x, axis, "mean"), keepdim=bool(keepdim))
+
+
+def sum(x, axis=None, dtype=None, keepdim=False, name=None):
+    """Sum over ``axis`` (int, list/tuple, or None for all axes), optionally cast to
+    ``dtype`` first, as ``paddle.sum``.
+
+    >>> import conv3dt
+    >>> float(conv3dt.sum(conv3dt.to_tensor([1.0, 2.0, 3.5])))
+    6.5
+    """
+    x = _tensor(x, "sum")
+    if dtype is not None:
+        x = x.astype(dtype)
+    return x.sum(axis=_axes(x, axis, "sum"), keepdim=bool(keepdim))
