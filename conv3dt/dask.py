@@ -161,7 +161,7 @@ def _aligned(chunks, size, stride):
     chunks = tuple(chunks)
     if len(chunks) == 1:
         return chunks
-    if (len(set(chunks[:-1])) == 1 and chunks[-1] <= chunks[0]):
+    if len(set(chunks[:-1])) == 1 and chunks[-1] <= chunks[0]:
         return _regular(size, max(stride, (chunks[0] + stride // 2) // stride * stride))
     bounds, pos = [], 0
     for c in chunks[:-1]:

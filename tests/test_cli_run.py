@@ -4,7 +4,6 @@ to the functional API's whole call)."""
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest

@@ -595,5 +595,21 @@ def test_the_docs_examples_run(tmp_path, monkeypatch):
     source = "\n".join(textwrap.dedent(b) for b in blocks)
     test = doctest.DocTestParser().get_doctest(source, {}, "docs/dask.rst", path, 0)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    result = runner.run(test)
+    with dask.config.set(scheduler="threads"):  # not a cluster another test left running
+        result = runner.run(test)
     assert result.failed == 0 and result.attempted > 10, result
+
+
+def test_chunks_below_the_stride_when_the_budget_demands_it():
+    # a stride-8 upsampling whose stride-sized chunks exceed a tiny budget: the chunks
+    # are cut below the stride, and stay exact
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 2, 5, 4, 3)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 9, 8, 8)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    kw = dict(stride=8, padding=(1, 0, 2))
+    y = cd.conv3d_transpose(da.from_array(x, chunks=2), w, b, memory_per_task=4000, **kw)
+    assert max(y.chunks[2]) < 8 or max(y.chunks[3]) < 8 or max(y.chunks[4]) < 8
+    assert_bitwise(y.compute(scheduler="sync"), functional.conv3d_transpose(x, w, b, **kw))
+    with pytest.raises(ValueError, match="chunks"):
+        cd.conv3d_transpose(da.from_array(x, chunks=2), w, memory_per_task=1, stride=1000)
