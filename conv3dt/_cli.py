@@ -457,7 +457,8 @@ def cmd_run(args):
     elif args.bias == "required" and bias is None:
         raise UsageError(f"--weights: {args.weights} has no 'bias' entry")
     if chunked:
-        x = conv3dt.dask.as_dask_array(x, memory_per_task=args.memory)
+        x = conv3dt.dask.as_dask_array(x, memory_per_task=args.memory,
+                                       data_format=args.data_format)
     if args.dtype:
         x, weight = x.astype(args.dtype), weight.astype(args.dtype)
         bias = None if bias is None else bias.astype(args.dtype)
@@ -565,8 +566,11 @@ def _run_chunked(args, x, weight, bias, kwargs, in_shape, ndim):
                                           shape=y.shape).flush()
                 work.append(dask.array.store(y, _NpyTarget(args.output, y.shape, y.dtype),
                                              lock=False, compute=False))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--output: cannot write {args.output}: {exc}") from None
+        except UsageError:
+            raise
+        except Exception as exc:  # zarr 2 reports some unwritable paths as a KeyError
+            raise UsageError(f"--output: cannot write {args.output}: "
+                             f"{type(exc).__name__}: {exc}") from None
     stats = not args.output or args.stats
     if stats:
         work += [y.min(), y.mean(), y.max()]

@@ -99,12 +99,13 @@ def _small_array(value, name):
     return functional._as_array(value, name, np)
 
 
-def as_dask_array(x, chunks=None, memory_per_task=None, expansion=1.0):
+def as_dask_array(x, chunks=None, memory_per_task=None, expansion=1.0, data_format="NCDHW"):
     """``x`` (a dask array, a zarr array, an h5py dataset or any array-like) as a dask
     array. A dask array is returned as it is; other arrays are read in blocks of
-    ``chunks``, by default whole channels, one sample and 'auto' spatial blocks that are
-    multiples of the storage's chunks and hold ``memory_per_task / (1 + expansion)``
-    bytes (``expansion``: the ratio of the output's bytes to the input's).
+    ``chunks``, by default (for a 5-D volume in ``data_format``) one sample, whole
+    channels and 'auto' spatial blocks that are multiples of the storage's chunks and
+    hold ``memory_per_task / (1 + expansion)`` bytes (``expansion``: the ratio of the
+    output's bytes to the input's).
     """
     if isinstance(x, da.Array):
         return x
@@ -117,7 +118,13 @@ def as_dask_array(x, chunks=None, memory_per_task=None, expansion=1.0):
         storage = None
     if chunks is None:
         limit = max(1, int(_budget(memory_per_task) / (1.0 + expansion)))
-        chunks = (1, "auto", "auto", "auto", "auto") if len(shape) == 5 else "auto"
+        if len(shape) == 5:
+            _, c_axis, _ = _axes(data_format)
+            chunks = [1, "auto", "auto", "auto", "auto"]
+            chunks[c_axis] = -1
+            chunks = tuple(chunks)
+        else:
+            chunks = "auto"
         chunks = normalize_chunks(chunks, shape, limit=limit, dtype=x.dtype,
                                   previous_chunks=storage)
     # h5py is not thread-safe: its reads take a lock.
@@ -521,7 +528,8 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     budget = _budget(memory_per_task)
     n_axis, c_axis, spatial = _axes(plan.data_format)
     expansion = plan.c_out * math.prod(plan.stride) / plan.c_in
-    x = as_dask_array(x, memory_per_task=budget, expansion=expansion)
+    x = as_dask_array(x, memory_per_task=budget, expansion=expansion,
+                      data_format=plan.data_format)
     x = _merge_small_blocks(x, spatial, budget / (1.0 + expansion))
     y_chunks = output_chunks(plan, x.chunks, chunks, budget, dtype.itemsize)
     _check_task_count(y_chunks, plan.y_shape, budget)
@@ -650,7 +658,8 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
     budget = _budget(memory_per_task)
     n_axis, c_axis, spatial = _axes(plan.data_format)
     expansion = plan.c_out * math.prod(plan.stride) / plan.c_in
-    x = as_dask_array(x, memory_per_task=budget, expansion=expansion)
+    x = as_dask_array(x, memory_per_task=budget, expansion=expansion,
+                      data_format=plan.data_format)
     if not isinstance(grad_output, da.Array):
         gy_chunks = output_chunks(plan, x.chunks, None, budget, dtype.itemsize)
         grad_output = as_dask_array(grad_output, chunks=gy_chunks)

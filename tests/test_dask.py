@@ -613,3 +613,12 @@ def test_chunks_below_the_stride_when_the_budget_demands_it():
     assert_bitwise(y.compute(scheduler="sync"), functional.conv3d_transpose(x, w, b, **kw))
     with pytest.raises(ValueError, match="chunks"):
         cd.conv3d_transpose(da.from_array(x, chunks=2), w, memory_per_task=1, stride=1000)
+
+
+def test_arrays_read_in_blocks_keep_whole_channels():
+    x = np.zeros((2, 40, 40, 40, 6), np.float32)
+    d = cd.as_dask_array(x, memory_per_task=200_000, data_format="NDHWC")
+    assert d.chunks[0] == (1, 1) and d.chunks[4] == (6,) and d.numblocks[1:4] != (1, 1, 1)
+    d = cd.as_dask_array(x.transpose(0, 4, 1, 2, 3), memory_per_task=200_000)
+    assert d.chunks[1] == (6,)
+    assert 4 * 6 * np.prod([c[0] for c in d.chunks[2:]]) <= 200_000
