@@ -24,13 +24,16 @@ def is_gpu_array(value):
         return False
 
 
-def _cupy():
+def cupy_module(what="a GPU array"):
+    """CuPy, or a RuntimeError saying that ``what`` (a GPU array, a CUDA tensor, ...)
+    needs it and how to install it. The one place that imports CuPy on demand."""
     try:
         import cupy
     except ImportError as exc:  # pragma: no cover - exercised only without CuPy
         raise RuntimeError(
-            "a GPU array was given but CuPy is not installed: install conv3dt's GPU extra, "
-            "e.g. `pip install conv3dt[gpu]` (CUDA 12: cupy-cuda12x; CUDA 13: cupy-cuda13x)"
+            f"{what} was given: conv3dt computes it with CuPy, which is not installed; "
+            "install conv3dt's GPU extra, e.g. `pip install \"conv3dt[gpu]\"` (CUDA 12: "
+            "cupy-cuda12x; CUDA 13: cupy-cuda13x)"
         ) from exc
     return cupy
 
@@ -38,7 +41,7 @@ def _cupy():
 def array_module(*arrays):
     """``cupy`` if any of ``arrays`` is on a GPU, else ``numpy``."""
     if any(is_gpu_array(a) for a in arrays if a is not None):
-        return _cupy()
+        return cupy_module()
     return np
 
 

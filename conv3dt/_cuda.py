@@ -69,9 +69,9 @@ def _module(xp):
     """The array module: ``xp`` itself, or CuPy (with a clear error when it is missing)."""
     if xp is not None:
         return xp
-    from ._backend import _cupy
+    from ._backend import cupy_module
 
-    return _cupy()
+    return cupy_module()
 
 
 # ----------------------------------------------------------------------------- schedule

@@ -55,12 +55,9 @@ def _check_place(place):
 
 
 def _import_cupy():
-    try:
-        import cupy
-    except ImportError as exc:  # a clear message beats a bare ModuleNotFoundError
-        raise RuntimeError("CUDAPlace needs CuPy (pip install cupy-cuda12x); "
-                           "use conv3dt.CPUPlace() on machines without it") from exc
-    return cupy
+    from ._backend import cupy_module
+
+    return cupy_module("CUDAPlace (use conv3dt.CPUPlace() on machines without CuPy)")
 
 
 def is_compiled_with_cuda():

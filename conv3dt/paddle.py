@@ -40,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without PaddlePa
         "`pip install \"conv3dt[paddle]\"` (or `pip install paddlepaddle`)"
     ) from exc
 
+from . import _backend
 from . import functional as _functional
 
 __all__ = ["conv3d_transpose", "Conv3DTranspose", "Conv3DTransposeFunction"]
@@ -49,15 +50,7 @@ _DTYPES = ("float32", "float64")
 
 def _cupy():
     """CuPy, or a RuntimeError saying what to install to compute GPU tensors."""
-    try:
-        import cupy
-    except ImportError as exc:
-        raise RuntimeError(
-            "a GPU tensor was given: conv3dt computes GPU tensors with CuPy, which is not "
-            "installed; install conv3dt's GPU extra, e.g. `pip install \"conv3dt[gpu]\"` "
-            "(CUDA 12: cupy-cuda12x; CUDA 13: cupy-cuda13x)"
-        ) from exc
-    return cupy
+    return _backend.cupy_module("a GPU tensor")
 
 
 def _dtype_name(tensor):

@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without PyTorch
 
 from torch.autograd.function import once_differentiable
 
+from . import _backend
 from . import functional as _functional
 
 __all__ = ["conv_transpose3d", "ConvTranspose3d", "ConvTranspose3dFunction"]
@@ -119,15 +120,7 @@ def _refuse_graph_capture(tensor):
 
 def _cupy():
     """CuPy, or a RuntimeError saying what to install to compute CUDA tensors."""
-    try:
-        import cupy
-    except ImportError as exc:
-        raise RuntimeError(
-            "a CUDA tensor was given: conv3dt computes CUDA tensors with CuPy, which is not "
-            "installed; install conv3dt's GPU extra, e.g. `pip install \"conv3dt[gpu]\"` "
-            "(CUDA 12: cupy-cuda12x; CUDA 13: cupy-cuda13x)"
-        ) from exc
-    return cupy
+    return _backend.cupy_module("a CUDA tensor")
 
 
 def _check_tensor(value, name):

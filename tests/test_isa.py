@@ -2,13 +2,12 @@
 an independent float64 formula on random block shapes and tails (every variant this CPU
 runs, whichever is in use)."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import conv3dt
+from child import run_python
 from conv3dt import _isa, _kernels
 
 VARIANTS = [v for v in _kernels.isa_variants() if v["supported"]]
@@ -33,24 +32,20 @@ def test_generic_is_always_there_and_runs():
 def test_default_is_the_best_variant_this_cpu_runs():
     code = "import conv3dt; print(conv3dt.get_isa())"
     env = {k: v for k, v in os.environ.items() if k != "CONV3DT_ISA"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = run_python(code, env=env)
     assert out.stdout.strip() == conv3dt.available_isas()[0], out.stderr
 
 
 @pytest.mark.parametrize("name", IDS)
 def test_environment_variable_forces_a_variant(name):
     code = "import conv3dt; print(conv3dt.get_isa())"
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, CONV3DT_ISA=name),
-                         capture_output=True, text=True, timeout=120)
+    out = run_python(code, env=dict(os.environ, CONV3DT_ISA=name))
     assert out.stdout.strip() == name, out.stderr
 
 
 def test_unknown_variant_in_the_environment_is_a_clear_error():
     code = "import conv3dt"
-    out = subprocess.run([sys.executable, "-c", code],
-                         env=dict(os.environ, CONV3DT_ISA="sse9"), capture_output=True,
-                         text=True, timeout=120)
+    out = run_python(code, env=dict(os.environ, CONV3DT_ISA="sse9"))
     assert out.returncode != 0
     names = ", ".join(v["name"] for v in _kernels.isa_variants())
     assert f"CONV3DT_ISA must be one of the variants of this build, {names}; got 'sse9'" \

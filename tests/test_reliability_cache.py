@@ -8,14 +8,13 @@ buffers of cached arrays while new ones are made.
 """
 import gc
 import os
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 
+from child import run_python
 from reference import ref_conv3d_transpose, rel_err, resolve
 
 BIG = 2**20   # float32 elements: 4 MiB, the smallest array the cache serves
@@ -193,13 +192,7 @@ def test_environment_variable(conv3dt, value, ok):
             "y = F.conv3d_transpose(np.ones((1, 8, 40, 40, 40), np.float32),"
             " np.ones((8, 8, 2, 2, 2), np.float32), stride=2)\n"
             "print(conv3dt.get_cache_limit())\n")
-    # The child imports the conv3dt under test (a checkout or site-packages), whatever
-    # its working directory holds.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(conv3dt.__file__)))
-    env = dict(os.environ, CONV3DT_CACHE_MIB=value,
-               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, cwd=root, timeout=120)
+    res = run_python(code, env=dict(os.environ, CONV3DT_CACHE_MIB=value))
     if ok:
         assert res.returncode == 0, res.stderr
         assert int(res.stdout.split()[-1]) == int(float(value) * 2**20)

@@ -4,12 +4,11 @@ Every result (forward and all three gradients, float32 and float64) must be bitw
 identical with 1, 2 and 3 threads; shapes are large enough to span several tiles.
 """
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from child import run_python
 from reference import ref_backward, ref_conv3d_transpose, rel_err, resolve
 
 
@@ -121,19 +120,10 @@ def test_bad_thread_count_type(conv3dt, restore_threads, bad):
 
 
 def _threads_in_subprocess(env_value):
-    env = dict(os.environ)
-    env.pop("CONV3DT_NUM_THREADS", None)
+    env = {k: v for k, v in os.environ.items() if k != "CONV3DT_NUM_THREADS"}
     if env_value is not None:
         env["CONV3DT_NUM_THREADS"] = env_value
-    import conv3dt
-
-    # The directory holding the conv3dt under test (a checkout or site-packages): the
-    # child imports the same package, whatever its working directory holds.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(conv3dt.__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    code = "import conv3dt; print(conv3dt.get_num_threads())"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, cwd=root, timeout=120)
+    return run_python("import conv3dt; print(conv3dt.get_num_threads())", env=env)
 
 
 def test_env_var_sets_default(conv3dt):
@@ -158,8 +148,7 @@ def _child(code, **env):
             environ.pop(key, None)
         else:
             environ[key] = value
-    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
-                         text=True, timeout=120)
+    out = run_python(code, env=environ)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -215,7 +204,7 @@ def test_threadpoolctl_limit_reaches_the_kernel_call(conv3dt, F, restore_threads
                                                      monkeypatch):
     """The thread count the kernels are called with, under a threadpoolctl limit."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from conv3dt import _cpu, _kernels
+    from conv3dt import _kernels
     seen = []
     real = _kernels.forward
 

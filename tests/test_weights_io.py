@@ -17,6 +17,7 @@ import pytest
 import conv3dt
 from conv3dt import _weights
 from conv3dt._weights import WeightsFileError
+from child import run_python
 from conv3dt.dygraph import Conv3DTranspose, load_dygraph, save_dygraph
 
 
@@ -279,8 +280,7 @@ def test_a_write_cut_by_a_file_size_limit_leaves_the_old_file(tmp_path, how, nam
     else:
         save_dygraph({"weight": conv3dt.autograd.Parameter(old["weight"])}, str(tmp_path / name))
     before = (tmp_path / written).read_bytes()
-    res = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(tmp_path / name), how],
-                         capture_output=True, text=True, timeout=120)
+    res = run_python(_FSIZE_CHILD, str(tmp_path / name), how)
     assert res.returncode == 3, res.stdout + res.stderr
     assert "write failed" in res.stdout
     assert (tmp_path / written).read_bytes() == before
@@ -447,8 +447,7 @@ def test_real_paddle_files_both_ways(tmp_path, rng):
     conv3dt.save(conv.state_dict(), str(tmp_path / "ours.pdparams"))
     x = rng.standard_normal((1, 3, 2, 3, 2)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    res = subprocess.run([sys.executable, "-c", _PADDLE_CHILD, str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+    res = run_python(_PADDLE_CHILD, str(tmp_path), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "paddle_y.npy"),
                                conv(conv3dt.to_tensor(x)).numpy(), rtol=1e-5, atol=1e-6)
