@@ -383,18 +383,17 @@ def _load_input(path, chunked=False):
 
 
 def load_weights(path):
-    """``(weight, bias or None)`` from a ``save_dygraph`` file (or any .npz with 'weight'
-    and optionally 'bias'; a state dict with a single ``<prefix>weight`` works too)."""
+    """``(weight, bias or None)`` from a weights file: ``save_dygraph``'s .npz, Paddle's
+    .pdparams, PyTorch's .pt/.pth, .safetensors (a state dict with 'weight' and optionally
+    'bias', or a single ``<prefix>weight``: a torch ``ConvTranspose3d`` state dict works)."""
+    from conv3dt import _weights
     from conv3dt.dygraph import load_dygraph
 
     try:
         if os.path.isfile(path):
-            loaded = np.load(path, allow_pickle=False)
-            if not hasattr(loaded, "files"):
-                raise UsageError(f"--weights: {path} is a single array, not an .npz "
-                                 "with 'weight' (and 'bias') entries")
-            with loaded as z:
-                arrays = {k: z[k] for k in z.files}
+            # .npz, Paddle's .pdparams (a restricted unpickler), PyTorch's .pt (with torch,
+            # weights_only) or .safetensors, told by extension and content
+            arrays = _weights.load_state(path)
         else:
             arrays, _ = load_dygraph(path)  # a save_dygraph path without its suffix
             if arrays is None:
@@ -403,6 +402,8 @@ def load_weights(path):
         raise
     except FileNotFoundError:
         raise UsageError(f"--weights: no such file: {path}") from None
+    except _weights.WeightsFileError as exc:  # it names the file and the format
+        raise UsageError(f"--weights: {exc}") from None
     except Exception as exc:
         raise UsageError(f"--weights: cannot read {path}: {exc}") from None
     if "weight" in arrays:

@@ -341,7 +341,7 @@ def test_run_volume_ranks_weight_files_and_options(capsys, tmp_path):
     ("missing input", "--input: no such file"),
     ("missing weights", "--weights: no such file"),
     ("input not npy", "cannot read"),
-    ("weights not npz", "is a single array"),
+    ("weights not npz", "cannot tell the format of"),
     ("no weight entry", "has no 'weight' entry"),
     ("weight not 5-D", "'weight' must be 5-D"),
     ("channels", "shape mismatch: the input has 3 channels"),

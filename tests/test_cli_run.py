@@ -218,3 +218,33 @@ def test_larger_than_the_memory_budget_in_a_subprocess(tmp_path):
     w = weight[[k for k in weight.files if k.endswith("weight")][0]]
     b = weight[[k for k in weight.files if k.endswith("bias")][0]]
     assert bitwise(np.asarray(y[:, :, 64:80]), conv3d_transpose(x[:, :, 32:40], w, b, stride=2))
+
+
+def test_run_reads_weights_of_other_tools(capsys, tmp_path):
+    """--weights takes Paddle's .pdparams (conv3dt.save writes that format) and a PyTorch
+    ConvTranspose3d state dict (.pt), not only .npz."""
+    import conv3dt
+
+    rng = np.random.default_rng(3)
+    volume = rng.standard_normal((1, 2, 3, 4, 3)).astype(np.float32)
+    weight = rng.standard_normal((2, 3, 2, 2, 2)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    np.save(tmp_path / "in.npy", volume)
+    expected = conv3d_transpose(volume, weight, bias, stride=2)
+    conv3dt.save({"conv.weight": weight, "conv.bias": bias}, str(tmp_path / "m.pdparams"))
+    files = ["m.pdparams"]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.save({"weight": torch.from_numpy(weight), "bias": torch.from_numpy(bias)},
+                   str(tmp_path / "m.pt"))
+        files.append("m.pt")
+    for name in files:
+        out = tmp_path / f"out-{name}.npy"
+        code, _, err = run_main(capsys, "run", "--input", str(tmp_path / "in.npy"),
+                                "--weights", str(tmp_path / name), "--stride", "2",
+                                "--output", str(out))
+        assert code == 0, err
+        np.testing.assert_allclose(np.load(out), expected, rtol=1e-6, atol=1e-6)

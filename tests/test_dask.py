@@ -477,6 +477,20 @@ def test_layer_with_a_dask_array_in_no_grad():
         assert_bitwise(y.compute(), want, "lazy layer")
 
 
+def test_2x_layer_with_a_dask_array_in_no_grad():
+    rng = np.random.default_rng(10)
+    data = rng.standard_normal((1, 2, 8, 7, 6)).astype(np.float32)
+    layer = conv3dt.nn.Conv3DTranspose(2, 3, 3, stride=2, padding=1, output_padding=1)
+    want = layer(conv3dt.to_tensor(data)).numpy()
+    xd = da.from_array(data, chunks=(1, 2, 4, 4, 3))
+    with pytest.raises(RuntimeError, match="no_grad"):
+        layer(xd)
+    with conv3dt.no_grad():
+        y = layer(xd)
+    assert isinstance(y, da.Array)
+    assert_bitwise(y.compute(scheduler="threads"), want, "2.x layer")
+
+
 def test_task_threads_policy(monkeypatch):
     from conv3dt import _threads
 

@@ -84,10 +84,16 @@ class Conv3DTranspose(Layer):
 
     def forward(self, x, output_size=None):
         output_padding = self.output_padding if output_size is None else 0
-        return F.conv3d_transpose(x, self.weight, bias=self.bias, stride=self._stride,
-                                  padding=self._padding, output_padding=output_padding,
-                                  groups=self._groups, dilation=self._dilation,
-                                  output_size=output_size, data_format=self._data_format)
+        conv = dict(stride=self._stride, padding=self._padding, output_padding=output_padding,
+                    groups=self._groups, dilation=self._dilation, output_size=output_size,
+                    data_format=self._data_format)
+        if type(x).__module__.startswith("dask.array"):
+            # inference on a dask array, block by block (conv3dt.dask; no_grad only)
+            from .. import dask as conv3dt_dask
+
+            return conv3dt_dask.layer_forward(x, self.weight, self.bias, conv=conv,
+                                              layer="Conv3DTranspose")
+        return F.conv3d_transpose(x, self.weight, bias=self.bias, **conv)
 
     def extra_repr(self):
         return (f"{self._in_channels}, {self._out_channels}, "
