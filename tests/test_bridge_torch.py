@@ -3,7 +3,6 @@ torch.nn.functional.conv_transpose3d, torch.autograd.gradcheck, a small model tr
 torch's optimizer equal to the same model with torch's own nn.ConvTranspose3d, memory
 shared with the tensors, and clear errors (graph capture included)."""
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ if os.environ.get("CONV3DT_REQUIRE_BRIDGES"):
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
 
 import conv3dt  # noqa: E402
+from child import run_python  # noqa: E402
 import conv3dt.functional  # noqa: E402
 import conv3dt.torch as ct  # noqa: E402
 
@@ -350,11 +350,7 @@ def test_import_conv3dt_imports_neither_torch_nor_paddle():
             "bad = [m for m in ('torch', 'paddle', 'conv3dt.torch', 'conv3dt.paddle') "
             "if m in sys.modules]\n"
             "assert not bad, bad\n")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(
-        conv3dt.functional.__file__)))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=120)
+    res = run_python(code)
     assert res.returncode == 0, res.stderr
 
 
