@@ -357,9 +357,13 @@ def _exact_forward(plan, x, w, bias, out, xp):
             wt = w[g * cig:(g + 1) * cig, :, tap[0], tap[1], tap[2]]    # [cig, cog]
             # The NaNs of existing products (0 * inf) and sums (inf - inf) are the result
             # IEEE arithmetic defines, as the kernels give it: no "invalid value" warning.
+            # Channel by channel, in order (not one matmul, whose blocking depends on the
+            # extents): a crop of the output computed from the matching crop of the input
+            # then equals that region of the whole result bit for bit, as with the kernels.
+            dst = out[:, g * cog:(g + 1) * cog, o_d, o_h, o_w]
             with np.errstate(invalid="ignore"):
-                contrib = xp.matmul(xs.transpose(0, 2, 3, 4, 1), wt)   # [N, d, h, w, cog]
-                out[:, g * cog:(g + 1) * cog, o_d, o_h, o_w] += contrib.transpose(0, 4, 1, 2, 3)
+                for ci in range(cig):
+                    dst += xs[:, ci, None] * wt[ci].reshape(1, -1, 1, 1, 1)
 
 
 def _exact_backward(plan, gy, x, w, gx, gw, xp):
@@ -380,9 +384,10 @@ def _exact_backward(plan, gy, x, w, gx, gw, xp):
             with np.errstate(invalid="ignore"):
                 if gx is not None:
                     wt = w[g * cig:(g + 1) * cig, :, tap[0], tap[1], tap[2]]  # [cig, cog]
-                    contrib = xp.matmul(gys.transpose(0, 2, 3, 4, 1), wt.T)  # [N, d, h, w, cig]
-                    gx[:, g * cig:(g + 1) * cig, i_d, i_h, i_w] += contrib.transpose(
-                        0, 4, 1, 2, 3)
+                    # channel by channel in order, as in _exact_forward (crops are exact)
+                    dst = gx[:, g * cig:(g + 1) * cig, i_d, i_h, i_w]
+                    for co in range(cog):
+                        dst += gys[:, co, None] * wt[:, co].reshape(1, -1, 1, 1, 1)
                 if gw is not None:
                     xs = x[:, g * cig:(g + 1) * cig, i_d, i_h, i_w]
                     gw[g * cig:(g + 1) * cig, :, tap[0], tap[1], tap[2]] = xp.tensordot(
