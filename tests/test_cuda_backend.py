@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from conv3dt import _cuda
 from conv3dt import functional as F
 from conv3dt._geometry import resolve
+from gpu_shim import NumpyGpuArray, numpy_as_cupy
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 
@@ -312,32 +313,11 @@ def test_gpu_array_without_cupy_raises_clear_error(monkeypatch):
         _cuda.forward(plan, fake, fake, None, fake)
 
 
-class _NumpyGpuArray(np.ndarray):
-    """A NumPy array that the dispatcher takes for a GPU array."""
-
-    @property
-    def __cuda_array_interface__(self):
-        return {"shape": self.shape, "typestr": self.dtype.str,
-                "data": (self.__array_interface__["data"][0], False), "version": 3}
-
-
-def _numpy_as_cupy():
-    """A stand-in 'cupy' module: NumPy, whose new arrays look like GPU arrays."""
-    import types
-
-    shim = types.ModuleType("cupy")
-    shim.__getattr__ = lambda name: getattr(np, name)
-    shim.ndarray = _NumpyGpuArray
-    shim.asarray = lambda a, dtype=None: np.asarray(a, dtype=dtype).view(_NumpyGpuArray)
-    shim.empty = lambda shape, dtype=float: np.empty(shape, dtype).view(_NumpyGpuArray)
-    return shim
-
-
 @pytest.mark.parametrize("data_format", ["NCDHW", "NDHWC"])
 def test_functional_dispatches_gpu_arrays_to_cuda_backend(monkeypatch, data_format):
     """conv3dt.functional hands GPU-like arrays to conv3dt._cuda (with xp=None, so the
     backend imports 'cupy' itself) and allocates its results with 'cupy'."""
-    monkeypatch.setitem(sys.modules, "cupy", _numpy_as_cupy())
+    monkeypatch.setitem(sys.modules, "cupy", numpy_as_cupy())
     calls = []
     for name in ("forward", "backward"):
         original = getattr(_cuda, name)
@@ -352,13 +332,13 @@ def test_functional_dispatches_gpu_arrays_to_cuda_backend(monkeypatch, data_form
     plan = resolve((2, 4, 3, 4, 3) if data_format == "NCDHW" else (2, 3, 4, 3, 4),
                    (4, 3, 3, 2, 3), **kw)
     x, w, b, gy = _inputs(plan, np.float64, True, False, 9)
-    gpu = [a.view(_NumpyGpuArray) for a in (x, w, b, gy)]
+    gpu = [a.view(NumpyGpuArray) for a in (x, w, b, gy)]
     y = F.conv3d_transpose(gpu[0], gpu[1], gpu[2], **kw)
     grads = F.conv3d_transpose_backward(gpu[3], gpu[0], gpu[1], **kw)
     assert calls == ["forward", "backward"]
     ref = (F.conv3d_transpose(x, w, b, **kw),) + F.conv3d_transpose_backward(gy, x, w, **kw)
     for got, r in zip((y,) + tuple(grads), ref):
-        assert isinstance(got, _NumpyGpuArray)
+        assert isinstance(got, NumpyGpuArray)
         assert rel_err(np.asarray(got), r) <= 1e-12
 
 

@@ -5,7 +5,6 @@ Results written in place are compared with the float64 reference of tests/refere
 TypeError or ValueError that names the argument.
 """
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import pytest
 import reference as R
 from conv3dt import _cuda
 from conv3dt import functional as F
+from gpu_shim import NumpyGpuArray, numpy_as_cupy
 
 KW = dict(stride=(2, 1, 2), padding=[1, 0, 0, 1, 1, 1], output_padding=(1, 0, 0), groups=2)
 X_SHAPE = (2, 4, 3, 4, 3)          # NCDHW
@@ -309,29 +309,10 @@ def test_gradient_outs_are_checked():
 # ------------------------------------------------------------------- the GPU backend
 
 
-class _NumpyGpuArray(np.ndarray):
-    """A NumPy array that the dispatcher takes for a GPU array."""
-
-    @property
-    def __cuda_array_interface__(self):
-        return {"shape": self.shape, "typestr": self.dtype.str,
-                "data": (self.__array_interface__["data"][0], False), "version": 3}
-
-
-def _numpy_as_cupy():
-    """A stand-in 'cupy' module: NumPy, whose arrays look like GPU arrays."""
-    shim = types.ModuleType("cupy")
-    shim.__getattr__ = lambda name: getattr(np, name)
-    shim.ndarray = _NumpyGpuArray
-    shim.asarray = lambda a, dtype=None: np.asarray(a, dtype=dtype).view(_NumpyGpuArray)
-    shim.empty = lambda shape, dtype=float: np.empty(shape, dtype).view(_NumpyGpuArray)
-    return shim
-
-
 @pytest.mark.parametrize("data_format", ["NCDHW", "NDHWC"])
 def test_out_on_the_gpu_backend(monkeypatch, data_format):
     """GPU arrays with out= go to conv3dt._cuda, which writes the (strided) out in place."""
-    monkeypatch.setitem(sys.modules, "cupy", _numpy_as_cupy())
+    monkeypatch.setitem(sys.modules, "cupy", numpy_as_cupy())
     calls = []
     for name in ("forward", "backward"):
         original = getattr(_cuda, name)
@@ -342,8 +323,8 @@ def test_out_on_the_gpu_backend(monkeypatch, data_format):
         monkeypatch.setattr(_cuda, name, spy)
     x, w, b = _inputs(np.float64, data_format)
     ref, _ = _reference(x, w, b, data_format)
-    gpu = [a.view(_NumpyGpuArray) for a in (x, w, b)]
-    big = np.zeros((ref.shape[0] * 2,) + ref.shape[1:]).view(_NumpyGpuArray)
+    gpu = [a.view(NumpyGpuArray) for a in (x, w, b)]
+    big = np.zeros((ref.shape[0] * 2,) + ref.shape[1:]).view(NumpyGpuArray)
     out = big[::2]
     got = F.conv3d_transpose(*gpu, data_format=data_format, out=out, **KW)
     assert got is out and calls == ["forward"]
@@ -351,8 +332,8 @@ def test_out_on_the_gpu_backend(monkeypatch, data_format):
     assert not np.asarray(big[1::2]).any()
     gy = np.random.default_rng(6).standard_normal(ref.shape)
     refs = _backward_reference(gy, x, w, data_format)
-    outs = [np.empty(a.shape).view(_NumpyGpuArray) for a in (x, w, b)]
-    got = F.conv3d_transpose_backward(gy.view(_NumpyGpuArray), gpu[0], gpu[1],
+    outs = [np.empty(a.shape).view(NumpyGpuArray) for a in (x, w, b)]
+    got = F.conv3d_transpose_backward(gy.view(NumpyGpuArray), gpu[0], gpu[1],
                                       data_format=data_format, grad_x_out=outs[0],
                                       grad_weight_out=outs[1], grad_bias_out=outs[2], **KW)
     assert calls == ["forward", "backward"]
@@ -362,7 +343,7 @@ def test_out_on_the_gpu_backend(monkeypatch, data_format):
     with pytest.raises(TypeError, match="out must be a CuPy array"):
         F.conv3d_transpose(*gpu, data_format=data_format, out=np.empty(ref.shape), **KW)
     n_out = int(np.prod(ref.shape))
-    pool = np.zeros(n_out + x.size).view(_NumpyGpuArray)
+    pool = np.zeros(n_out + x.size).view(NumpyGpuArray)
     x_in_pool = pool[n_out - 3: n_out - 3 + x.size].reshape(x.shape)
     x_in_pool[...] = x
     with pytest.raises(ValueError, match="out overlaps x"):
@@ -374,4 +355,4 @@ def test_a_gpu_out_for_cpu_inputs_is_refused():
     x, w, b = _inputs(np.float64)
     shape = _reference(x, w, b)[0].shape
     with pytest.raises(TypeError, match="out must be a NumPy array"):
-        F.conv3d_transpose(x, w, b, out=np.empty(shape).view(_NumpyGpuArray), **KW)
+        F.conv3d_transpose(x, w, b, out=np.empty(shape).view(NumpyGpuArray), **KW)
