@@ -5,13 +5,11 @@ A few tests run ``python -m conv3dt`` in a subprocess, as a user does; the rest 
 """
 import json
 import os
-import subprocess
-import sys
-import tempfile
 
 import numpy as np
 import pytest
 
+from child import run_cli, run_main
 import conv3dt
 from conv3dt import _activations, _cli, _selfcheck, dygraph
 from conv3dt.functional import conv3d_transpose
@@ -23,29 +21,10 @@ COMMANDS = ("demo", "bench", "check", "info", "run")
 def cli(*args, cwd=None, threads=None):
     """``python -m conv3dt ARGS`` with the conv3dt this test session imports (run outside
     the source tree, which must not shadow an installed package)."""
-    import conv3dt
-
-    if cwd is None:
-        cwd = tempfile.mkdtemp()
-
     env = dict(os.environ)
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(conv3dt.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH"))
-                                        if p)
     if threads:
         env["CONV3DT_NUM_THREADS"] = str(threads)
-    return subprocess.run([sys.executable, "-m", "conv3dt", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def run_main(capsys, *args):
-    """(exit code, stdout, stderr) of an in-process call; SystemExit counts as a return."""
-    try:
-        code = _cli.main(list(args))
-    except SystemExit as exc:  # argparse's --help and usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(*args, env=env, cwd=cwd)
 
 
 # ------------------------------------------------------------------------ entry points

@@ -17,6 +17,7 @@ import conv3dt
 from conv3dt import _bench, _cli, _memory, _threads
 
 from reference import ref_conv3d_transpose, resolve
+from child import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,15 +35,6 @@ def cli(*args, cwd=None, env=None, pythonpath=()):
         + ([environ["PYTHONPATH"]] if environ.get("PYTHONPATH") else []))
     return subprocess.run([sys.executable, "-m", "conv3dt", *args], cwd=cwd, env=environ,
                           capture_output=True, text=True, timeout=300)
-
-
-def run_main(capsys, *args):
-    try:
-        code = _cli.main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(err, prefix):

@@ -8,28 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from conv3dt import _cli, dygraph
+from conv3dt import dygraph
 from conv3dt.functional import conv3d_transpose
-
-
-def run_main(capsys, *args):
-    try:
-        code = _cli.main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from child import run_cli, run_main
 
 
 def cli(*args, cwd):
     """``python -m conv3dt ARGS`` in a subprocess, with the conv3dt under test."""
-    import conv3dt
-
-    env = dict(os.environ)
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(conv3dt.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, "-m", "conv3dt", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_cli(*args, cwd=cwd)
 
 
 def _layer(path, c_in, c_out, kernel, seed=0):
