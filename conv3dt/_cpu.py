@@ -14,7 +14,6 @@ reuses the memory of large arrays.
 import dataclasses
 import functools
 import math
-import threading
 from typing import Optional
 
 import numpy as np
@@ -105,51 +104,11 @@ def all_finite(arr):
 
 def _n_threads(plan, tuning):
     """Threads for one pass of ``plan``: the configured count, or 1 for tiny problems."""
-    n_threads = 1 if _macs(plan) < tuning.serial_macs else get_num_threads()
+    macs = (plan.n * plan.c_in * (plan.c_out // plan.groups) * math.prod(plan.kernel)
+            * math.prod(plan.in_size))
+    n_threads = 1 if macs < tuning.serial_macs else get_num_threads()
     note_parallel(n_threads)
     return n_threads
-
-
-# Passes of at least this many multiply-adds (tens of milliseconds and more) run in a
-# helper thread while the main thread waits, so that Ctrl-C interrupts them.
-_INTERRUPTIBLE_MACS = 1 << 28
-
-
-def _interruptible(kernel, args, macs):
-    """``kernel(*args, stop)``: from the main thread and for a large pass, the kernel runs
-    in a helper thread (it holds no GIL) while the main thread waits in short steps, so that
-    a KeyboardInterrupt takes effect at once: it sets ``stop``, the kernel skips the work
-    items it has not started, and the interrupt is raised once the kernel returned (the
-    process stays usable; the outputs are left unfinished). Elsewhere a plain call."""
-    stop = np.zeros(1, dtype=np.intc)
-    if macs < _INTERRUPTIBLE_MACS or threading.current_thread() is not threading.main_thread():
-        return kernel(*args, stop)
-    outcome = []
-
-    def run():
-        try:
-            outcome.append((True, kernel(*args, stop)))
-        except BaseException as exc:  # handed to the caller below
-            outcome.append((False, exc))
-
-    helper = threading.Thread(target=run, name="conv3dt-kernel", daemon=True)
-    helper.start()
-    try:
-        while helper.is_alive():
-            helper.join(0.05)
-    except KeyboardInterrupt:
-        stop[0] = 1
-        helper.join()
-        raise
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value
-
-
-def _macs(plan):
-    return (plan.n * plan.c_in * (plan.c_out // plan.groups) * math.prod(plan.kernel)
-            * math.prod(plan.in_size))
 
 
 def _raise_if_failed(code, what, n_threads):
@@ -360,12 +319,11 @@ def forward(plan, x, w, bias, out):
     _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, sched.tap_dest, not direct,
                                  isa.index, n_threads)
     bias = np.empty(0, dtype=dtype) if bias is None else bias
-    code = _interruptible(
-        lambda *a: _kernels.forward(*a, isa.index, n_threads),
-        (x, wpack, wpanel, bias, out, plan.groups, sched.phases, sched.taps, sched.combos,
-         *plan.stride, sched.fill, sched.slab, sched.slab_depths, sched.window.as_array(),
-         direct, tuning.ncol, sched.planes_per_tile, sched.compact, sched.n_pw, sched.kblock),
-        _macs(plan))
+    code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, sched.phases,
+                            sched.taps, sched.combos, *plan.stride, sched.fill, sched.slab,
+                            sched.slab_depths, sched.window.as_array(), direct, tuning.ncol,
+                            sched.planes_per_tile, sched.compact, sched.n_pw, sched.kblock,
+                            isa.index, n_threads)
     _raise_if_failed(code, "the forward pass", n_threads)
 
 
@@ -489,13 +447,12 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
         _kernels.pack_backward_weight(w, wpanel, plan.groups, isa.index, n_threads)
     else:
         wpanel = np.empty(1, dtype)
-    code = _interruptible(
-        lambda *a: _kernels.backward(*a, isa.index, n_threads),
-        (gy, x, wpanel, gx, chunks, gx_out is not None, gw_out is not None, plan.groups,
-         np.array(plan.stride, dtype=np.intp), sched.res, sched.tap_table, sched.slab,
-         sched.depths, sched.window.as_array(), sched.inner, tuning.ncol, sched.gx_planes,
-         sched.gx_compact, sched.kblock, n_chunks, tuning.small_cin),
-        _macs(plan))
+    code = _kernels.backward(gy, x, wpanel, gx, chunks, gx_out is not None,
+                             gw_out is not None, plan.groups,
+                             np.array(plan.stride, dtype=np.intp), sched.res, sched.tap_table,
+                             sched.slab, sched.depths, sched.window.as_array(), sched.inner,
+                             tuning.ncol, sched.gx_planes, sched.gx_compact, sched.kblock,
+                             n_chunks, tuning.small_cin, isa.index, n_threads)
     _raise_if_failed(code, "the backward pass", n_threads)
     if gw_out is not None:
         _kernels.sum_chunks(chunks, gw_out.reshape(-1), cig, kc, n_threads)

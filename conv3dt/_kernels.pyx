@@ -835,12 +835,9 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile,
             bint compact,                            # tiles of kept columns only
             Py_ssize_t n_pw,                         # combinations per (d, h) phase pair
-            Py_ssize_t kblock,
-            const int[::1] stop,                     # IN  stop[0] != 0: skip the items left
-            int isa_index, int n_threads):
+            Py_ssize_t kblock, int isa_index, int n_threads):
     """y = conv3d_transpose(x, w) (+ bias). Returns 0, or the bytes of the per-thread
-    workspace when allocating it failed. Work items that start after stop[0] became
-    nonzero (another thread sets it to interrupt the call) are skipped.
+    workspace when allocating it failed.
 
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
     of sample n, group g, which read input depths slab_depths[s]. Per thread: the padded
@@ -908,8 +905,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             failed_ptr[0] = 1
         for it in prange(n_items, schedule='dynamic'):
             if (xp == NULL or Y == NULL or phw == NULL or segs == NULL or rows == NULL
-                    or aoff == NULL or voff == NULL or coff == NULL or tap == NULL
-                    or stop[0] != 0):
+                    or aoff == NULL or voff == NULL or coff == NULL or tap == NULL):
                 continue
             sl = it % n_slabs
             g = (it // n_slabs) % groups
@@ -1169,12 +1165,10 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
                                                       #     inside grad_output
              Py_ssize_t ncol, Py_ssize_t gx_planes,
              bint compact,                            # grad_x's tiles: kept columns only
-             Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n,
-             const int[::1] stop,                     # IN  stop[0] != 0: skip the items left
-             int isa_index, int n_threads):
+             Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n, int isa_index,
+             int n_threads):
     """grad_x and the per-chunk partial sums of grad_w. Returns 0, or the bytes of the
-    per-thread workspace when allocating it failed. Work items that start after stop[0]
-    became nonzero (another thread sets it to interrupt the call) are skipped.
+    per-thread workspace when allocating it failed.
 
     Kernel tap t reads grad_output at i * s + t * dil - lo = (i + a_t) * s + r_t per
     dimension: residue grid r_t at offset a_t (tap_table), so each tap is a shifted view of
@@ -1258,8 +1252,6 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
             if acc0 != NULL:
                 memset(acc0 + ch * acc_stride, 0, acc_stride * sizeof(floating))
             for it in range(ch * n_items // n_chunks, (ch + 1) * n_items // n_chunks):
-                if stop[0] != 0:
-                    continue
                 g = it // (n_batch * n_slabs)
                 rem = it - g * n_batch * n_slabs
                 n = rem // n_slabs
