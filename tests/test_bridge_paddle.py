@@ -17,6 +17,7 @@ with warnings.catch_warnings():
                                         "paddlepaddle)")
 
 import conv3dt  # noqa: E402
+from spies import record_calls  # noqa: E402
 import conv3dt.functional  # noqa: E402
 import conv3dt.paddle as cp  # noqa: E402
 
@@ -115,23 +116,10 @@ def test_gradient_through_other_paddle_ops():
         _close(g, e, 1e-11, 1e-12)
 
 
-def _recording(monkeypatch, name):
-    calls = []
-    original = getattr(conv3dt.functional, name)
-
-    def wrapper(*args, **kwargs):
-        result = original(*args, **kwargs)
-        calls.append((args, kwargs, result))
-        return result
-
-    monkeypatch.setattr(conv3dt.functional, name, wrapper)
-    return calls
-
-
 @pytest.mark.parametrize("wanted", [(True, False, False), (False, True, False),
                                     (False, False, True), (False, True, True)])
 def test_backward_computes_only_the_gradients_needed(monkeypatch, wanted):
-    calls = _recording(monkeypatch, "conv3d_transpose_backward")
+    calls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose_backward")
     (x, w, b), kwargs = make(CONFIGS[0], "float64")
     for t, need in zip((x, w, b), wanted):
         t.stop_gradient = not need
@@ -152,7 +140,7 @@ def test_backward_computes_only_the_gradients_needed(monkeypatch, wanted):
 
 
 def test_no_backward_without_gradients(monkeypatch):
-    calls = _recording(monkeypatch, "conv3d_transpose_backward")
+    calls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose_backward")
     (x, w, b), kwargs = make(CONFIGS[0], "float32")
     for t in (x, w, b):
         t.stop_gradient = True
@@ -297,8 +285,8 @@ def test_static_mode_is_refused():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_tensors_shared_not_copied(monkeypatch, dtype):
-    calls = _recording(monkeypatch, "conv3d_transpose")
-    bcalls = _recording(monkeypatch, "conv3d_transpose_backward")
+    calls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose")
+    bcalls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose_backward")
     (x, w, b), kwargs = make(CONFIGS[0], dtype)
     y = cp.conv3d_transpose(x, w, b, **kwargs)
     (xa, wa, ba), _, out = calls[0]
@@ -313,7 +301,7 @@ def test_tensors_shared_not_copied(monkeypatch, dtype):
 
 
 def test_strided_tensor_is_read_in_place(monkeypatch):
-    calls = _recording(monkeypatch, "conv3d_transpose")
+    calls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose")
     base = paddle.randn([2, 6, 4, 4, 2])
     x = base.transpose([0, 4, 2, 3, 1])     # a strided view [2, 2, 4, 4, 6]
     w = paddle.randn([2, 3, 2, 2, 2])

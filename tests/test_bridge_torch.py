@@ -13,6 +13,7 @@ if os.environ.get("CONV3DT_REQUIRE_BRIDGES"):
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
 
 import conv3dt  # noqa: E402
+from spies import record_calls  # noqa: E402
 from child import run_python  # noqa: E402
 import conv3dt.functional  # noqa: E402
 import conv3dt.torch as ct  # noqa: E402
@@ -129,24 +130,11 @@ def test_non_contiguous_inputs_and_gradients():
     torch.testing.assert_close(gw, gw_ref, rtol=1e-12, atol=1e-11)
 
 
-def _recording(monkeypatch, name):
-    calls = []
-    original = getattr(conv3dt.functional, name)
-
-    def wrapper(*args, **kwargs):
-        result = original(*args, **kwargs)
-        calls.append((args, kwargs, result))
-        return result
-
-    monkeypatch.setattr(conv3dt.functional, name, wrapper)
-    return calls
-
-
 @pytest.mark.parametrize("wanted", [(True, False, False), (False, True, False),
                                     (False, False, True), (False, True, True),
                                     (True, True, True)])
 def test_backward_computes_only_what_autograd_needs(monkeypatch, wanted):
-    calls = _recording(monkeypatch, "conv3d_transpose_backward")
+    calls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose_backward")
     x, w, b, geom = make(CONFIGS[1], torch.float64, requires_grad=False)
     for t, need in zip((x, w, b), wanted):
         t.requires_grad_(need)
@@ -175,7 +163,7 @@ def test_empty_batch_like_torch():
 
 
 def test_no_backward_call_without_grad(monkeypatch):
-    calls = _recording(monkeypatch, "conv3d_transpose_backward")
+    calls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose_backward")
     x, w, b, geom = make(CONFIGS[0], torch.float32, requires_grad=False)
     y = ct.conv_transpose3d(x, w, b, **geom)
     assert not y.requires_grad and y.grad_fn is None
@@ -316,8 +304,8 @@ def test_training_steps_equal_torch_model(dtype, tol):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_tensors_shared_not_copied(monkeypatch, dtype):
-    calls = _recording(monkeypatch, "conv3d_transpose")
-    bcalls = _recording(monkeypatch, "conv3d_transpose_backward")
+    calls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose")
+    bcalls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose_backward")
     x = torch.randn(1, 2, 3, 3, 3, dtype=dtype, requires_grad=True)
     w = torch.randn(2, 3, 2, 2, 2, dtype=dtype, requires_grad=True)
     b = torch.randn(3, dtype=dtype, requires_grad=True)
@@ -337,7 +325,7 @@ def test_tensors_shared_not_copied(monkeypatch, dtype):
 
 
 def test_strided_input_is_read_in_place(monkeypatch):
-    calls = _recording(monkeypatch, "conv3d_transpose")
+    calls = record_calls(monkeypatch, conv3dt.functional, "conv3d_transpose")
     base = torch.randn(2, 4, 6, 6, 6)
     x = base[:, ::2, 1:, :, ::2]
     ct.conv_transpose3d(x, torch.randn(2, 3, 2, 2, 2))

@@ -30,6 +30,7 @@ from conv3dt import _cuda
 from conv3dt import functional as F
 from conv3dt._geometry import resolve
 from gpu_shim import NumpyGpuArray, numpy_as_cupy
+from spies import record_calls
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 
@@ -319,14 +320,8 @@ def test_functional_dispatches_gpu_arrays_to_cuda_backend(monkeypatch, data_form
     backend imports 'cupy' itself) and allocates its results with 'cupy'."""
     monkeypatch.setitem(sys.modules, "cupy", numpy_as_cupy())
     calls = []
-    for name in ("forward", "backward"):
-        original = getattr(_cuda, name)
-
-        def spy(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            assert kwargs.get("xp") is None
-            return _original(*args, **kwargs)
-        monkeypatch.setattr(_cuda, name, spy)
+    records = [record_calls(monkeypatch, _cuda, name, order=calls)
+               for name in ("forward", "backward")]
     kw = dict(stride=(2, 1, 2), padding=[1, 0, 0, 1, 2, 1], output_padding=(1, 0, 0),
               groups=2, data_format=data_format)
     plan = resolve((2, 4, 3, 4, 3) if data_format == "NCDHW" else (2, 3, 4, 3, 4),
@@ -336,6 +331,7 @@ def test_functional_dispatches_gpu_arrays_to_cuda_backend(monkeypatch, data_form
     y = F.conv3d_transpose(gpu[0], gpu[1], gpu[2], **kw)
     grads = F.conv3d_transpose_backward(gpu[3], gpu[0], gpu[1], **kw)
     assert calls == ["forward", "backward"]
+    assert all(kwargs.get("xp") is None for rec in records for _, kwargs, _ in rec)
     ref = (F.conv3d_transpose(x, w, b, **kw),) + F.conv3d_transpose_backward(gy, x, w, **kw)
     for got, r in zip((y,) + tuple(grads), ref):
         assert isinstance(got, NumpyGpuArray)

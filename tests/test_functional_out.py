@@ -13,6 +13,7 @@ import reference as R
 from conv3dt import _cuda
 from conv3dt import functional as F
 from gpu_shim import NumpyGpuArray, numpy_as_cupy
+from spies import record_calls
 
 KW = dict(stride=(2, 1, 2), padding=[1, 0, 0, 1, 1, 1], output_padding=(1, 0, 0), groups=2)
 X_SHAPE = (2, 4, 3, 4, 3)          # NCDHW
@@ -315,12 +316,7 @@ def test_out_on_the_gpu_backend(monkeypatch, data_format):
     monkeypatch.setitem(sys.modules, "cupy", numpy_as_cupy())
     calls = []
     for name in ("forward", "backward"):
-        original = getattr(_cuda, name)
-
-        def spy(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
-        monkeypatch.setattr(_cuda, name, spy)
+        record_calls(monkeypatch, _cuda, name, order=calls)
     x, w, b = _inputs(np.float64, data_format)
     ref, _ = _reference(x, w, b, data_format)
     gpu = [a.view(NumpyGpuArray) for a in (x, w, b)]

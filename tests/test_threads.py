@@ -205,18 +205,12 @@ def test_threadpoolctl_limit_reaches_the_kernel_call(conv3dt, F, restore_threads
     """The thread count the kernels are called with, under a threadpoolctl limit."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from conv3dt import _kernels
-    seen = []
-    real = _kernels.forward
-
-    def spy(*args):
-        seen.append(args[-1])
-        return real(*args)
-
-    monkeypatch.setattr(_kernels, "forward", spy)
+    from spies import record_calls
+    calls = record_calls(monkeypatch, _kernels, "forward")
     conv3dt.set_num_threads(2)
     x = np.ones((1, 16, 16, 16, 16), np.float32)
     w = np.ones((16, 16, 3, 3, 3), np.float32)
     F.conv3d_transpose(x, w)
     with threadpoolctl.threadpool_limits(limits=1):
         F.conv3d_transpose(x, w)
-    assert seen == [2, 1]
+    assert [args[-1] for args, _, _ in calls] == [2, 1]   # n_threads, the last argument
