@@ -134,7 +134,9 @@ class Window:
     channels: int
     elements: int
 
+    @functools.cached_property
     def as_array(self):
+        """The window as the kernels take it (made once: schedules are cached)."""
         arr = np.array([self.hp, self.wp, self.lead, self.cs, self.channels, self.elements],
                        dtype=np.intp)
         arr.setflags(write=False)
@@ -321,7 +323,7 @@ def forward(plan, x, w, bias, out):
     bias = np.empty(0, dtype=dtype) if bias is None else bias
     code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, sched.phases,
                             sched.taps, sched.combos, *plan.stride, sched.fill, sched.slab,
-                            sched.slab_depths, sched.window.as_array(), direct, tuning.ncol,
+                            sched.slab_depths, sched.window.as_array, direct, tuning.ncol,
                             sched.planes_per_tile, sched.compact, sched.n_pw, sched.kblock,
                             isa.index, n_threads)
     _raise_if_failed(code, "the forward pass", n_threads)
@@ -450,7 +452,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     code = _kernels.backward(gy, x, wpanel, gx, chunks, gx_out is not None,
                              gw_out is not None, plan.groups,
                              np.array(plan.stride, dtype=np.intp), sched.res, sched.tap_table,
-                             sched.slab, sched.depths, sched.window.as_array(), sched.inner,
+                             sched.slab, sched.depths, sched.window.as_array, sched.inner,
                              tuning.ncol, sched.gx_planes, sched.gx_compact, sched.kblock,
                              n_chunks, tuning.small_cin, isa.index, n_threads)
     _raise_if_failed(code, "the backward pass", n_threads)
