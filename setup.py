@@ -5,6 +5,7 @@ Environment variables:
   CONV3DT_DEBUG=1       bounds-checked kernels compiled with AddressSanitizer and UBSan
 """
 
+import glob
 import os
 import shutil
 import subprocess
@@ -12,7 +13,6 @@ import sys
 import tempfile
 import warnings
 
-from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
@@ -66,8 +66,9 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+DEBUG = _flag("CONV3DT_DEBUG")
 directives = {"language_level": 3}
-if _flag("CONV3DT_DEBUG"):
+if DEBUG:
     directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
 
 # The kernels, and the microkernels of each instruction-set variant with the registry that
@@ -78,10 +79,39 @@ KERNEL_SOURCES = ["conv3dt/_kernels.pyx"] + [
     f"conv3dt/kernels/{name}.c" for name in ("generic", "avx2", "avx512", "registry")
 ]
 KERNEL_HEADERS = [f"conv3dt/kernels/{name}.h" for name in ("isa", "microkernels", "memops")]
+CYTHON_SOURCES = ["conv3dt/_kernels.pyx"] + sorted(
+    glob.glob("conv3dt/_kernels*.pxd") + glob.glob("conv3dt/_kernels*.pxi"))
+GENERATED_C = "conv3dt/_kernels.c"
+
+
+def _generated_c_is_current():
+    """Whether the C that Cython generated from the kernels is newer than every Cython source.
+
+    Cython's own check also counts its installed headers, which pip's isolated build
+    environment installs afresh for every build, so it would regenerate the C (and the
+    build recompile it) on every `pip install .`; only the project's sources can make it
+    stale. Debug builds never use it (their C is generated elsewhere, see below).
+    """
+    if DEBUG or not os.path.exists(GENERATED_C):
+        return False
+    newest_source = max(os.path.getmtime(path) for path in CYTHON_SOURCES)
+    return os.path.getmtime(GENERATED_C) >= newest_source
+
+
 extensions = [Extension("conv3dt._kernels", KERNEL_SOURCES, include_dirs=["conv3dt"],
-                        depends=KERNEL_HEADERS + ["conv3dt/_kernels.pxd"])]
+                        depends=KERNEL_HEADERS + CYTHON_SOURCES[1:])]
+if _generated_c_is_current():
+    extensions[0].sources[0] = GENERATED_C
+    ext_modules = extensions
+else:
+    from Cython.Build import cythonize
+
+    # A debug build's C (bounds checks on) goes to a folder of its own, so that a later
+    # release build never compiles it.
+    ext_modules = cythonize(extensions, compiler_directives=directives, force=True,
+                            build_dir="build/cython-debug" if DEBUG else None)
 
 setup(
-    ext_modules=cythonize(extensions, compiler_directives=directives),
+    ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExt},
 )
