@@ -86,9 +86,22 @@ def test_panel_product(variant, dtype, seed):
     """Random numbers of vectors (every remainder of the register block), columns (panel
     tails), rows (with and without a row list), offsets, and beta 0 / 1."""
     r = np.random.default_rng(seed)
-    lanes, nr = variant.lanes(np.dtype(dtype).itemsize), variant.panel_nr
     nv = int(r.integers(1, 3 * variant.panel_mv + 2))
-    n = int(r.integers(1, 3 * nr + 2))
+    n = int(r.integers(1, 3 * variant.panel_nr + 2))
+    _check_panel_product(variant, dtype, seed, r, nv, n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nv", [1, 3, 7, 8, 11, 12, 13, 16, 23, 24, 25, 40, 49])
+def test_panel_product_one_column(variant, dtype, nv):
+    """One weight column (one output channel per group) has a block of its own, of more
+    vectors than the panel block's: every count of vectors up to two of its blocks and a
+    remainder (the widest variant's block is 24 vectors)."""
+    _check_panel_product(variant, dtype, nv, np.random.default_rng(100 + nv), nv, 1)
+
+
+def _check_panel_product(variant, dtype, seed, r, nv, n):
+    lanes, nr = variant.lanes(np.dtype(dtype).itemsize), variant.panel_nr
     k_all = int(r.integers(1, 40))
     use_rows = bool(seed % 2)
     rows = np.sort(r.choice(k_all, size=int(r.integers(1, k_all + 1)), replace=False)) \

@@ -6,6 +6,7 @@
 #define CONV3DT_VECTOR_BYTES 32
 #define CONV3DT_PANEL_MV 3
 #define CONV3DT_PANEL_NR 4
+#define CONV3DT_THIN_MV 12
 #define CONV3DT_WGRAD_NR 6
 /* the panel product beats the direct path even for one output channel (dw_k3s2_g64
  * forward 14.2 against 16.1 ms, C_in 32 -> C_out 1 at 32^3 2.4 against 6.2 ms, one

@@ -15,6 +15,7 @@
 #define CONV3DT_VECTOR_BYTES 64
 #define CONV3DT_PANEL_MV 6
 #define CONV3DT_PANEL_NR 4
+#define CONV3DT_THIN_MV 24
 #define CONV3DT_WGRAD_NR 12
 /* the panel product beats the direct path even for one output channel (dw_k3s2_g64
  * forward 11.6 against 15.8 ms, C_in 32 -> C_out 1 at 32^3 2.0 against 5.5 ms, one

@@ -5,6 +5,7 @@
 #define CONV3DT_VECTOR_BYTES 16
 #define CONV3DT_PANEL_MV 3
 #define CONV3DT_PANEL_NR 4
+#define CONV3DT_THIN_MV 12
 #define CONV3DT_WGRAD_NR 6
 /* the direct path (axpy from x) beats the panel product of 16-byte vectors for one or
  * two output channels (dw_k3s2_g64 forward 20.1 against 24.6 ms, one thread) */

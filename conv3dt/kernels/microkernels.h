@@ -6,6 +6,7 @@
  *   CONV3DT_VECTOR_BYTES  bytes per vector (16, 32, 64)
  *   CONV3DT_PANEL_MV      panel product's register block: vectors of tile columns (<= 8)
  *   CONV3DT_PANEL_NR      ... x columns of the packed weight
+ *   CONV3DT_THIN_MV       the one-column product's block: vectors (4, 8, 12, 16 or 24)
  *   CONV3DT_WGRAD_NR      grad_weight product's block: 2 vectors of channels x this many rows
  *   CONV3DT_DOT_NB        few-channel grad_weight blocks: 1, 2 or 3 channels x DOT_NB / that
  *   CONV3DT_DIRECT_COUT   the direct path's crossover (isa.h)
@@ -210,6 +211,63 @@
         CONV3DT_PANEL_BLOCK(T, V, W, NVB);                                        \
         break;
 
+/* One weight column (n == 1: one output channel per group in the forward pass): a block
+ * of NVB vectors x 1 accumulators, where the panel block would spend NR - 1 of its NR
+ * columns on the panel's zero padding. THIN_MV vectors at once (more than PANEL_MV x NR
+ * would not fit the registers with NR broadcasts, but one broadcast leaves room for
+ * them). Its terms are added in the same order as the panel block's, so the results are
+ * bitwise the same as that block's column 0. */
+#define CONV3DT_THIN_STEP(T, V, NVB, off, wr, OP)                                 \
+    do {                                                                          \
+        T b = *(wr);                                                              \
+        _Pragma("GCC unroll 24")                                                  \
+        for (int v = 0; v < NVB; v++) {                                           \
+            V a;                                                                  \
+            __builtin_memcpy(&a, p[v] + (off), sizeof(V));                        \
+            acc[v] OP a * b;                                                      \
+        }                                                                         \
+    } while (0)
+
+#define CONV3DT_THIN_BLOCK(T, V, W, NVB)                                          \
+    do {                                                                          \
+        const T *p[NVB];                                                          \
+        V acc[NVB];                                                               \
+        _Pragma("GCC unroll 24")                                                  \
+        for (int v = 0; v < NVB; v++) p[v] = A + voff[vb + v];                    \
+        if (beta != 0 || k == 0) {                                                \
+            _Pragma("GCC unroll 24")                                              \
+            for (int v = 0; v < NVB; v++) {                                       \
+                if (beta != 0)                                                    \
+                    __builtin_memcpy(&acc[v], C + (vb + v) * W, sizeof(V));       \
+                else                                                              \
+                    acc[v] = (V){0};                                              \
+            }                                                                     \
+            if (rows) {                                                           \
+                for (ptrdiff_t r = 0; r < k; r++)                                 \
+                    CONV3DT_THIN_STEP(T, V, NVB, aoff[r], Wp + rows[r] * CONV3DT_NR, +=); \
+            } else {                                                              \
+                for (ptrdiff_t r = 0; r < k; r++)                                 \
+                    CONV3DT_THIN_STEP(T, V, NVB, aoff[r], Wp + r * CONV3DT_NR, +=); \
+            }                                                                     \
+        } else if (rows) {                                                        \
+            CONV3DT_THIN_STEP(T, V, NVB, aoff[0], Wp + rows[0] * CONV3DT_NR, =);  \
+            for (ptrdiff_t r = 1; r < k; r++)                                     \
+                CONV3DT_THIN_STEP(T, V, NVB, aoff[r], Wp + rows[r] * CONV3DT_NR, +=); \
+        } else {                                                                  \
+            CONV3DT_THIN_STEP(T, V, NVB, aoff[0], Wp, =);                         \
+            for (ptrdiff_t r = 1; r < k; r++)                                     \
+                CONV3DT_THIN_STEP(T, V, NVB, aoff[r], Wp + r * CONV3DT_NR, +=);   \
+        }                                                                         \
+        _Pragma("GCC unroll 24")                                                  \
+        for (int v = 0; v < NVB; v++)                                             \
+            __builtin_memcpy(C + (vb + v) * W, &acc[v], sizeof(V));               \
+    } while (0)
+
+#define CONV3DT_THIN_CASE(T, V, W, NVB)                                           \
+    case NVB:                                                                     \
+        CONV3DT_THIN_BLOCK(T, V, W, NVB);                                         \
+        break;
+
 #define CONV3DT_PANEL_GEMM(S, T, V, W)                                            \
     CONV3DT_FN void panel_gemm_##S(ptrdiff_t nv, ptrdiff_t n, ptrdiff_t k,        \
                                    const T *restrict A,                           \
@@ -218,6 +276,17 @@
                                    const T *restrict Wp, ptrdiff_t wps,           \
                                    const ptrdiff_t *restrict rows, T beta,        \
                                    T *restrict C, ptrdiff_t ldc) {                \
+        if (n == 1) {                                                             \
+            for (ptrdiff_t vb = 0; vb < nv; vb += CONV3DT_THIN_MV) {              \
+                ptrdiff_t nvb = nv - vb < CONV3DT_THIN_MV ? nv - vb : CONV3DT_THIN_MV; \
+                switch (nvb) {                                                    \
+                    CONV3DT_THIN_CASES(T, V, W)                                   \
+                    default:                                                      \
+                        CONV3DT_THIN_BLOCK(T, V, W, 1);                           \
+                }                                                                 \
+            }                                                                     \
+            return;                                                               \
+        }                                                                         \
         for (ptrdiff_t vb = 0; vb < nv; vb += CONV3DT_PANEL_MV) {                 \
             ptrdiff_t nvb = nv - vb < CONV3DT_PANEL_MV ? nv - vb : CONV3DT_PANEL_MV; \
             for (ptrdiff_t cb = 0; cb < n; cb += CONV3DT_NR) {                    \
@@ -248,6 +317,23 @@
 #else
 #error "CONV3DT_PANEL_MV must be 3, 4, 6 or 8"
 #endif
+
+/* The block sizes of the one-column product: THIN_MV down to 1 vectors. */
+#define CONV3DT_THIN_CASES_4(T, V, W) CONV3DT_THIN_CASE(T, V, W, 4) CONV3DT_THIN_CASE(T, V, W, 3) \
+    CONV3DT_THIN_CASE(T, V, W, 2)
+#define CONV3DT_THIN_CASES_8(T, V, W) CONV3DT_THIN_CASE(T, V, W, 8) CONV3DT_THIN_CASE(T, V, W, 7) \
+    CONV3DT_THIN_CASE(T, V, W, 6) CONV3DT_THIN_CASE(T, V, W, 5) CONV3DT_THIN_CASES_4(T, V, W)
+#define CONV3DT_THIN_CASES_12(T, V, W) CONV3DT_THIN_CASE(T, V, W, 12) CONV3DT_THIN_CASE(T, V, W, 11) \
+    CONV3DT_THIN_CASE(T, V, W, 10) CONV3DT_THIN_CASE(T, V, W, 9) CONV3DT_THIN_CASES_8(T, V, W)
+#define CONV3DT_THIN_CASES_16(T, V, W) CONV3DT_THIN_CASE(T, V, W, 16) CONV3DT_THIN_CASE(T, V, W, 15) \
+    CONV3DT_THIN_CASE(T, V, W, 14) CONV3DT_THIN_CASE(T, V, W, 13) CONV3DT_THIN_CASES_12(T, V, W)
+#define CONV3DT_THIN_CASES_24(T, V, W) CONV3DT_THIN_CASE(T, V, W, 24) CONV3DT_THIN_CASE(T, V, W, 23) \
+    CONV3DT_THIN_CASE(T, V, W, 22) CONV3DT_THIN_CASE(T, V, W, 21) CONV3DT_THIN_CASE(T, V, W, 20) \
+    CONV3DT_THIN_CASE(T, V, W, 19) CONV3DT_THIN_CASE(T, V, W, 18) CONV3DT_THIN_CASE(T, V, W, 17) \
+    CONV3DT_THIN_CASES_16(T, V, W)
+#define CONV3DT_THIN_CASES_(N) CONV3DT_THIN_CASES_##N
+#define CONV3DT_THIN_CASES_N(N) CONV3DT_THIN_CASES_(N)
+#define CONV3DT_THIN_CASES(T, V, W) CONV3DT_THIN_CASES_N(CONV3DT_THIN_MV)(T, V, W)
 
 /* ------------------------------------------------------- grad_weight product */
 
