@@ -15,25 +15,32 @@ Example::
     array([[0.5, 1. ],
            [1.5, 2. ]], dtype=float32)
 """
+from __future__ import annotations
+
 import numbers
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _place
 from .autograd import Variable
 
 __all__ = ["to_tensor", "mean", "sum", "get_default_dtype", "set_default_dtype"]
 
-_default_dtype = np.dtype("float32")
+# An axis argument: None (all axes), an int, or several.
+AxisArg = Union[None, int, Sequence[int]]
+
+_default_dtype: np.dtype[Any] = np.dtype("float32")
 
 
-def get_default_dtype():
+def get_default_dtype() -> str:
     """The dtype of floating-point data that has none of its own (Python floats), as a
     str: ``'float32'`` unless :func:`set_default_dtype` changed it."""
     return _default_dtype.name
 
 
-def set_default_dtype(d):
+def set_default_dtype(d: DTypeLike) -> None:
     """Set the default floating-point dtype (``'float32'`` or ``'float64'``)."""
     global _default_dtype
     try:
@@ -46,7 +53,7 @@ def set_default_dtype(d):
     _default_dtype = dtype
 
 
-def _place_of(place):
+def _place_of(place: Any) -> Optional[_place.Place]:
     """``place`` as a CPUPlace/CUDAPlace/None; Paddle's strings 'cpu', 'gpu', 'gpu:N'."""
     if isinstance(place, str):
         name = place.strip().lower()
@@ -62,7 +69,9 @@ def _place_of(place):
     return _place._check_place(place)
 
 
-def to_tensor(data, dtype=None, place=None, stop_gradient=True):
+def to_tensor(data: Union[Variable, ArrayLike], dtype: Optional[DTypeLike] = None,
+              place: Union[_place.Place, str, None] = None,
+              stop_gradient: bool = True) -> Variable:
     """A new Tensor holding a copy of ``data``, as ``paddle.to_tensor``.
 
     - ``data``: a Python scalar, (nested) list or tuple, NumPy array, CuPy array or Tensor.
@@ -77,21 +86,20 @@ def to_tensor(data, dtype=None, place=None, stop_gradient=True):
     >>> t.dtype, t.shape, t.stop_gradient
     (dtype('float64'), (3,), True)
     """
-    if isinstance(data, Variable):
-        data = data._data
-    if hasattr(data, "__cuda_array_interface__"):
-        array = data.copy()
-    elif isinstance(data, np.ndarray):
-        array = np.array(data, copy=True)
-    elif isinstance(data, (numbers.Number, np.generic, list, tuple)):
+    value: Any = data._data if isinstance(data, Variable) else data
+    if hasattr(value, "__cuda_array_interface__"):
+        array = value.copy()
+    elif isinstance(value, np.ndarray):
+        array = np.array(value, copy=True)
+    elif isinstance(value, (numbers.Number, np.generic, list, tuple)):
         try:
-            array = np.array(data)
+            array = np.array(value)
         except ValueError:  # ragged nesting
             array = np.empty(0, dtype=object)
         if array.dtype == object or array.dtype.kind not in "biufc":
             raise TypeError("to_tensor: data must be numeric (a scalar or a regular nested "
-                            f"list of numbers), but received {data!r:.80}")
-        if not isinstance(data, np.generic):
+                            f"list of numbers), but received {value!r:.80}")
+        if not isinstance(value, np.generic):
             if array.dtype.kind == "f":
                 array = array.astype(_default_dtype)
             elif array.dtype.kind == "i":
@@ -101,7 +109,7 @@ def to_tensor(data, dtype=None, place=None, stop_gradient=True):
                                      else np.complex128)
     else:
         raise TypeError("to_tensor: data must be a scalar, list, tuple, numpy.ndarray or "
-                        f"Tensor, but received {type(data).__name__}")
+                        f"Tensor, but received {type(value).__name__}")
     if dtype is not None:
         try:
             target = np.dtype(dtype)
@@ -120,25 +128,26 @@ def to_tensor(data, dtype=None, place=None, stop_gradient=True):
     return Variable(array, stop_gradient=bool(stop_gradient))
 
 
-def _tensor(x, func):
+def _tensor(x: Any, func: str) -> Variable:
     if not isinstance(x, Variable):
         raise TypeError(f"{func}: x must be a Tensor (see conv3dt.to_tensor), "
                         f"but received {type(x).__name__}")
     return x
 
 
-def _axes(x, axis, func):
+def _axes(x: Variable, axis: Any, func: str) -> Optional[Tuple[int, ...]]:
     if axis is None:
         return None
-    axes = [axis] if isinstance(axis, numbers.Integral) else list(axis)
+    axes: List[Any] = [axis] if isinstance(axis, numbers.Integral) else list(axis)
     for a in axes:
         if (isinstance(a, bool) or not isinstance(a, numbers.Integral)
-                or not -x.ndim <= a < max(x.ndim, 1)):
+                or not -x.ndim <= int(a) < max(x.ndim, 1)):
             raise ValueError(f"{func}: axis {a!r} is out of range for a {x.ndim}-D Tensor")
     return tuple(int(a) for a in axes) if axes else None
 
 
-def mean(x, axis=None, keepdim=False, name=None):
+def mean(x: Variable, axis: AxisArg = None, keepdim: bool = False,
+         name: Optional[str] = None) -> Variable:
     """Mean over ``axis`` (int, list/tuple, or None for all axes), as ``paddle.mean``.
 
     >>> import conv3dt
@@ -149,7 +158,8 @@ def mean(x, axis=None, keepdim=False, name=None):
     return x.mean(axis=_axes(x, axis, "mean"), keepdim=bool(keepdim))
 
 
-def sum(x, axis=None, dtype=None, keepdim=False, name=None):
+def sum(x: Variable, axis: AxisArg = None, dtype: Optional[DTypeLike] = None,
+        keepdim: bool = False, name: Optional[str] = None) -> Variable:
     """Sum over ``axis`` (int, list/tuple, or None for all axes), optionally cast to
     ``dtype`` first, as ``paddle.sum``.
 

@@ -39,18 +39,25 @@ Example::
     >>> p.numpy()          # p - 0.5 * 2p
     array([0., 0.])
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, TypeVar,
+                    Union)
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from .autograd import Parameter, array_module
+from .autograd import Parameter, Variable, array_module
 from .regularizer import L2Decay, WeightDecayRegularizer
 
 __all__ = ["SGD", "Adam", "SGDOptimizer", "AdamOptimizer"]
 
+_T = TypeVar("_T")
 
-def _merge(label_1x, value_1x, label_2x, value_2x):
+
+def _merge(label_1x: str, value_1x: _T, label_2x: str, value_2x: _T) -> _T:
     """One of the 1.x and 2.x spellings of an argument (giving both is an error)."""
     if value_1x is not None and value_2x is not None:
         raise TypeError(f"give either {label_1x} (Paddle 1.x) or {label_2x} (Paddle 2.x), "
@@ -59,8 +66,14 @@ def _merge(label_1x, value_1x, label_2x, value_2x):
 
 
 class Optimizer:
-    def __init__(self, learning_rate, parameter_list=None, regularization=None, name=None, *,
-                 parameters=None, weight_decay=None, grad_clip=None, multi_precision=False):
+    """The base class of :class:`SGD` and :class:`Adam` (their common methods)."""
+
+    def __init__(self, learning_rate: float, parameter_list: Optional[Iterable[Parameter]] = None,
+                 regularization: Optional[WeightDecayRegularizer] = None,
+                 name: Optional[str] = None, *,
+                 parameters: Optional[Iterable[Parameter]] = None,
+                 weight_decay: Union[float, WeightDecayRegularizer, None] = None,
+                 grad_clip: None = None, multi_precision: bool = False) -> None:
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
             raise TypeError("learning rate should be float, "
                             f"but received {type(learning_rate).__name__}")
@@ -78,27 +91,29 @@ class Optimizer:
         if regularization is not None and not isinstance(regularization, WeightDecayRegularizer):
             raise TypeError("regularization must be a conv3dt.regularizer object (e.g. "
                             f"L2Decay), but received {type(regularization).__name__}")
-        self._learning_rate = float(learning_rate)
-        self._parameter_list = None if parameter_list is None else list(parameter_list)
+        self._learning_rate: float = float(learning_rate)
+        self._parameter_list: Optional[List[Parameter]] = None if parameter_list is None else list(parameter_list)
         for p in self._parameter_list or []:
             if not isinstance(p, Parameter):
                 raise TypeError("parameter_list must hold Parameters, "
                                 f"but received {type(p).__name__}")
-        self.regularization = regularization
+        self.regularization: Optional[WeightDecayRegularizer] = regularization
         self._name = name
-        self._seen = []  # parameters found in the last loss graph (parameter_list=None)
+        self._seen: List[Parameter] = []  # parameters found in the last loss graph (parameter_list=None)
 
-    def current_step_lr(self):
+    def current_step_lr(self) -> float:
         return self._learning_rate
 
-    def set_lr(self, value):
+    def set_lr(self, value: float) -> None:
         self._learning_rate = float(value)
 
-    def _parameters(self, loss):
+    def _parameters(self, loss: Optional[Variable]) -> List[Parameter]:
         if self._parameter_list is not None:
             return self._parameter_list
         # Walk the graph kept on the loss (the nodes' inputs survive backward()).
-        params, seen, stack = [], set(), [loss]
+        params: List[Parameter] = []
+        seen: Set[int] = set()
+        stack: List[Any] = [loss]
         while stack:
             var = stack.pop()
             if id(var) in seen:
@@ -111,14 +126,17 @@ class Optimizer:
         self._seen = params
         return params
 
-    def minimize(self, loss, startup_program=None, parameter_list=None, no_grad_set=None):
+    def minimize(self, loss: Optional[Variable], startup_program: None = None,
+                 parameter_list: Optional[Iterable[Parameter]] = None,
+                 no_grad_set: Optional[Iterable[Variable]] = None,
+                 ) -> Tuple[List[Any], List[Tuple[Parameter, Any]]]:
         """Apply one update from the gradients already accumulated by ``loss.backward()``.
 
         Returns ``([], params_grads)`` with ``params_grads`` the list of
         ``(parameter, gradient array)`` actually used (regularization included)."""
         params = list(parameter_list) if parameter_list is not None else self._parameters(loss)
         skip = {id(p) for p in no_grad_set or ()}
-        params_grads = []
+        params_grads: List[Tuple[Parameter, Any]] = []
         for p in params:
             if not p.trainable or p._grad is None or id(p) in skip:
                 continue
@@ -134,12 +152,12 @@ class Optimizer:
             params_grads.append((p, g))
         return [], params_grads
 
-    def clear_gradients(self):
+    def clear_gradients(self) -> None:
         """Zero the gradients of the optimizer's parameters."""
         for p in self._parameter_list if self._parameter_list is not None else self._seen:
             p.clear_gradient()
 
-    def step(self):
+    def step(self) -> None:
         """Paddle 2.x: update every parameter in ``parameters`` from the gradient that
         ``backward()`` accumulated (parameters without one are left alone)."""
         if self._parameter_list is None:
@@ -148,22 +166,22 @@ class Optimizer:
                              "call minimize(loss), which finds them in loss's graph)")
         self.minimize(None)
 
-    def clear_grad(self, set_to_zero=True):
+    def clear_grad(self, set_to_zero: bool = True) -> None:
         """Paddle 2.x: zero (``set_to_zero=True``) or drop the gradients of the parameters."""
         for p in self._parameter_list if self._parameter_list is not None else self._seen:
             p.clear_gradient(set_to_zero)
 
-    def get_lr(self):
+    def get_lr(self) -> float:
         """The learning rate (Paddle 2.x's name of ``current_step_lr``)."""
         return self._learning_rate
 
-    def _update(self, p, g, lr, xp):
+    def _update(self, p: Parameter, g: Any, lr: float, xp: Any) -> Any:
         raise NotImplementedError
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, NDArray[Any]]:
         return {}
 
-    def set_dict(self, state_dict):
+    def set_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
         pass
 
     set_state_dict = set_dict
@@ -177,14 +195,18 @@ class SGD(Optimizer):
     multi_precision=False, name=None)`` (``parameters`` and later by keyword).
     """
 
-    def __init__(self, learning_rate=0.001, parameter_list=None, regularization=None,
-                 name=None, *, parameters=None, weight_decay=None, grad_clip=None,
-                 multi_precision=False):
+    def __init__(self, learning_rate: float = 0.001,
+                 parameter_list: Optional[Iterable[Parameter]] = None,
+                 regularization: Optional[WeightDecayRegularizer] = None,
+                 name: Optional[str] = None, *,
+                 parameters: Optional[Iterable[Parameter]] = None,
+                 weight_decay: Union[float, WeightDecayRegularizer, None] = None,
+                 grad_clip: None = None, multi_precision: bool = False) -> None:
         super().__init__(learning_rate, parameter_list, regularization, name,
                          parameters=parameters, weight_decay=weight_decay,
                          grad_clip=grad_clip, multi_precision=multi_precision)
 
-    def _update(self, p, g, lr, xp):
+    def _update(self, p: Parameter, g: Any, lr: float, xp: Any) -> Any:
         return p._data - lr * g
 
 
@@ -201,9 +223,13 @@ class Adam(Optimizer):
     gradients, which do not occur here.
     """
 
-    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 parameter_list=None, regularization=None, name=None, lazy_mode=False, *,
-                 parameters=None, weight_decay=None, grad_clip=None, multi_precision=False):
+    def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 epsilon: float = 1e-8, parameter_list: Optional[Iterable[Parameter]] = None,
+                 regularization: Optional[WeightDecayRegularizer] = None,
+                 name: Optional[str] = None, lazy_mode: bool = False, *,
+                 parameters: Optional[Iterable[Parameter]] = None,
+                 weight_decay: Union[float, WeightDecayRegularizer, None] = None,
+                 grad_clip: None = None, multi_precision: bool = False) -> None:
         super().__init__(learning_rate, parameter_list, regularization, name,
                          parameters=parameters, weight_decay=weight_decay,
                          grad_clip=grad_clip, multi_precision=multi_precision)
@@ -213,9 +239,9 @@ class Adam(Optimizer):
         if epsilon <= 0:
             raise ValueError(f"Adam: epsilon must be positive, but received {epsilon}")
         self._beta1, self._beta2, self._epsilon = float(beta1), float(beta2), float(epsilon)
-        self._state = {}  # parameter -> [moment1, moment2, beta1_pow, beta2_pow]
+        self._state: Dict[Parameter, List[Any]] = {}  # parameter -> [moment1, moment2, beta1_pow, beta2_pow]
 
-    def _update(self, p, g, lr, xp):
+    def _update(self, p: Parameter, g: Any, lr: float, xp: Any) -> Any:
         if p not in self._state:
             self._state[p] = [xp.zeros_like(p._data), xp.zeros_like(p._data),
                               self._beta1, self._beta2]
@@ -229,9 +255,9 @@ class Adam(Optimizer):
         state[:] = [m1, m2, b1p * b1, b2p * b2]
         return new
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, NDArray[Any]]:
         """``{'<param name>.moment1': array, '.moment2', '.beta1_pow', '.beta2_pow'}``."""
-        out = {}
+        out: Dict[str, NDArray[Any]] = {}
         for p, (m1, m2, b1p, b2p) in self._state.items():
             to_np = (lambda a: a.get()) if hasattr(m1, "__cuda_array_interface__") else np.asarray
             out[p.name + ".moment1"] = to_np(m1)
@@ -243,7 +269,7 @@ class Adam(Optimizer):
     # Paddle 2.x/3.x's optimizer.state_dict() names the same four accumulators so.
     _PADDLE_SUFFIXES = ("_moment1_0", "_moment2_0", "_beta1_pow_acc_0", "_beta2_pow_acc_0")
 
-    def set_dict(self, state_dict):
+    def set_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
         """Restore moments saved by ``state_dict`` for the parameters in ``parameter_list``.
 
         Keys are this class's (``'<param name>.moment1'``, ...) or Paddle 2.x/3.x's

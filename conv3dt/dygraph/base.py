@@ -21,25 +21,30 @@ Example::
     >>> inside, dygraph.enabled(), x.shape, x.stop_gradient
     (True, False, (2, 3), True)
 """
+from __future__ import annotations
+
 import contextlib
+from typing import Any, Iterator, List, Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .. import _place
+from .._place import Place
 from ..autograd import Variable, fresh_names, no_grad
 
 __all__ = ["guard", "enabled", "no_grad", "to_variable", "current_place"]
 
 # The guard stack: one entry (place) per active guard, innermost last.
-_guards = []
+_guards: List[Optional[Place]] = []
 
 
-def enabled():
+def enabled() -> bool:
     """True inside ``dygraph.guard()``."""
     return bool(_guards)
 
 
-def current_place():
+def current_place() -> Optional[Place]:
     """The place of the innermost guard that named one, else None."""
     for place in reversed(_guards):
         if place is not None:
@@ -48,7 +53,7 @@ def current_place():
 
 
 @contextlib.contextmanager
-def guard(place=None):
+def guard(place: Optional[Place] = None) -> Iterator[None]:
     """Enter dygraph mode, with new parameters and variables living on ``place``."""
     _place._check_place(place)
     if isinstance(place, _place.CUDAPlace):
@@ -61,7 +66,8 @@ def guard(place=None):
         _guards.pop()
 
 
-def to_variable(value, name=None, zero_copy=None, dtype=None):
+def to_variable(value: Union[Variable, ArrayLike], name: Optional[str] = None,
+                zero_copy: Optional[bool] = None, dtype: Optional[DTypeLike] = None) -> Variable:
     """Wrap data in a Variable with ``stop_gradient=True``.
 
     ``value``: numpy.ndarray, list, tuple, a CuPy array, or a Variable (returned as is).
@@ -76,12 +82,14 @@ def to_variable(value, name=None, zero_copy=None, dtype=None):
     """
     if isinstance(value, Variable):
         return value
+    array: Any
     on_gpu = hasattr(value, "__cuda_array_interface__")
     if not (isinstance(value, (np.ndarray, list, tuple)) or on_gpu):
         raise TypeError("The type of 'value' in fluid.dygraph.to_variable must be np.ndarray, "
                         f"list, tuple, or Variable, but received {type(value)}")
     if on_gpu:
-        array = value.copy() if not zero_copy else value
+        gpu_array: Any = value
+        array = gpu_array.copy() if not zero_copy else gpu_array
     elif isinstance(value, np.ndarray):
         array = value if zero_copy else np.array(value, copy=True)
     else:

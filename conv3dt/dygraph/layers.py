@@ -19,10 +19,15 @@ Example::
     >>> net(to_variable(np.ones((1, 2, 3, 3, 3), "float32"))).shape
     (1, 2, 6, 6, 6)
 """
+from __future__ import annotations
+
 import collections
 import re
+from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, Literal, Mapping, Optional,
+                    Sequence, Tuple, TypeVar, Union, overload)
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .. import _place
 from ..autograd import Parameter, Variable, unique_name
@@ -31,10 +36,20 @@ from ..initializer import Constant, Xavier
 from ..param_attr import ParamAttr
 from . import base
 
+if TYPE_CHECKING:
+    from ..initializer import Initializer
+
 __all__ = ["Layer"]
 
+_LayerT = TypeVar("_LayerT", bound="Layer")
+# What param_attr/bias_attr take: a ParamAttr, a name, an initializer, None (defaults) or
+# False (no parameter).
+ParamAttrArg = Union[ParamAttr, str, "Initializer", None, Literal[False]]
+# The same without False, for parameters a layer cannot do without (its weight).
+WeightAttrArg = Union[ParamAttr, str, "Initializer", None]
 
-def _snake_case(name):
+
+def _snake_case(name: str) -> str:
     # Conv3DTranspose -> conv3d_transpose, as Paddle names its layers.
     name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
     name = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
@@ -49,50 +64,67 @@ class Layer:
     - ``dtype``: the default dtype of ``create_parameter``.
     """
 
-    def __init__(self, name_scope=None, dtype="float32"):
+    def __init__(self, name_scope: Optional[str] = None, dtype: DTypeLike = "float32") -> None:
         # Set through object.__setattr__: our __setattr__ looks these dicts up.
         object.__setattr__(self, "_parameters", collections.OrderedDict())
         object.__setattr__(self, "_sub_layers", collections.OrderedDict())
         self.training = True
         self._full_name = unique_name(name_scope or _snake_case(type(self).__name__))
-        self._dtype = dtype
-        self._param_counter = {"w": 0, "b": 0}
+        self._dtype: Any = dtype
+        self._param_counter: Dict[str, int] = {"w": 0, "b": 0}
 
-    def full_name(self):
+    def full_name(self) -> str:
         return self._full_name
 
-    def forward(self, *inputs, **kwargs):
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
-    def __call__(self, *inputs, **kwargs):
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
         return self.forward(*inputs, **kwargs)
 
     # --- parameters -------------------------------------------------------------------
-    def create_parameter(self, shape, attr=None, dtype=None, is_bias=False,
-                         default_initializer=None):
+    @overload
+    def create_parameter(self, shape: Sequence[int], attr: Literal[False],
+                         dtype: Optional[DTypeLike] = ..., is_bias: bool = ...,
+                         default_initializer: Optional[Initializer] = ...) -> None: ...
+    @overload
+    def create_parameter(self, shape: Sequence[int], attr: WeightAttrArg = ...,
+                         dtype: Optional[DTypeLike] = ..., is_bias: bool = ...,
+                         default_initializer: Optional[Initializer] = ...) -> Parameter: ...
+    @overload
+    def create_parameter(self, shape: Sequence[int], attr: ParamAttrArg = ...,
+                         dtype: Optional[DTypeLike] = ..., is_bias: bool = ...,
+                         default_initializer: Optional[Initializer] = ...,
+                         ) -> Optional[Parameter]: ...
+    def create_parameter(self, shape: Sequence[int], attr: ParamAttrArg = None,
+                         dtype: Optional[DTypeLike] = None, is_bias: bool = False,
+                         default_initializer: Optional[Initializer] = None,
+                         ) -> Optional[Parameter]:
         """A new Parameter of ``shape`` on the current place, or None when ``attr`` is False.
 
         Initializer: ``attr.initializer``, else ``default_initializer``, else ``Constant(0)``
         for a bias and ``Xavier()`` (uniform) for a weight, as in Paddle.
         """
-        attr = ParamAttr._to_attr(attr)
-        if attr is False:
+        param_attr = ParamAttr._to_attr(attr)
+        if param_attr is False:
             return None
         dtype = np.dtype(dtype or self._dtype)
-        init = attr.initializer or default_initializer or (Constant(0.0) if is_bias else Xavier())
+        init = (param_attr.initializer or default_initializer
+                or (Constant(0.0) if is_bias else Xavier()))
         kind = "b" if is_bias else "w"
-        name = attr.name or f"{self._full_name}.{kind}_{self._param_counter[kind]}"
+        name = param_attr.name or f"{self._full_name}.{kind}_{self._param_counter[kind]}"
         self._param_counter[kind] += 1
         # Sized with Python ints first: an impossible shape is a MemoryError stating it.
         data = _empty(np, tuple(shape), dtype, f"parameter {name!r}")
         data[...] = 0
-        param = Parameter(data, name=name, trainable=attr.trainable,
-                          learning_rate=attr.learning_rate, regularizer=attr.regularizer)
+        param = Parameter(data, name=name, trainable=param_attr.trainable,
+                          learning_rate=param_attr.learning_rate,
+                          regularizer=param_attr.regularizer)
         init(param)
         param._data = _place.to_place(param._data, base.current_place())
         return param
 
-    def add_parameter(self, name, parameter):
+    def add_parameter(self, name: str, parameter: Optional[Parameter]) -> Optional[Parameter]:
         if parameter is not None and not isinstance(parameter, Parameter):
             raise TypeError(f"add_parameter('{name}'): expected a Parameter, "
                             f"but received {type(parameter).__name__}")
@@ -101,7 +133,7 @@ class Layer:
         self._parameters[name] = parameter
         return parameter
 
-    def add_sublayer(self, name, sublayer):
+    def add_sublayer(self, name: str, sublayer: _LayerT) -> _LayerT:
         if not isinstance(sublayer, Layer):
             raise TypeError(f"add_sublayer('{name}'): expected a Layer, "
                             f"but received {type(sublayer).__name__}")
@@ -110,7 +142,7 @@ class Layer:
         self._sub_layers[name] = sublayer
         return sublayer
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call "
                                "super().__init__() before assigning attributes")
@@ -125,7 +157,7 @@ class Layer:
             self._sub_layers.pop(name, None)
             object.__setattr__(self, name, value)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails, i.e. for registered parameters/sublayers.
         for table in ("_parameters", "_sub_layers"):
             entries = self.__dict__.get(table)
@@ -133,7 +165,7 @@ class Layer:
                 return entries[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         if name in self._parameters:
             del self._parameters[name]
         elif name in self._sub_layers:
@@ -141,7 +173,8 @@ class Layer:
         else:
             object.__delattr__(self, name)
 
-    def named_sublayers(self, prefix="", include_sublayers=True):
+    def named_sublayers(self, prefix: str = "",
+                        include_sublayers: bool = True) -> Iterator[Tuple[str, Layer]]:
         """``(dotted name, layer)`` for every sublayer, depth first."""
         for name, layer in self._sub_layers.items():
             full = f"{prefix}.{name}" if prefix else name
@@ -149,10 +182,11 @@ class Layer:
             if include_sublayers:
                 yield from layer.named_sublayers(full, True)
 
-    def sublayers(self, include_sublayers=True):
+    def sublayers(self, include_sublayers: bool = True) -> List[Layer]:
         return [layer for _, layer in self.named_sublayers(include_sublayers=include_sublayers)]
 
-    def named_parameters(self, prefix="", include_sublayers=True):
+    def named_parameters(self, prefix: str = "",
+                         include_sublayers: bool = True) -> Iterator[Tuple[str, Parameter]]:
         """``(dotted name, parameter)`` for this layer's parameters, then its sublayers'."""
         for name, param in self._parameters.items():
             if param is not None:
@@ -161,38 +195,40 @@ class Layer:
             for name, layer in self._sub_layers.items():
                 yield from layer.named_parameters(f"{prefix}.{name}" if prefix else name, True)
 
-    def parameters(self, include_sublayers=True):
+    def parameters(self, include_sublayers: bool = True) -> List[Parameter]:
         return [p for _, p in self.named_parameters(include_sublayers=include_sublayers)]
 
-    def _deferred_parameters(self):
+    def _deferred_parameters(self) -> List[str]:
         """Names of parameters created at the first call (layers that infer shapes)."""
         return []
 
     # --- modes and gradients ----------------------------------------------------------
-    def train(self):
+    def train(self: _LayerT) -> _LayerT:
         """Training mode (``self.training = True``) for this layer and its sublayers."""
         for layer in [self] + self.sublayers():
             layer.training = True
         return self
 
-    def eval(self):
+    def eval(self: _LayerT) -> _LayerT:
         """Evaluation mode (``self.training = False``); Conv3DTranspose behaves the same in both."""
         for layer in [self] + self.sublayers():
             layer.training = False
         return self
 
-    def clear_gradients(self):
+    def clear_gradients(self) -> None:
         for param in self.parameters():
             param.clear_gradient()
 
     # --- state ------------------------------------------------------------------------
-    def state_dict(self, destination=None, include_sublayers=True):
+    def state_dict(self, destination: Optional[Dict[str, Parameter]] = None,
+                   include_sublayers: bool = True) -> Dict[str, Parameter]:
         """``OrderedDict`` of dotted attribute name -> Parameter (``'weight'``, ``'sub.bias'``)."""
         destination = collections.OrderedDict() if destination is None else destination
         destination.update(self.named_parameters(include_sublayers=include_sublayers))
         return destination
 
-    def set_dict(self, stat_dict, include_sublayers=True):
+    def set_dict(self, stat_dict: Mapping[str, Union[Variable, ArrayLike]],
+                 include_sublayers: bool = True) -> None:
         """Copy values from ``stat_dict`` (names as in ``state_dict()``; NumPy arrays or
         Variables) into the parameters. Every parameter must be present with the same
         shape and dtype (ValueError otherwise, naming it); extra entries are ignored, as in
@@ -211,7 +247,7 @@ class Layer:
             if name not in stat_dict:
                 raise ValueError(f"set_dict: parameter '{name}' is missing from the state dict "
                                  f"(it has {sorted(stat_dict)})")
-            value = stat_dict[name]
+            value: Any = stat_dict[name]
             value = value.numpy() if isinstance(value, Variable) else value
             if not hasattr(value, "__cuda_array_interface__"):
                 value = np.asarray(value)
@@ -227,7 +263,8 @@ class Layer:
 
     load_dict = set_dict
 
-    def set_state_dict(self, state_dict, use_structured_name=True):
+    def set_state_dict(self, state_dict: Mapping[str, Union[Variable, ArrayLike]],
+                       use_structured_name: bool = True) -> Tuple[List[str], List[str]]:
         """Paddle 2.x's ``set_state_dict``: :meth:`set_dict` (every parameter must be
         present with its shape and dtype, else ValueError and nothing changes), returning
         ``(missing_keys, unexpected_keys)`` as Paddle 3.x does; missing is always empty,
@@ -243,7 +280,7 @@ class Layer:
             self.set_dict({by_param[k]: v for k, v in state_dict.items() if k in by_param})
         return [], [k for k in state_dict if k not in names]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__}({self._full_name})"]
         for name, layer in self._sub_layers.items():
             lines.append(f"  ({name}): " + repr(layer).replace("\n", "\n  "))
