@@ -21,7 +21,7 @@ Example::
     array([0., 3., 6.])
 """
 import math
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, overload
 
 SELU_SCALE = 1.0507009873554804934193349852946
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -174,6 +174,10 @@ ACTIVATIONS: Dict[str, Tuple[Callable[..., Any], Callable[..., Any], Dict[str, A
 }
 
 
+@overload
+def check_name(act: str) -> str: ...
+@overload
+def check_name(act: Optional[str]) -> Optional[str]: ...
 def check_name(act: Optional[str]) -> Optional[str]:
     """``act`` if it names a supported activation (or is None), else ValueError listing them."""
     if act is None or (isinstance(act, str) and act in ACTIVATIONS):

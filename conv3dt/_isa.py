@@ -19,7 +19,7 @@ import os
 import threading
 from typing import Any, List, Literal
 
-from . import _kernels
+from ._kernels import isa_variants
 
 __all__ = ["get_isa", "set_isa", "available_isas", "Isa", "current"]
 
@@ -51,7 +51,7 @@ class Isa:
 
 # The variants of this build, best first (a build for another architecture has only
 # the generic one).
-_VARIANTS = tuple(Isa(**facts) for facts in _kernels.isa_variants())
+_VARIANTS = tuple(Isa(**facts) for facts in isa_variants())
 _BY_NAME = {isa.name: isa for isa in _VARIANTS}
 _lock = threading.Lock()
 

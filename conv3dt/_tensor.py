@@ -37,7 +37,8 @@ _default_dtype: np.dtype[Any] = np.dtype("float32")
 def get_default_dtype() -> str:
     """The dtype of floating-point data that has none of its own (Python floats), as a
     str: ``'float32'`` unless :func:`set_default_dtype` changed it."""
-    return _default_dtype.name
+    name: str = _default_dtype.name
+    return name
 
 
 def set_default_dtype(d: DTypeLike) -> None:

@@ -216,6 +216,14 @@ class Conv3DTranspose(Layer):
             return []
         return ["weight"] + (["bias"] if self._bias_attr is not False else [])
 
+    if TYPE_CHECKING:
+        # ``layer(x)`` is ``layer.forward(x)`` (Layer.__call__), typed as forward is.
+        @overload
+        def __call__(self, input: Union[Variable, ArrayLike]) -> Variable: ...
+        @overload
+        def __call__(self, input: dask.array.Array) -> dask.array.Array: ...
+        def __call__(self, input: Any) -> Any: ...
+
     @overload
     def forward(self, input: Union[Variable, ArrayLike]) -> Variable: ...
     @overload
