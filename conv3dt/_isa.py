@@ -57,7 +57,13 @@ _lock = threading.Lock()
 
 
 def available_isas() -> List[str]:
-    """The names of the variants this build has and this CPU runs, best first."""
+    """The instruction-set variants this build has and this CPU runs.
+
+    Returns
+    -------
+    list of str
+        Best first, e.g. ``['avx512', 'avx2', 'generic']``.
+    """
     return [isa.name for isa in _VARIANTS if isa.supported]
 
 
@@ -92,15 +98,35 @@ def current() -> Isa:
 
 
 def get_isa() -> str:
-    """The name of the instruction-set variant the CPU kernels use: ``'avx512'``,
-    ``'avx2'`` or ``'generic'``."""
+    """The instruction-set variant the CPU kernels use.
+
+    Returns
+    -------
+    str
+        ``'avx512'``, ``'avx2'`` or ``'generic'``.
+    """
     return _current.name
 
 
 def set_isa(name: IsaName) -> None:
-    """Use the variant ``name`` (``'generic'``, ``'avx2'`` or ``'avx512'``) from now on;
-    it must be one of :func:`available_isas`. Calls already running finish with the
-    variant they started with.
+    """Use an instruction-set variant from now on.
+
+    Calls already running finish with the variant they started with.
+
+    Parameters
+    ----------
+    name : {'generic', 'avx2', 'avx512'}
+        One of :func:`available_isas` (case-insensitive).
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a str.
+    ValueError
+        This build has no such variant, or this CPU does not run it.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> previous = conv3dt.get_isa()

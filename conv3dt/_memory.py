@@ -57,7 +57,8 @@ class _Lease:
 class _Cache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle: List[NDArray[np.uint8]] = []  # idle blocks, the least recently given back first
+        # idle blocks, the least recently given back first
+        self._idle: List[NDArray[np.uint8]] = []
         self._leased = 0       # bytes of the blocks that arrays use
         # Blocks given back but not yet in _idle. Finalizers run wherever the last view of
         # an array goes, possibly inside a section that holds the lock (a garbage
@@ -176,9 +177,14 @@ def empty(shape: Sequence[int], dtype: DTypeLike) -> NDArray[Any]:
 def empty_cache() -> None:
     """Free the memory that conv3dt keeps for reuse (arrays in use keep theirs).
 
+    Notes
+    -----
     conv3dt keeps the memory of its large CPU outputs (4 MiB and more) once no array uses
     it, up to :func:`get_cache_limit` bytes, and reuses it for later outputs: fresh memory
     from the system costs the time to clear its pages on first touch.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> conv3dt.empty_cache()
@@ -189,8 +195,22 @@ def empty_cache() -> None:
 
 
 def set_cache_limit(nbytes: SupportsIndex) -> None:
-    """Keep at most ``nbytes`` bytes of idle memory for reuse (0: none; default
-    ``$CONV3DT_CACHE_MIB`` MiB, else 256 MiB). Frees idle memory beyond the new limit."""
+    """Keep at most ``nbytes`` bytes of idle memory for reuse.
+
+    Idle memory beyond the new limit is freed now.
+
+    Parameters
+    ----------
+    nbytes : int
+        0 keeps none. The default is ``$CONV3DT_CACHE_MIB`` MiB, else 256 MiB.
+
+    Raises
+    ------
+    TypeError
+        ``nbytes`` is not an int.
+    ValueError
+        ``nbytes`` is negative.
+    """
     if isinstance(nbytes, bool) or not hasattr(nbytes, "__index__"):
         raise TypeError(f"nbytes must be an int >= 0, got {nbytes!r}")
     nbytes = nbytes.__index__()
@@ -200,11 +220,28 @@ def set_cache_limit(nbytes: SupportsIndex) -> None:
 
 
 def get_cache_limit() -> int:
-    """The bytes of idle memory conv3dt keeps for reuse at most."""
+    """The most idle memory conv3dt keeps for reuse.
+
+    Returns
+    -------
+    int
+        In bytes (see :func:`set_cache_limit`).
+
+    Raises
+    ------
+    ValueError
+        ``CONV3DT_CACHE_MIB`` holds no number >= 0 (and no limit was set).
+    """
     return _cache.limit()
 
 
 def cache_info() -> CacheInfo:
-    """``leased_bytes`` (memory of cached blocks that arrays use), ``idle_bytes`` and
-    ``idle_blocks`` (kept for reuse), and ``limit_bytes``."""
+    """The state of the memory cache.
+
+    Returns
+    -------
+    dict
+        ``leased_bytes`` (memory of cached blocks that arrays use), ``idle_bytes`` and
+        ``idle_blocks`` (kept for reuse), and ``limit_bytes`` (:func:`get_cache_limit`).
+    """
     return _cache.info()

@@ -35,14 +35,30 @@ _default_dtype: np.dtype[Any] = np.dtype("float32")
 
 
 def get_default_dtype() -> str:
-    """The dtype of floating-point data that has none of its own (Python floats), as a
-    str: ``'float32'`` unless :func:`set_default_dtype` changed it."""
+    """The dtype of floating-point data that has none of its own (Python floats).
+
+    Returns
+    -------
+    str
+        ``'float32'`` unless :func:`set_default_dtype` changed it.
+    """
     name: str = _default_dtype.name
     return name
 
 
 def set_default_dtype(d: DTypeLike) -> None:
-    """Set the default floating-point dtype (``'float32'`` or ``'float64'``)."""
+    """Set the dtype of floating-point data that has none of its own.
+
+    Parameters
+    ----------
+    d : {'float32', 'float64'} or numpy dtype
+        The new default.
+
+    Raises
+    ------
+    TypeError
+        ``d`` is not float32 or float64.
+    """
     global _default_dtype
     try:
         dtype = np.dtype(d)
@@ -75,12 +91,33 @@ def to_tensor(data: Union[Variable, ArrayLike], dtype: Optional[DTypeLike] = Non
               stop_gradient: bool = True) -> Variable:
     """A new Tensor holding a copy of ``data``, as ``paddle.to_tensor``.
 
-    - ``data``: a Python scalar, (nested) list or tuple, NumPy array, CuPy array or Tensor.
-    - ``dtype``: cast to it; None keeps an array's dtype, and for Python data takes
-      floats as :func:`get_default_dtype` (float32), ints as int64, bools as bool.
-    - ``place``: ``CPUPlace()``, ``CUDAPlace(i)``, ``'cpu'``, ``'gpu'``, ``'gpu:i'``;
-      None: the current ``dygraph.guard``'s place, else where the data is.
-    - ``stop_gradient``: True (the default) for data; False to get ``.grad``.
+    Parameters
+    ----------
+    data : scalar, (nested) list or tuple, numpy.ndarray, CuPy array or Tensor
+        The value (copied).
+    dtype : str or numpy dtype, optional
+        Cast to it; None keeps an array's dtype, and for Python data takes floats as
+        :func:`get_default_dtype` (float32), ints as int64, bools as bool.
+    place : CPUPlace, CUDAPlace or {'cpu', 'gpu', 'gpu:i'}, optional
+        None: the current ``dygraph.guard``'s place, else where the data is.
+    stop_gradient : bool, default True
+        True for data; False to get ``.grad`` (floating-point data only).
+
+    Returns
+    -------
+    Tensor
+        A :class:`conv3dt.autograd.Variable`.
+
+    Raises
+    ------
+    TypeError
+        ``data`` is not numeric (or ragged), ``dtype`` is not a dtype, ``stop_gradient``
+        is not a bool, or a Tensor of integers would need a gradient.
+    ValueError
+        ``place`` is not a place.
+
+    Examples
+    --------
 
     >>> import numpy as np, conv3dt
     >>> t = conv3dt.to_tensor(np.arange(3.0))
@@ -149,7 +186,33 @@ def _axes(x: Variable, axis: Any, func: str) -> Optional[Tuple[int, ...]]:
 
 def mean(x: Variable, axis: AxisArg = None, keepdim: bool = False,
          name: Optional[str] = None) -> Variable:
-    """Mean over ``axis`` (int, list/tuple, or None for all axes), as ``paddle.mean``.
+    """Mean over ``axis``, as ``paddle.mean``.
+
+    Parameters
+    ----------
+    x : Tensor
+        The input.
+    axis : int or sequence of ints, optional
+        None: every axis (the result has shape ``()``).
+    keepdim : bool, default False
+        Keep the reduced axes with size 1.
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Tensor
+        With the gradient recorded.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a Tensor.
+    ValueError
+        An axis is out of range.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> conv3dt.mean(conv3dt.to_tensor([[1.0, 2.0], [3.0, 5.0]]), axis=1).numpy()
@@ -161,8 +224,35 @@ def mean(x: Variable, axis: AxisArg = None, keepdim: bool = False,
 
 def sum(x: Variable, axis: AxisArg = None, dtype: Optional[DTypeLike] = None,
         keepdim: bool = False, name: Optional[str] = None) -> Variable:
-    """Sum over ``axis`` (int, list/tuple, or None for all axes), optionally cast to
-    ``dtype`` first, as ``paddle.sum``.
+    """Sum over ``axis``, as ``paddle.sum``.
+
+    Parameters
+    ----------
+    x : Tensor
+        The input.
+    axis : int or sequence of ints, optional
+        None: every axis (the result has shape ``()``).
+    dtype : str or numpy dtype, optional
+        Cast ``x`` to it first.
+    keepdim : bool, default False
+        Keep the reduced axes with size 1.
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Tensor
+        With the gradient recorded.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a Tensor.
+    ValueError
+        An axis is out of range.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> float(conv3dt.sum(conv3dt.to_tensor([1.0, 2.0, 3.5])))

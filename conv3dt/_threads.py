@@ -48,9 +48,25 @@ def _check(n: Any, name: str) -> int:
 
 
 def set_num_threads(n: SupportsIndex) -> None:
-    """Use ``n`` threads in the CPU kernels (default: ``$CONV3DT_NUM_THREADS``, else
-    ``$OMP_NUM_THREADS``, else the cores available to the process). Results do not
-    depend on the thread count.
+    """Use ``n`` threads in the CPU kernels from now on.
+
+    The default is ``$CONV3DT_NUM_THREADS``, else ``$OMP_NUM_THREADS``, else the cores
+    available to the process. Results do not depend on the thread count.
+
+    Parameters
+    ----------
+    n : int
+        At least 1.
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an int.
+    ValueError
+        ``n`` is less than 1.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> conv3dt.set_num_threads(1); conv3dt.get_num_threads()
@@ -104,8 +120,19 @@ def thread_source() -> str:
 
 
 def get_num_threads() -> int:
-    """The number of threads the CPU kernels use (see :func:`set_num_threads`; 1 in a
-    process forked after the kernels ran on several threads)."""
+    """The number of threads the CPU kernels use.
+
+    Returns
+    -------
+    int
+        See :func:`set_num_threads` for where it comes from; 1 in a process forked after
+        the kernels ran on several threads.
+
+    Raises
+    ------
+    ValueError
+        ``CONV3DT_NUM_THREADS`` or ``OMP_NUM_THREADS`` holds no positive integer.
+    """
     if _forked_after_team:
         return 1
     n = _num_threads

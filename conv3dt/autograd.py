@@ -61,13 +61,29 @@ _state = threading.local()
 
 
 def is_grad_enabled() -> bool:
-    """Whether operations are being recorded for backward (False inside ``no_grad``)."""
+    """Whether operations are being recorded for backward.
+
+    Returns
+    -------
+    bool
+        False inside :class:`no_grad` or ``set_grad_enabled(False)`` (in this thread).
+    """
     return getattr(_state, "grad_enabled", True)
 
 
 @contextlib.contextmanager
 def set_grad_enabled(mode: bool) -> Iterator[None]:
-    """Context manager turning recording on or off; the previous mode comes back on exit."""
+    """Turn recording on or off inside a ``with`` block (in this thread).
+
+    Parameters
+    ----------
+    mode : bool
+        True records operations for backward, False does not.
+
+    Notes
+    -----
+    The previous mode comes back on exit, also through an exception.
+    """
     previous = is_grad_enabled()
     _state.grad_enabled = bool(mode)
     try:
@@ -79,7 +95,16 @@ def set_grad_enabled(mode: bool) -> Iterator[None]:
 class no_grad:
     """Don't record operations: results get ``stop_gradient=True`` and no graph is kept.
 
-    Usable as ``with no_grad():``, as ``@no_grad`` and as ``@no_grad()``::
+    Usable as ``with no_grad():``, as ``@no_grad`` and as ``@no_grad()`` (on functions and
+    methods). Recording is switched per thread, as in PyTorch.
+
+    Parameters
+    ----------
+    func : callable, optional
+        The function to wrap (the ``@no_grad`` form).
+
+    Examples
+    --------
 
         >>> import numpy as np
         >>> from conv3dt.autograd import Variable, no_grad
@@ -125,7 +150,17 @@ _name_counters: Dict[str, int] = {}
 
 
 def unique_name(prefix: str) -> str:
-    """``prefix_0``, ``prefix_1``, ... (per prefix, within the current name table)."""
+    """A new name ``prefix_0``, ``prefix_1``, ... (per prefix, in the current name table).
+
+    Parameters
+    ----------
+    prefix : str
+        The name's stem.
+
+    Returns
+    -------
+    str
+    """
     n = _name_counters.get(prefix, 0)
     _name_counters[prefix] = n + 1
     return f"{prefix}_{n}"
@@ -147,12 +182,34 @@ def fresh_names() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------
 
 class Function:
-    """Base class of all operations.
+    """Base class of all operations: one node of the tape.
 
     Subclasses implement ``forward(self, *arrays)`` (arrays in, one array out; keep what
     backward needs with ``self.save(...)``) and ``backward(self, grad, needs)``, returning
     one gradient per input, ``None`` where ``needs[i]`` is False. Attributes passed to
-    ``apply`` as keywords are set on the node before forward runs.
+    :meth:`apply` as keywords are set on the node before forward runs.
+
+    Parameters
+    ----------
+    inputs : tuple of Variable
+        The operation's inputs.
+    attrs : dict
+        Attributes set on the node.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from conv3dt.autograd import Function, Variable
+    >>> class Square(Function):
+    ...     def forward(self, a):
+    ...         self.save(a)
+    ...         return a * a
+    ...     def backward(self, g, needs):
+    ...         (a,) = self.saved
+    ...         return (2 * a * g,)
+    >>> x = Variable(np.array([3.0]), stop_gradient=False)
+    >>> Square.apply(x).backward(); x.gradient()
+    array([6.])
     """
 
     def __init__(self, inputs: Tuple[Variable, ...], attrs: Dict[str, Any]) -> None:
@@ -163,6 +220,8 @@ class Function:
             setattr(self, key, value)
 
     def save(self, *arrays: Any) -> None:
+        """Keep ``arrays`` for backward (as ``self.saved``; freed after backward unless
+        ``retain_graph=True``)."""
         self.saved = arrays
 
     def release(self) -> None:
@@ -173,6 +232,20 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs: Variable, **attrs: Any) -> Variable:
+        """Run the operation on ``inputs`` and record it when some input needs a gradient.
+
+        Parameters
+        ----------
+        *inputs : Variable
+            The inputs; ``forward`` receives their arrays.
+        **attrs
+            Attributes of the node, set before ``forward`` runs.
+
+        Returns
+        -------
+        Variable
+            The result, with ``stop_gradient=False`` when the node was recorded.
+        """
         node = cls(inputs, attrs)
         out = node.forward(*(v._data for v in inputs))
         record = is_grad_enabled() and any(not v.stop_gradient for v in inputs)
@@ -182,9 +255,12 @@ class Function:
         return result
 
     def forward(self, *arrays: Any, **kwargs: Any) -> Any:
+        """The result array of the input arrays (subclasses implement it)."""
         raise NotImplementedError
 
     def backward(self, *args: Any, **kwargs: Any) -> Tuple[Any, ...]:
+        """``backward(grad, needs)``: one gradient per input, None where ``needs[i]`` is
+        False (subclasses implement it)."""
         raise NotImplementedError
 
 
@@ -347,15 +423,33 @@ class Activation(Function):
 # ---------------------------------------------------------------------------------------
 
 class Variable:
-    """An array with a gradient, PaddlePaddle dygraph's ``VarBase``.
+    """An array with a gradient, PaddlePaddle dygraph's ``VarBase`` (``conv3dt.Tensor``).
 
-    Create them with ``conv3dt.dygraph.to_variable``. ``stop_gradient`` is True for data
-    (no gradient is computed for it) and False for parameters. The result of an operation
-    has ``stop_gradient=False`` when any input has.
+    Create them with :func:`conv3dt.dygraph.to_variable` or :func:`conv3dt.to_tensor`.
+    ``stop_gradient`` is True for data (no gradient is computed for it) and False for
+    parameters. The result of an operation has ``stop_gradient=False`` when any input has.
 
     ``x.backward()`` computes d x / d leaf for every leaf with ``stop_gradient=False``,
     seeding with ones (so for a non-scalar ``x`` it differentiates ``sum(x)``);
     ``leaf.gradient()`` returns it as a NumPy array. Only leaves keep gradients.
+
+    Parameters
+    ----------
+    data : numpy.ndarray or CuPy array
+        The value (kept, not copied).
+    name : str, optional
+        Default: a unique ``generated_var_N``.
+    stop_gradient : bool, default True
+        True for data, False for a variable that needs a gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from conv3dt.autograd import Variable
+    >>> w = Variable(np.array([1.0, 2.0]), stop_gradient=False)
+    >>> (w * w).sum().backward()
+    >>> w.gradient()
+    array([2., 4.])
     """
 
     # Make ndarray (op) Variable dispatch to our reflected operators instead of NumPy
@@ -365,39 +459,53 @@ class Variable:
     def __init__(self, data: Any, name: Optional[str] = None, stop_gradient: bool = True) -> None:
         self._data: NDArray[Any] = data  # a NumPy array, or a CuPy array on a GPU
         self._grad: Any = None
-        self._node: Optional[Function] = None  # the Function that produced this Variable (None for leaves)
+        # the Function that produced this Variable (None for leaves)
+        self._node: Optional[Function] = None
         self.name = name if name is not None else unique_name("generated_var")
         self.stop_gradient = bool(stop_gradient)
 
     # --- inspection -------------------------------------------------------------------
     @property
     def shape(self) -> Tuple[int, ...]:
-        """The shape as a tuple (Paddle returns a list; indexing and len() behave alike)."""
+        """The shape as a tuple of ints (Paddle returns a list; indexing and ``len()``
+        behave alike)."""
         return tuple(self._data.shape)
 
     @property
     def dtype(self) -> np.dtype[Any]:
+        """The NumPy dtype of the value."""
         return self._data.dtype
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions, ``len(shape)``."""
         return self._data.ndim
 
     @property
     def size(self) -> int:
+        """The number of elements."""
         return int(self._data.size)
 
     @property
     def place(self) -> Union[CPUPlace, CUDAPlace]:
+        """Where the value lives: :class:`conv3dt.CPUPlace` or :class:`conv3dt.CUDAPlace`."""
         from ._place import place_of
         return place_of(self._data)
 
     @property
     def is_leaf(self) -> bool:
+        """True when no recorded operation produced the variable (data, parameters,
+        detached variables); only leaves keep gradients."""
         return self._node is None
 
     def numpy(self) -> NDArray[Any]:
-        """A NumPy copy of the value (copied from the GPU for CuPy data)."""
+        """A copy of the value.
+
+        Returns
+        -------
+        numpy.ndarray
+            Copied from the GPU for CuPy data; writing into it leaves the variable alone.
+        """
         data: Any = self._data
         if hasattr(data, "__cuda_array_interface__"):
             host: NDArray[Any] = data.get()
@@ -447,14 +555,16 @@ class Variable:
                    dl_device: Any = None, copy: Optional[bool] = None) -> Any:
         """DLPack export of the value (``np.from_dlpack(x)``, ``torch.from_dlpack(x)``,
         ``cupy.from_dlpack(x)``): shares the memory, no gradient flows through it."""
-        kwargs: Dict[str, Any] = {k: v for k, v in (("stream", stream), ("max_version", max_version),
-                                    ("dl_device", dl_device), ("copy", copy)) if v is not None}
+        kwargs: Dict[str, Any] = {
+            k: v for k, v in (("stream", stream), ("max_version", max_version),
+                              ("dl_device", dl_device), ("copy", copy)) if v is not None}
         return self._data.__dlpack__(**kwargs)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
         return self._data.__dlpack_device__()
 
     def item(self) -> Any:
+        """The value of a one-element variable as a Python number (ValueError otherwise)."""
         return self.numpy().item()
 
     def __float__(self) -> float:
@@ -471,7 +581,13 @@ class Variable:
                 f"stop_gradient={self.stop_gradient},\n{self.numpy()!r})")
 
     def set_value(self, value: Union[Variable, ArrayLike]) -> None:
-        """Replace the value in place (same shape and dtype; stays on its device)."""
+        """Replace the value in place; it stays on its device.
+
+        Parameters
+        ----------
+        value : Variable or array_like
+            Of the variable's shape and dtype (ValueError otherwise, naming them).
+        """
         array: Any = value.numpy() if isinstance(value, Variable) else value
         array = np.asarray(array) if not hasattr(array, "__cuda_array_interface__") else array
         if tuple(array.shape) != self.shape:
@@ -485,7 +601,19 @@ class Variable:
 
     # --- gradients --------------------------------------------------------------------
     def gradient(self) -> NDArray[Any]:
-        """d(loss)/d(self) accumulated by backward calls, as a NumPy array."""
+        """The gradient accumulated by backward calls, d(loss)/d(self).
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy, of the variable's shape and dtype (from the GPU for CuPy data).
+
+        Raises
+        ------
+        ValueError
+            The variable has no gradient: it has ``stop_gradient=True``, is not a leaf,
+            or no backward reached it since it was created or cleared.
+        """
         if self._grad is None:
             why = ("it has stop_gradient=True" if self.stop_gradient else
                    "it is not a leaf (only leaves keep gradients)" if self._node is not None
@@ -497,8 +625,14 @@ class Variable:
         return host
 
     def clear_gradient(self, set_to_zero: bool = True) -> None:
-        """Zero the accumulated gradient (Paddle's behaviour), or drop it (``set_to_zero=False``,
-        after which ``gradient()`` raises until the next backward)."""
+        """Zero the accumulated gradient (Paddle's behaviour), or drop it.
+
+        Parameters
+        ----------
+        set_to_zero : bool, default True
+            False drops the gradient: :meth:`gradient` then raises until the next
+            backward.
+        """
         if self._grad is not None and set_to_zero:
             self._grad = array_module(self._grad).zeros_like(self._grad)
         else:
@@ -506,9 +640,11 @@ class Variable:
 
     @property
     def grad(self) -> Optional[Variable]:
-        """The accumulated gradient as a Variable (``stop_gradient=True``, sharing the
-        gradient's memory), or None when there is none: Paddle 2.x's ``Tensor.grad``.
-        Assigning None drops it."""
+        """The accumulated gradient as a Variable, or None: Paddle 2.x's ``Tensor.grad``.
+
+        The Variable has ``stop_gradient=True`` and shares the gradient's memory.
+        Assigning None drops the gradient (anything else is a ValueError).
+        """
         if self._grad is None:
             return None
         return Variable(self._grad, name=self.name + "@GRAD", stop_gradient=True)
@@ -525,14 +661,33 @@ class Variable:
         self.clear_gradient(set_to_zero)
 
     def detach(self) -> Variable:
-        """The same value, cut from the graph (``stop_gradient=True``, shares memory)."""
+        """The same value, cut from the graph.
+
+        Returns
+        -------
+        Variable
+            With ``stop_gradient=True``, sharing this variable's memory.
+        """
         return Variable(self._data, stop_gradient=True)
 
     def backward(self, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf that needs a gradient.
 
-        The graph's saved arrays are freed afterwards unless ``retain_graph=True``; going
-        through a freed graph again raises RuntimeError.
+        The seed is ones of this variable's shape: for a non-scalar variable the gradient
+        is that of ``sum(self)``. Gradients add up across calls until
+        :meth:`clear_gradient`.
+
+        Parameters
+        ----------
+        retain_graph : bool, default False
+            Keep the graph's saved arrays for another backward through it (they are freed
+            otherwise).
+
+        Raises
+        ------
+        RuntimeError
+            The variable has ``stop_gradient=True``, or the graph was freed by an earlier
+            backward.
         """
         if self.stop_gradient:
             raise RuntimeError(f"backward() on '{self.name}', which has stop_gradient=True: "
@@ -644,18 +799,40 @@ class Variable:
         return GetItem.apply(self, index=index)
 
     def sum(self, axis: AxisArg = None, keepdim: bool = False) -> Variable:
-        """Sum over ``axis`` (None: all), NumPy-style (a full sum has shape ())."""
+        """Sum over ``axis``, NumPy-style, with its gradient.
+
+        Parameters
+        ----------
+        axis : int or sequence of ints, optional
+            None sums over every axis (the result has shape ``()``).
+        keepdim : bool, default False
+            Keep the reduced axes with size 1.
+
+        Returns
+        -------
+        Variable
+        """
         return Sum.apply(self, axis=_axis(axis), keepdim=keepdim)
 
     def mean(self, axis: AxisArg = None, keepdim: bool = False) -> Variable:
+        """Mean over ``axis`` (None: all), NumPy-style, with its gradient; the arguments
+        are those of :meth:`sum`."""
         return Mean.apply(self, axis=_axis(axis), keepdim=keepdim)
 
     def reshape(self, *shape: Union[int, Sequence[int]]) -> Variable:
-        """``x.reshape(2, -1)`` or ``x.reshape((2, -1))``."""
+        """The value in a new shape: ``x.reshape(2, -1)`` or ``x.reshape((2, -1))``.
+
+        Returns
+        -------
+        Variable
+            Its gradient is reshaped back.
+        """
         dims: Any = shape[0] if len(shape) == 1 and not np.isscalar(shape[0]) else shape
         return Reshape.apply(self, shape=tuple(int(n) for n in dims))
 
     def astype(self, dtype: DTypeLike) -> Variable:
+        """The value cast to ``dtype`` (the variable itself when it has that dtype already);
+        the gradient is cast back."""
         dtype = np.dtype(dtype)
         return self if dtype == self.dtype else Cast.apply(self, dtype=dtype)
 
@@ -705,8 +882,18 @@ def _axis(axis: Any) -> Any:
 class Parameter(Variable):
     """A trainable Variable owned by a Layer (``stop_gradient=False`` unless not trainable).
 
-    ``optimize_attr['learning_rate']`` scales the optimizer's learning rate and
-    ``regularizer`` overrides the optimizer's, as with Paddle's ParamAttr.
+    Parameters
+    ----------
+    data : numpy.ndarray or CuPy array
+        The value.
+    name : str, optional
+        The parameter's name (layers name theirs ``<layer>.w_0``, ``<layer>.b_0``).
+    trainable : bool, default True
+        False: no gradient is computed and optimizers leave it alone.
+    learning_rate : float, default 1.0
+        Scales the optimizer's learning rate (``optimize_attr['learning_rate']``).
+    regularizer : conv3dt.regularizer.L2Decay or L1Decay, optional
+        Overrides the optimizer's regularization, as with Paddle's ParamAttr.
     """
 
     def __init__(self, data: Any, name: Optional[str] = None, trainable: bool = True,
@@ -718,6 +905,7 @@ class Parameter(Variable):
 
     @property
     def trainable(self) -> bool:
+        """``not stop_gradient``; assignable."""
         return not self.stop_gradient
 
     @trainable.setter

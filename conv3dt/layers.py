@@ -55,18 +55,79 @@ def _reduce(method: str, input: Variable, dim: Any, keep_dim: bool, label: str) 
 
 def reduce_sum(input: Variable, dim: DimArg = None, keep_dim: bool = False,
                name: Optional[str] = None) -> Variable:
-    """Sum over ``dim`` (int, list, or None for all dims)."""
+    """Sum over ``dim``.
+
+    Parameters
+    ----------
+    input : Variable
+        The input.
+    dim : int or sequence of ints, optional
+        None (or an empty list): every dim, and the result has shape ``[1]`` (Paddle
+        1.8's) unless ``keep_dim``.
+    keep_dim : bool, default False
+        Keep the reduced dims with size 1.
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        With the gradient recorded.
+
+    Raises
+    ------
+    TypeError
+        ``input`` is not a Variable.
+    ValueError
+        A dim is out of range.
+    """
     return _reduce("sum", input, dim, keep_dim, "reduce_sum")
 
 
 def reduce_mean(input: Variable, dim: DimArg = None, keep_dim: bool = False,
                 name: Optional[str] = None) -> Variable:
-    """Mean over ``dim`` (int, list, or None for all dims)."""
+    """Mean over ``dim``.
+
+    Parameters
+    ----------
+    input : Variable
+        The input.
+    dim : int or sequence of ints, optional
+        None (or an empty list): every dim, and the result has shape ``[1]`` (Paddle
+        1.8's) unless ``keep_dim``.
+    keep_dim : bool, default False
+        Keep the reduced dims with size 1.
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        With the gradient recorded.
+
+    Raises
+    ------
+    TypeError
+        ``input`` is not a Variable.
+    ValueError
+        A dim is out of range.
+    """
     return _reduce("mean", input, dim, keep_dim, "reduce_mean")
 
 
 def square(x: Variable, name: Optional[str] = None) -> Variable:
-    """``x * x``."""
+    """``x * x``, with its gradient.
+
+    Parameters
+    ----------
+    x : Variable
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+    """
     x = _variable(x, "square: x")
     return x * x
 
@@ -91,27 +152,113 @@ def _maybe_act(out: Variable, act: Optional[str]) -> Variable:
 
 def elementwise_add(x: Variable, y: Variable, axis: int = -1, act: Optional[str] = None,
                     name: Optional[str] = None) -> Variable:
-    """``x + y`` (broadcasting y along ``axis``), then optional ``act``."""
+    """``x + y`` (broadcasting y along ``axis``), then optional ``act``.
+
+    Parameters
+    ----------
+    x, y : Variable
+        Of one dtype.
+    axis : int, default -1
+        Where y's dims line up with x's (Paddle's rule); -1: the trailing dims, as NumPy
+        broadcasting does.
+    act : str, optional
+        An activation applied to the result (see :func:`relu` and the others).
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        With the gradient recorded (summed back over y's broadcast dims).
+
+    Raises
+    ------
+    TypeError
+        ``x`` or ``y`` is not a Variable, or their dtypes differ.
+    ValueError
+        ``axis`` does not fit y's shape into x's.
+    """
     x, y = _align(x, y, axis, "elementwise_add")
     return _maybe_act(x + y, act)
 
 
 def elementwise_sub(x: Variable, y: Variable, axis: int = -1, act: Optional[str] = None,
                     name: Optional[str] = None) -> Variable:
-    """``x - y`` (broadcasting y along ``axis``), then optional ``act``."""
+    """``x - y`` (broadcasting y along ``axis``), then optional ``act``.
+
+    Parameters
+    ----------
+    x, y : Variable
+        Of one dtype.
+    axis : int, default -1
+        Where y's dims line up with x's (Paddle's rule); -1: the trailing dims, as NumPy
+        broadcasting does.
+    act : str, optional
+        An activation applied to the result (see :func:`relu` and the others).
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        With the gradient recorded (summed back over y's broadcast dims).
+
+    Raises
+    ------
+    TypeError
+        ``x`` or ``y`` is not a Variable, or their dtypes differ.
+    ValueError
+        ``axis`` does not fit y's shape into x's.
+    """
     x, y = _align(x, y, axis, "elementwise_sub")
     return _maybe_act(x - y, act)
 
 
 def elementwise_mul(x: Variable, y: Variable, axis: int = -1, act: Optional[str] = None,
                     name: Optional[str] = None) -> Variable:
-    """``x * y`` (broadcasting y along ``axis``), then optional ``act``."""
+    """``x * y`` (broadcasting y along ``axis``), then optional ``act``.
+
+    Parameters
+    ----------
+    x, y : Variable
+        Of one dtype.
+    axis : int, default -1
+        Where y's dims line up with x's (Paddle's rule); -1: the trailing dims, as NumPy
+        broadcasting does.
+    act : str, optional
+        An activation applied to the result (see :func:`relu` and the others).
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        With the gradient recorded (summed back over y's broadcast dims).
+
+    Raises
+    ------
+    TypeError
+        ``x`` or ``y`` is not a Variable, or their dtypes differ.
+    ValueError
+        ``axis`` does not fit y's shape into x's.
+    """
     x, y = _align(x, y, axis, "elementwise_mul")
     return _maybe_act(x * y, act)
 
 
 def mse_loss(input: Variable, label: Variable) -> Variable:
-    """``mean((input - label)^2)``, shape ``[1]``."""
+    """The mean squared error ``mean((input - label)^2)``.
+
+    Parameters
+    ----------
+    input, label : Variable
+        Of one shape (or broadcastable) and dtype.
+
+    Returns
+    -------
+    Variable
+        Of shape ``[1]``.
+    """
     return reduce_mean(square(elementwise_sub(input, label)))
 
 
@@ -121,68 +268,238 @@ def _apply(act: str, x: Variable, **attrs: Any) -> Variable:
 
 
 def relu(x: Variable, name: Optional[str] = None) -> Variable:
-    """``max(x, 0)``."""
+    """``max(x, 0)``.
+
+    Parameters
+    ----------
+    x : Variable
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("relu", x)
 
 
 def relu6(x: Variable, threshold: float = 6.0, name: Optional[str] = None) -> Variable:
-    """``min(max(x, 0), threshold)``."""
+    """``min(max(x, 0), threshold)``.
+
+    Parameters
+    ----------
+    x : Variable
+    threshold : float, default 6.0
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("relu6", x, threshold=threshold)
 
 
 def leaky_relu(x: Variable, alpha: float = 0.02, name: Optional[str] = None) -> Variable:
-    """``x if x > 0 else alpha * x``."""
+    """``x if x > 0 else alpha * x``.
+
+    Parameters
+    ----------
+    x : Variable
+    alpha : float, default 0.02
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("leaky_relu", x, alpha=alpha)
 
 
 def elu(x: Variable, alpha: float = 1.0, name: Optional[str] = None) -> Variable:
-    """``x if x > 0 else alpha * (exp(x) - 1)``."""
+    """``x if x > 0 else alpha * (exp(x) - 1)``.
+
+    Parameters
+    ----------
+    x : Variable
+    alpha : float, default 1.0
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("elu", x, alpha=alpha)
 
 
 def selu(x: Variable, scale: Optional[float] = None, alpha: Optional[float] = None,
          name: Optional[str] = None) -> Variable:
-    """``scale * (x if x > 0 else alpha * (exp(x) - 1))``, scale 1.0507..., alpha 1.6732..."""
+    """``scale * (x if x > 0 else alpha * (exp(x) - 1))``, scale 1.0507..., alpha 1.6732...
+
+    Parameters
+    ----------
+    x : Variable
+    scale : float, optional
+        None: Paddle's, 1.0507...
+    alpha : float, optional
+        None: Paddle's, 1.6732...
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("selu", x, scale=scale, alpha=alpha)
 
 
 def gelu(x: Variable, approximate: bool = False, name: Optional[str] = None) -> Variable:
-    """``0.5 x (1 + erf(x / sqrt 2))``; tanh approximation when ``approximate``."""
+    """``0.5 x (1 + erf(x / sqrt 2))``; tanh approximation when ``approximate``.
+
+    Parameters
+    ----------
+    x : Variable
+    approximate : bool, default False
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("gelu", x, approximate=approximate)
 
 
 def sigmoid(x: Variable, name: Optional[str] = None) -> Variable:
-    """``1 / (1 + exp(-x))``."""
+    """``1 / (1 + exp(-x))``.
+
+    Parameters
+    ----------
+    x : Variable
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("sigmoid", x)
 
 
 def hard_sigmoid(x: Variable, slope: float = 0.2, offset: float = 0.5,
                  name: Optional[str] = None) -> Variable:
-    """``clip(slope * x + offset, 0, 1)``."""
+    """``clip(slope * x + offset, 0, 1)``.
+
+    Parameters
+    ----------
+    x : Variable
+    slope : float, default 0.2
+    offset : float, default 0.5
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("hard_sigmoid", x, slope=slope, offset=offset)
 
 
 def swish(x: Variable, beta: float = 1.0, name: Optional[str] = None) -> Variable:
-    """``x * sigmoid(beta * x)``."""
+    """``x * sigmoid(beta * x)``.
+
+    Parameters
+    ----------
+    x : Variable
+    beta : float, default 1.0
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("swish", x, beta=beta)
 
 
 def hard_swish(x: Variable, threshold: float = 6.0, scale: float = 6.0, offset: float = 3.0,
                name: Optional[str] = None) -> Variable:
-    """``x * min(max(x + offset, 0), threshold) / scale``."""
+    """``x * min(max(x + offset, 0), threshold) / scale``.
+
+    Parameters
+    ----------
+    x : Variable
+    threshold : float, default 6.0
+    scale : float, default 6.0
+    offset : float, default 3.0
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("hard_swish", x, threshold=threshold, scale=scale, offset=offset)
 
 
 def tanh(x: Variable, name: Optional[str] = None) -> Variable:
-    """``tanh(x)``."""
+    """``tanh(x)``.
+
+    Parameters
+    ----------
+    x : Variable
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("tanh", x)
 
 
 def softplus(x: Variable, name: Optional[str] = None) -> Variable:
-    """``log(1 + exp(x))``."""
+    """``log(1 + exp(x))``.
+
+    Parameters
+    ----------
+    x : Variable
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("softplus", x)
 
 
 def softsign(x: Variable, name: Optional[str] = None) -> Variable:
-    """``x / (1 + |x|)``."""
+    """``x / (1 + |x|)``.
+
+    Parameters
+    ----------
+    x : Variable
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Variable
+        Elementwise, with the gradient recorded.
+    """
     return _apply("softsign", x)

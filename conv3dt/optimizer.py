@@ -92,19 +92,23 @@ class Optimizer:
             raise TypeError("regularization must be a conv3dt.regularizer object (e.g. "
                             f"L2Decay), but received {type(regularization).__name__}")
         self._learning_rate: float = float(learning_rate)
-        self._parameter_list: Optional[List[Parameter]] = None if parameter_list is None else list(parameter_list)
+        self._parameter_list: Optional[List[Parameter]] = (
+            None if parameter_list is None else list(parameter_list))
         for p in self._parameter_list or []:
             if not isinstance(p, Parameter):
                 raise TypeError("parameter_list must hold Parameters, "
                                 f"but received {type(p).__name__}")
         self.regularization: Optional[WeightDecayRegularizer] = regularization
         self._name = name
-        self._seen: List[Parameter] = []  # parameters found in the last loss graph (parameter_list=None)
+        # parameters found in the last loss graph (parameter_list=None)
+        self._seen: List[Parameter] = []
 
     def current_step_lr(self) -> float:
+        """The learning rate (Paddle 1.x's name)."""
         return self._learning_rate
 
     def set_lr(self, value: float) -> None:
+        """Use the learning rate ``value`` from the next update on."""
         self._learning_rate = float(value)
 
     def _parameters(self, loss: Optional[Variable]) -> List[Parameter]:
@@ -132,8 +136,26 @@ class Optimizer:
                  ) -> Tuple[List[Any], List[Tuple[Parameter, Any]]]:
         """Apply one update from the gradients already accumulated by ``loss.backward()``.
 
-        Returns ``([], params_grads)`` with ``params_grads`` the list of
-        ``(parameter, gradient array)`` actually used (regularization included)."""
+        Parameters
+        ----------
+        loss : Variable or None
+            The loss whose graph holds the parameters, when the optimizer was made
+            without a parameter list (else unused).
+        startup_program : None
+            Paddle's static graph; ignored.
+        parameter_list : iterable of Parameter, optional
+            Update these instead of the optimizer's parameters.
+        no_grad_set : iterable of Variable, optional
+            Parameters to leave alone.
+
+        Returns
+        -------
+        optimize_ops : list
+            Empty (Paddle's static-graph operations).
+        params_grads : list of (Parameter, array)
+            The parameters updated and the gradients used (regularization included);
+            parameters without a gradient, or not trainable, are left out.
+        """
         params = list(parameter_list) if parameter_list is not None else self._parameters(loss)
         skip = {id(p) for p in no_grad_set or ()}
         params_grads: List[Tuple[Parameter, Any]] = []
@@ -153,13 +175,20 @@ class Optimizer:
         return [], params_grads
 
     def clear_gradients(self) -> None:
-        """Zero the gradients of the optimizer's parameters."""
+        """Zero the gradients of the optimizer's parameters (those found in the last loss's
+        graph when it has no parameter list)."""
         for p in self._parameter_list if self._parameter_list is not None else self._seen:
             p.clear_gradient()
 
     def step(self) -> None:
-        """Paddle 2.x: update every parameter in ``parameters`` from the gradient that
-        ``backward()`` accumulated (parameters without one are left alone)."""
+        """Update every parameter from the gradient that ``backward()`` accumulated
+        (Paddle 2.x); parameters without one are left alone.
+
+        Raises
+        ------
+        ValueError
+            The optimizer was made without ``parameters``.
+        """
         if self._parameter_list is None:
             raise ValueError(f"{type(self).__name__}.step() needs the parameters to update: "
                              "create the optimizer with parameters=model.parameters() (or "
@@ -167,7 +196,13 @@ class Optimizer:
         self.minimize(None)
 
     def clear_grad(self, set_to_zero: bool = True) -> None:
-        """Paddle 2.x: zero (``set_to_zero=True``) or drop the gradients of the parameters."""
+        """Zero or drop the gradients of the parameters (Paddle 2.x).
+
+        Parameters
+        ----------
+        set_to_zero : bool, default True
+            False drops them (``gradient()`` then raises until the next backward).
+        """
         for p in self._parameter_list if self._parameter_list is not None else self._seen:
             p.clear_gradient(set_to_zero)
 
@@ -179,10 +214,11 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> Dict[str, NDArray[Any]]:
+        """The optimizer's state by name (SGD has none: ``{}``)."""
         return {}
 
     def set_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
-        pass
+        """Restore a state from :meth:`state_dict` (SGD has none to restore)."""
 
     set_state_dict = set_dict
 
@@ -190,9 +226,42 @@ class Optimizer:
 class SGD(Optimizer):
     """Plain gradient descent: ``p -= lr * g``.
 
-    1.x: ``SGD(learning_rate, parameter_list=None, regularization=None, name=None)``;
-    2.x: ``SGD(learning_rate=0.001, parameters=None, weight_decay=None, grad_clip=None,
-    multi_precision=False, name=None)`` (``parameters`` and later by keyword).
+    Paddle 1.x's signature ``SGD(learning_rate, parameter_list=None, regularization=None,
+    name=None)`` and 2.x's ``SGD(learning_rate=0.001, parameters=None, weight_decay=None,
+    grad_clip=None, multi_precision=False, name=None)`` (``parameters`` and later by
+    keyword).
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.001
+        The step size (times each parameter's ``ParamAttr.learning_rate``).
+    parameter_list, parameters : iterable of Parameter, optional
+        The parameters to update (1.x and 2.x names; give one). None: those reached from
+        the loss given to :meth:`minimize`.
+    regularization, weight_decay : L2Decay, L1Decay or float, optional
+        Added to every gradient (a parameter's own ``regularizer`` wins); a float is
+        ``L2Decay(float)``, as in Paddle (1.x and 2.x names; give one).
+    name : str, optional
+        Paddle's; ignored.
+    grad_clip : None
+        Gradient clipping is not supported (ValueError for anything but None).
+    multi_precision : bool, default False
+        Accepted (parameters are float32 or float64: nothing to keep in float32).
+
+    Raises
+    ------
+    TypeError
+        The learning rate is not a number, a parameter is not a Parameter, the
+        regularization is not a regularizer, or both spellings of an argument are given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from conv3dt.autograd import Parameter
+    >>> p = Parameter(np.array([1.0, 2.0]))
+    >>> opt = SGD(learning_rate=0.5, parameters=[p])
+    >>> (p * p).sum().backward(); opt.step(); p.numpy()
+    array([0., 0.])
     """
 
     def __init__(self, learning_rate: float = 0.001,
@@ -211,16 +280,35 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with Paddle's update rule (see the module docstring; Paddle 2.x/3.x's adam
-    kernel computes the same: ``lr *= sqrt(1 - beta2_pow) / (1 - beta1_pow)``,
-    ``p -= lr * m1 / (sqrt(m2) + epsilon * sqrt(1 - beta2_pow))``).
+    """Adam with Paddle's update rule.
 
-    1.x: ``Adam(learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
-    parameter_list=None, regularization=None, name=None, lazy_mode=False)``; 2.x:
-    ``Adam(learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8, parameters=None,
-    weight_decay=None, grad_clip=None, lazy_mode=False, multi_precision=False, name=None)``
-    (``parameters`` and later by keyword). ``lazy_mode`` only matters for sparse
-    gradients, which do not occur here.
+    Per step: ``m1 = beta1 m1 + (1 - beta1) g``, ``m2 = beta2 m2 + (1 - beta2) g^2``,
+    ``lr_t = lr sqrt(1 - beta2_pow) / (1 - beta1_pow)``,
+    ``p -= lr_t m1 / (sqrt(m2) + epsilon sqrt(1 - beta2_pow))`` (Paddle 2.x/3.x's adam
+    kernel computes the same). Paddle 1.x's signature ``Adam(learning_rate=0.001,
+    beta1=0.9, beta2=0.999, epsilon=1e-8, parameter_list=None, regularization=None,
+    name=None, lazy_mode=False)`` and 2.x's (``parameters``, ``weight_decay``,
+    ``grad_clip``, ``multi_precision`` by keyword) both work.
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.001
+        The step size (times each parameter's ``ParamAttr.learning_rate``).
+    beta1, beta2 : float, default 0.9, 0.999
+        The moments' decay rates, in ``[0, 1)``.
+    epsilon : float, default 1e-8
+        Positive.
+    parameter_list, parameters, regularization, weight_decay, name, grad_clip, multi_precision
+        As for :class:`SGD`.
+    lazy_mode : bool, default False
+        Only matters for sparse gradients, which do not occur here.
+
+    Raises
+    ------
+    TypeError
+        As for :class:`SGD`.
+    ValueError
+        A beta outside ``[0, 1)`` or a non-positive epsilon.
     """
 
     def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
@@ -239,7 +327,8 @@ class Adam(Optimizer):
         if epsilon <= 0:
             raise ValueError(f"Adam: epsilon must be positive, but received {epsilon}")
         self._beta1, self._beta2, self._epsilon = float(beta1), float(beta2), float(epsilon)
-        self._state: Dict[Parameter, List[Any]] = {}  # parameter -> [moment1, moment2, beta1_pow, beta2_pow]
+        # parameter -> [moment1, moment2, beta1_pow, beta2_pow]
+        self._state: Dict[Parameter, List[Any]] = {}
 
     def _update(self, p: Parameter, g: Any, lr: float, xp: Any) -> Any:
         if p not in self._state:
@@ -256,7 +345,14 @@ class Adam(Optimizer):
         return new
 
     def state_dict(self) -> Dict[str, NDArray[Any]]:
-        """``{'<param name>.moment1': array, '.moment2', '.beta1_pow', '.beta2_pow'}``."""
+        """The moments of every parameter updated so far.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``'<param name>.moment1'``, ``'.moment2'``, ``'.beta1_pow'`` and
+            ``'.beta2_pow'`` for each parameter.
+        """
         out: Dict[str, NDArray[Any]] = {}
         for p, (m1, m2, b1p, b2p) in self._state.items():
             to_np = (lambda a: a.get()) if hasattr(m1, "__cuda_array_interface__") else np.asarray
@@ -270,11 +366,21 @@ class Adam(Optimizer):
     _PADDLE_SUFFIXES = ("_moment1_0", "_moment2_0", "_beta1_pow_acc_0", "_beta2_pow_acc_0")
 
     def set_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
-        """Restore moments saved by ``state_dict`` for the parameters in ``parameter_list``.
+        """Restore moments saved by :meth:`state_dict` for the optimizer's parameters.
 
-        Keys are this class's (``'<param name>.moment1'``, ...) or Paddle 2.x/3.x's
-        (``'<param name>_moment1_0'``, ``_moment2_0``, ``_beta1_pow_acc_0``,
-        ``_beta2_pow_acc_0``), so a ``.pdopt`` written by ``paddle.save`` loads too."""
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            Keys are this class's (``'<param name>.moment1'``, ...) or Paddle 2.x/3.x's
+            (``'<param name>_moment1_0'``, ``_moment2_0``, ``_beta1_pow_acc_0``,
+            ``_beta2_pow_acc_0``), so a ``.pdopt`` written by ``paddle.save`` loads too.
+            Parameters without entries are left alone.
+
+        Raises
+        ------
+        ValueError
+            The optimizer has no parameter list, or moments have the wrong shape.
+        """
         if self._parameter_list is None:
             raise ValueError("Adam.set_dict needs the optimizer's parameter_list")
         for p in self._parameter_list:

@@ -120,8 +120,9 @@ class Conv3DTranspose(Layer):
 
     # Keywords that only Paddle 2.x's paddle.nn.Conv3DTranspose has. (output_padding and
     # data_format are accepted here too, as keyword-only extras with the same meaning.)
-    _PADDLE2_ONLY: ClassVar[Dict[str, str]] = {"in_channels": "num_channels", "out_channels": "num_filters",
-                     "kernel_size": "filter_size", "weight_attr": "param_attr"}
+    _PADDLE2_ONLY: ClassVar[Dict[str, str]] = {
+        "in_channels": "num_channels", "out_channels": "num_filters",
+        "kernel_size": "filter_size", "weight_attr": "param_attr"}
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Conv3DTranspose:
         # Checked before __init__ binds its arguments, so that a 2.x call gets this
