@@ -40,12 +40,25 @@ _guards: List[Optional[Place]] = []
 
 
 def enabled() -> bool:
-    """True inside ``dygraph.guard()``."""
+    """Whether a :func:`guard` is active (Paddle's ``in_dygraph_mode``).
+
+    Returns
+    -------
+    bool
+        True inside ``dygraph.guard()``, False outside.
+    """
     return bool(_guards)
 
 
 def current_place() -> Optional[Place]:
-    """The place of the innermost guard that named one, else None."""
+    """Where new parameters and variables are made.
+
+    Returns
+    -------
+    CPUPlace or CUDAPlace or None
+        The place of the innermost guard that named one; None outside such guards
+        (arrays stay where they are).
+    """
     for place in reversed(_guards):
         if place is not None:
             return place
@@ -54,7 +67,20 @@ def current_place() -> Optional[Place]:
 
 @contextlib.contextmanager
 def guard(place: Optional[Place] = None) -> Iterator[None]:
-    """Enter dygraph mode, with new parameters and variables living on ``place``."""
+    """Enter dygraph mode, with new parameters and variables living on ``place``.
+
+    Parameters
+    ----------
+    place : CPUPlace or CUDAPlace, optional
+        None keeps the enclosing guard's place.
+
+    Raises
+    ------
+    TypeError
+        ``place`` is not a place.
+    RuntimeError
+        ``place`` is a ``CUDAPlace`` and CuPy is not installed.
+    """
     _place._check_place(place)
     if isinstance(place, _place.CUDAPlace):
         _place._import_cupy()  # fail at the guard, not at the first parameter
@@ -70,10 +96,30 @@ def to_variable(value: Union[Variable, ArrayLike], name: Optional[str] = None,
                 zero_copy: Optional[bool] = None, dtype: Optional[DTypeLike] = None) -> Variable:
     """Wrap data in a Variable with ``stop_gradient=True``.
 
-    ``value``: numpy.ndarray, list, tuple, a CuPy array, or a Variable (returned as is).
-    The array is copied (``zero_copy=True`` shares a NumPy array's memory instead, when no
-    place or dtype change forces a copy). ``dtype`` casts (e.g. ``'float32'``). The result
-    lives on the current guard's place.
+    Parameters
+    ----------
+    value : numpy.ndarray, list, tuple, CuPy array or Variable
+        The data (copied); a Variable is returned as it is.
+    name : str, optional
+        The variable's name.
+    zero_copy : bool, optional
+        True shares a NumPy array's memory instead of copying it, when no place or dtype
+        change forces a copy.
+    dtype : str or numpy dtype, optional
+        Cast to it (e.g. ``'float32'``).
+
+    Returns
+    -------
+    Variable
+        On the current guard's place (:func:`current_place`).
+
+    Raises
+    ------
+    TypeError
+        ``value`` is of another type, or a list that forms no numeric array.
+
+    Examples
+    --------
 
     >>> import numpy as np
     >>> from conv3dt.dygraph import to_variable

@@ -57,8 +57,25 @@ def _base_path(path: PathLike) -> str:
 
 def save_dygraph(state_dict: Mapping[str, Union[Variable, ArrayLike]],
                  model_path: PathLike) -> None:
-    """Write ``state_dict`` (name -> Variable/Parameter/array) to ``model_path`` + suffix.
+    """Write a state dict to ``model_path`` + ``.pdparams.npz`` (or ``.pdopt.npz``).
 
+    Parameters
+    ----------
+    state_dict : mapping of str to Variable, Parameter or array
+        A layer's :meth:`~conv3dt.dygraph.Layer.state_dict` (all Parameters: written to
+        ``.pdparams.npz``) or an optimizer's (``.pdopt.npz``).
+    model_path : str or path-like
+        ``dirname/filename``; a suffix ``.pdparams``, ``.pdopt`` or ``.npz`` is taken off.
+
+    Raises
+    ------
+    ValueError
+        The file name is empty or ``state_dict`` is.
+    TypeError
+        A key is not a str or a value is not numeric.
+
+    Notes
+    -----
     The file is written to a temporary name beside it, flushed and renamed, so an
     interrupted or failed save never leaves a truncated checkpoint behind, and an
     earlier checkpoint of that name stays intact.
@@ -98,10 +115,29 @@ def _first_existing(explicit: Optional[str], candidates: List[str]) -> Optional[
 
 def load_dygraph(model_path: PathLike) -> Tuple[Optional[Dict[str, NDArray[Any]]],
                                                Optional[Dict[str, NDArray[Any]]]]:
-    """``(params, opt)`` dicts of NumPy arrays read from ``model_path`` + ``.pdparams.npz`` /
-    ``.pdopt.npz`` (this library's files) or + ``.pdparams`` / ``.pdopt`` (Paddle's
-    pickles); either is None when its file does not exist, FileNotFoundError when
-    neither does. A ``.pt``/``.pth``/``.safetensors`` path gives ``(its arrays, None)``."""
+    """Read the parameters and optimizer state saved under ``model_path``.
+
+    Parameters
+    ----------
+    model_path : str or path-like
+        The path given to :func:`save_dygraph` (files ``+ .pdparams.npz`` /
+        ``.pdopt.npz``), of Paddle's pickles (``+ .pdparams`` / ``.pdopt``), or a full
+        ``.pt``/``.pth``/``.safetensors`` file name.
+
+    Returns
+    -------
+    params : dict of str to numpy.ndarray or None
+        None when its file does not exist.
+    opt : dict of str to numpy.ndarray or None
+        None when its file does not exist (always for PyTorch and safetensors files).
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither file exists.
+    ValueError
+        A file is truncated, corrupt or holds something other than numeric arrays.
+    """
     path = os.fspath(model_path)
     ext = os.path.splitext(path)[1].lower()
     if _weights.FORMATS.get(ext) in ("torch", "safetensors"):

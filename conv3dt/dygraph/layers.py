@@ -59,9 +59,13 @@ def _snake_case(name: str) -> str:
 class Layer:
     """Base class for layers and models.
 
-    - ``name_scope``: prefix of the layer's parameter names (default: the class name in
-      snake case); ``full_name()`` is it made unique, e.g. ``conv3d_transpose_0``.
-    - ``dtype``: the default dtype of ``create_parameter``.
+    Parameters
+    ----------
+    name_scope : str, optional
+        Prefix of the layer's parameter names (default: the class name in snake case);
+        :meth:`full_name` is it made unique, e.g. ``conv3d_transpose_0``.
+    dtype : str or numpy dtype, default 'float32'
+        The default dtype of :meth:`create_parameter`.
     """
 
     def __init__(self, name_scope: Optional[str] = None, dtype: DTypeLike = "float32") -> None:
@@ -74,12 +78,15 @@ class Layer:
         self._param_counter: Dict[str, int] = {"w": 0, "b": 0}
 
     def full_name(self) -> str:
+        """The layer's unique name, e.g. ``conv3d_transpose_0`` (its parameters' prefix)."""
         return self._full_name
 
     def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        """The layer's computation; subclasses implement it (``layer(x)`` calls it)."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        """``self.forward(*inputs, **kwargs)``."""
         return self.forward(*inputs, **kwargs)
 
     # --- parameters -------------------------------------------------------------------
@@ -100,10 +107,32 @@ class Layer:
                          dtype: Optional[DTypeLike] = None, is_bias: bool = False,
                          default_initializer: Optional[Initializer] = None,
                          ) -> Optional[Parameter]:
-        """A new Parameter of ``shape`` on the current place, or None when ``attr`` is False.
+        """A new Parameter of ``shape`` on the current place.
 
-        Initializer: ``attr.initializer``, else ``default_initializer``, else ``Constant(0)``
-        for a bias and ``Xavier()`` (uniform) for a weight, as in Paddle.
+        Parameters
+        ----------
+        shape : sequence of ints
+            The parameter's shape.
+        attr : ParamAttr, str, Initializer, None or False, optional
+            Its name, initializer, learning rate, regularizer and trainability (a str is
+            a name, an initializer an initializer; None: defaults); False: no parameter.
+        dtype : str or numpy dtype, optional
+            Default: the layer's dtype.
+        is_bias : bool, default False
+            The default initializer is ``Constant(0)`` for a bias, ``Xavier()``
+            (uniform) for a weight, as in Paddle.
+        default_initializer : Initializer, optional
+            Used when ``attr`` names no initializer.
+
+        Returns
+        -------
+        Parameter or None
+            None when ``attr`` is False.
+
+        Raises
+        ------
+        MemoryError
+            The parameter cannot be allocated (the message states its size).
         """
         param_attr = ParamAttr._to_attr(attr)
         if param_attr is False:
@@ -125,6 +154,8 @@ class Layer:
         return param
 
     def add_parameter(self, name: str, parameter: Optional[Parameter]) -> Optional[Parameter]:
+        """Register ``parameter`` as the attribute ``name`` (None: a slot filled later);
+        returns it. TypeError for anything but a Parameter or None."""
         if parameter is not None and not isinstance(parameter, Parameter):
             raise TypeError(f"add_parameter('{name}'): expected a Parameter, "
                             f"but received {type(parameter).__name__}")
@@ -134,6 +165,8 @@ class Layer:
         return parameter
 
     def add_sublayer(self, name: str, sublayer: _LayerT) -> _LayerT:
+        """Register ``sublayer`` as the attribute ``name``; returns it. TypeError for
+        anything but a Layer."""
         if not isinstance(sublayer, Layer):
             raise TypeError(f"add_sublayer('{name}'): expected a Layer, "
                             f"but received {type(sublayer).__name__}")
@@ -175,7 +208,15 @@ class Layer:
 
     def named_sublayers(self, prefix: str = "",
                         include_sublayers: bool = True) -> Iterator[Tuple[str, Layer]]:
-        """``(dotted name, layer)`` for every sublayer, depth first."""
+        """``(dotted name, layer)`` for every sublayer, depth first.
+
+        Parameters
+        ----------
+        prefix : str, default ''
+            Put before every name (with a dot).
+        include_sublayers : bool, default True
+            False: only the direct sublayers.
+        """
         for name, layer in self._sub_layers.items():
             full = f"{prefix}.{name}" if prefix else name
             yield full, layer
@@ -183,11 +224,20 @@ class Layer:
                 yield from layer.named_sublayers(full, True)
 
     def sublayers(self, include_sublayers: bool = True) -> List[Layer]:
+        """The sublayers, depth first (only the direct ones unless ``include_sublayers``)."""
         return [layer for _, layer in self.named_sublayers(include_sublayers=include_sublayers)]
 
     def named_parameters(self, prefix: str = "",
                          include_sublayers: bool = True) -> Iterator[Tuple[str, Parameter]]:
-        """``(dotted name, parameter)`` for this layer's parameters, then its sublayers'."""
+        """``(dotted name, parameter)`` for this layer's parameters, then its sublayers'.
+
+        Parameters
+        ----------
+        prefix : str, default ''
+            Put before every name (with a dot).
+        include_sublayers : bool, default True
+            False: only this layer's own parameters.
+        """
         for name, param in self._parameters.items():
             if param is not None:
                 yield (f"{prefix}.{name}" if prefix else name), param
@@ -196,6 +246,8 @@ class Layer:
                 yield from layer.named_parameters(f"{prefix}.{name}" if prefix else name, True)
 
     def parameters(self, include_sublayers: bool = True) -> List[Parameter]:
+        """The parameters, as :meth:`named_parameters` orders them (what an optimizer's
+        ``parameter_list`` / ``parameters`` takes)."""
         return [p for _, p in self.named_parameters(include_sublayers=include_sublayers)]
 
     def _deferred_parameters(self) -> List[str]:
@@ -216,24 +268,49 @@ class Layer:
         return self
 
     def clear_gradients(self) -> None:
+        """Zero the gradients of every parameter (sublayers' too)."""
         for param in self.parameters():
             param.clear_gradient()
 
     # --- state ------------------------------------------------------------------------
     def state_dict(self, destination: Optional[Dict[str, Parameter]] = None,
                    include_sublayers: bool = True) -> Dict[str, Parameter]:
-        """``OrderedDict`` of dotted attribute name -> Parameter (``'weight'``, ``'sub.bias'``)."""
+        """The parameters by dotted attribute name (``'weight'``, ``'sub.bias'``).
+
+        Parameters
+        ----------
+        destination : dict, optional
+            Filled and returned instead of a new ``OrderedDict``.
+        include_sublayers : bool, default True
+            False: only this layer's own parameters.
+
+        Returns
+        -------
+        dict of str to Parameter
+            An ``OrderedDict`` (the Parameters themselves, not copies).
+        """
         destination = collections.OrderedDict() if destination is None else destination
         destination.update(self.named_parameters(include_sublayers=include_sublayers))
         return destination
 
     def set_dict(self, stat_dict: Mapping[str, Union[Variable, ArrayLike]],
                  include_sublayers: bool = True) -> None:
-        """Copy values from ``stat_dict`` (names as in ``state_dict()``; NumPy arrays or
-        Variables) into the parameters. Every parameter must be present with the same
-        shape and dtype (ValueError otherwise, naming it); extra entries are ignored, as in
-        Paddle. A layer whose parameters are made at its first call must be called once
-        first (ValueError otherwise)."""
+        """Copy values into the parameters.
+
+        Parameters
+        ----------
+        stat_dict : mapping of str to array_like or Variable
+            Names as in :meth:`state_dict`; extra entries are ignored, as in Paddle.
+        include_sublayers : bool, default True
+            False: only this layer's own parameters.
+
+        Raises
+        ------
+        ValueError
+            A parameter is missing or has another shape or dtype (the message names it;
+            nothing is changed), or a layer that makes its parameters at its first call
+            has not been called yet.
+        """
         pending = [(prefix, layer) for prefix, layer in
                    [("", self)] + (list(self.named_sublayers()) if include_sublayers else [])
                    if layer._deferred_parameters()]
@@ -265,12 +342,29 @@ class Layer:
 
     def set_state_dict(self, state_dict: Mapping[str, Union[Variable, ArrayLike]],
                        use_structured_name: bool = True) -> Tuple[List[str], List[str]]:
-        """Paddle 2.x's ``set_state_dict``: :meth:`set_dict` (every parameter must be
-        present with its shape and dtype, else ValueError and nothing changes), returning
-        ``(missing_keys, unexpected_keys)`` as Paddle 3.x does; missing is always empty,
-        since a missing parameter is an error here rather than Paddle's warning.
-        ``use_structured_name=False`` matches entries by parameter name
-        (``conv3d_transpose_0.w_0``) instead of attribute path (``weight``)."""
+        """Paddle 2.x's ``set_state_dict``: :meth:`set_dict`, with Paddle 3.x's result.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like or Variable
+            As for :meth:`set_dict`.
+        use_structured_name : bool, default True
+            False matches entries by parameter name (``conv3d_transpose_0.w_0``) instead
+            of attribute path (``weight``).
+
+        Returns
+        -------
+        missing_keys : list of str
+            Always empty: a missing parameter is an error here rather than Paddle's
+            warning.
+        unexpected_keys : list of str
+            The entries that match no parameter.
+
+        Raises
+        ------
+        ValueError
+            As for :meth:`set_dict`; nothing is changed.
+        """
         if use_structured_name:
             names = {name for name, _ in self.named_parameters()}
             self.set_dict(state_dict)

@@ -75,36 +75,74 @@ class Conv3DTranspose(Layer):
 
         D_out = (D - 1) * stride - pad_lo - pad_hi + dilation * (kD - 1) + 1 (+ output_padding)
 
-    Arguments:
+    Parameters
+    ----------
+    num_channels : int or str
+        C_in. A str instead is Paddle 1.5's ``name_scope`` form: C_in is then read from
+        the first input, and the parameters are created at that first call.
+    num_filters : int
+        C_out.
+    filter_size : int or sequence of 3 ints, optional
+        The kernel size. None requires ``output_size``: the kernel is then
+        ``k = (out - (in-1)*stride + pad_lo + pad_hi - 1) // dilation + 1`` from the first
+        input (parameters are created at the first call).
+    output_size : int or sequence of 3 ints, optional
+        With ``filter_size`` it picks an output size in ``[D_out, D_out + stride)``
+        (checked at each call; ValueError naming the range).
+    padding : int, sequence of ints or str, default 0
+        An int, 3 ints, 6 ints ``[d_lo, d_hi, h_lo, h_hi, w_lo, w_hi]``, 5 pairs,
+        ``'SAME'``/``'VALID'`` (Paddle's), ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's).
+    stride, dilation : int or sequence of 3 ints, default 1
+    groups : int, optional
+        None means 1.
+    param_attr : ParamAttr, optional
+        The weight's name, initializer, learning rate and regularizer. Default init:
+        Xavier-uniform with ``limit = sqrt(6 / (fan_in + fan_out))``,
+        ``fan_in = C_out/groups * kD*kH*kW``, ``fan_out = C_in * kD*kH*kW``.
+    bias_attr : ParamAttr or False, optional
+        The bias's (default init 0); False: no bias.
+    use_cudnn : bool, default True
+        Ignored (there is no cuDNN here); must be a bool.
+    act : str, optional
+        None or one of relu, relu6, leaky_relu, elu, selu, gelu, sigmoid, hard_sigmoid,
+        swish, hard_swish, tanh, softplus, softsign, with Paddle's default attributes
+        (e.g. leaky_relu alpha 0.02); applied after the bias, with its gradient.
+    name : str, optional
+        The layer's name scope.
+    dtype : {'float32', 'float64'}, default 'float32'
+        Of the parameters; inputs must have it.
+    output_padding : int or sequence of 3 ints, default 0
+        Keyword only (an extra of Paddle 2.x's), as in :func:`conv3dt.conv3d_transpose`.
+    data_format : {'NCDHW', 'NDHWC'}, default 'NCDHW'
+        Keyword only (an extra of Paddle 2.x's).
 
-    - ``num_channels``: C_in. A str instead is Paddle 1.5's ``name_scope`` form: C_in is
-      then read from the first input, and the parameters are created at that first call.
-    - ``num_filters``: C_out.
-    - ``filter_size``: int or 3 ints. None requires ``output_size``: the kernel is then
-      ``k = (out - (in-1)*stride + pad_lo + pad_hi - 1) // dilation + 1`` from the first
-      input (parameters are created at the first call). Neither given is a ValueError.
-    - ``output_size``: int or 3 ints, with ``filter_size`` it picks an output size in
-      ``[D_out, D_out + stride)`` (checked at each call; ValueError naming the range).
-    - ``padding``: int, 3 ints, 6 ints ``[d_lo, d_hi, h_lo, h_hi, w_lo, w_hi]``, 5 pairs,
-      ``'SAME'``/``'VALID'`` (Paddle's), ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's).
-    - ``stride``, ``dilation``: int or 3 ints. ``groups``: None means 1.
-    - ``param_attr``, ``bias_attr``: ParamAttr (or None for defaults). ``bias_attr=False``
-      means no bias. Default init: weight Xavier-uniform with
-      ``limit = sqrt(6 / (fan_in + fan_out))``, ``fan_in = C_out/groups * kD*kH*kW``,
-      ``fan_out = C_in * kD*kH*kW``; bias 0.
-    - ``use_cudnn``: must be a bool; ignored (there is no cuDNN here).
-    - ``act``: None or one of relu, relu6, leaky_relu, elu, selu, gelu, sigmoid,
-      hard_sigmoid, swish, hard_swish, tanh, softplus, softsign, with Paddle's default
-      attributes (e.g. leaky_relu alpha 0.02); applied after the bias, with its gradient.
-    - ``dtype``: ``'float32'`` or ``'float64'``; inputs must have it.
-    - keyword-only extras: ``output_padding`` (int or 3 ints) and ``data_format``
-      (``'NCDHW'``/``'NDHWC'``).
+    Attributes
+    ----------
+    weight : Parameter
+        ``[C_in, C_out/groups, kD, kH, kW]`` (None until the first call for a layer that
+        infers its shape from its first input).
+    bias : Parameter or None
+        ``[C_out]``; None with ``bias_attr=False``.
 
+    Raises
+    ------
+    TypeError
+        A Paddle 2.x keyword (``in_channels``, ``kernel_size``...: use
+        :class:`conv3dt.nn.Conv3DTranspose`), a ``use_cudnn`` that is not a bool, or a
+        dtype other than float32/float64.
+    ValueError
+        A channel count or group count that is not a positive int, channels not
+        divisible by ``groups``, or neither ``filter_size`` nor ``output_size``.
+
+    Notes
+    -----
     Difference from Paddle 1.8: its dygraph Conv3DTranspose silently skipped the bias
     although its docs say one is added; here a bias (``bias_attr`` None or a ParamAttr) is
     added, as the docs say. Use ``bias_attr=False`` for Paddle 1.8's numbers.
 
-    Example (Paddle's own, with only the import changed)::
+    Examples
+    --------
+    Paddle's own, with only the import changed:
 
         >>> import numpy
         >>> import conv3dt as fluid
@@ -230,6 +268,27 @@ class Conv3DTranspose(Layer):
     @overload
     def forward(self, input: dask.array.Array) -> dask.array.Array: ...
     def forward(self, input: Any) -> Any:
+        """The layer on ``input``: ``act(conv3d_transpose(input, weight) + bias)``.
+
+        Parameters
+        ----------
+        input : Variable, array_like or dask.array.Array
+            5-D, in ``data_format``, of the layer's dtype; an array is wrapped with
+            :func:`~conv3dt.dygraph.to_variable`. A Dask array is computed block by block
+            (inference only, see :mod:`conv3dt.dask`).
+
+        Returns
+        -------
+        Variable or dask.array.Array
+            A Variable with the gradient recorded (a Dask array for a Dask input).
+
+        Raises
+        ------
+        ValueError
+            ``input`` is not 5-D or has another channel count than the layer.
+        TypeError
+            ``input`` has another dtype than the layer.
+        """
         lazy = _is_dask_array(input)  # inference on a dask array, block by block
         if lazy:
             from .. import dask as conv3dt_dask
