@@ -9,7 +9,7 @@
 __version__ = "0.1.0"
 
 from . import functional
-from . import _kernels  # noqa: F401  (the compiled kernels: a broken build fails at import)
+from . import _kernels as _kernels  # noqa: F401  (the compiled kernels: a broken build fails)
 from ._memory import cache_info, empty_cache, get_cache_limit, set_cache_limit
 from . import _threads
 from ._isa import available_isas, get_isa, set_isa

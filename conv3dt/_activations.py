@@ -21,6 +21,7 @@ Example::
     array([0., 3., 6.])
 """
 import math
+from typing import Any, Callable, Dict, Optional, Tuple, overload
 
 SELU_SCALE = 1.0507009873554804934193349852946
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -155,7 +156,7 @@ def _softsign_grad(xp, x, y):
     return 1 / (d * d)
 
 
-ACTIVATIONS = {
+ACTIVATIONS: Dict[str, Tuple[Callable[..., Any], Callable[..., Any], Dict[str, Any]]] = {
     # name:        (forward,       derivative,          Paddle fluid defaults)
     "relu":         (_relu,         _relu_grad,          {}),
     "relu6":        (_relu6,        _relu6_grad,         {"threshold": 6.0}),
@@ -173,7 +174,11 @@ ACTIVATIONS = {
 }
 
 
-def check_name(act):
+@overload
+def check_name(act: str) -> str: ...
+@overload
+def check_name(act: Optional[str]) -> Optional[str]: ...
+def check_name(act: Optional[str]) -> Optional[str]:
     """``act`` if it names a supported activation (or is None), else ValueError listing them."""
     if act is None or (isinstance(act, str) and act in ACTIVATIONS):
         return act
@@ -181,13 +186,13 @@ def check_name(act):
                      + ", ".join(repr(name) for name in ACTIVATIONS))
 
 
-def attrs_for(act, **attrs):
+def attrs_for(act: str, **attrs: Any) -> Dict[str, Any]:
     """The Paddle defaults of ``act`` overridden by ``attrs`` (None values mean 'default')."""
     merged = dict(ACTIVATIONS[check_name(act)][2])
     merged.update({k: v for k, v in attrs.items() if v is not None})
     return merged
 
 
-def apply(act, xp, x, **attrs):
+def apply(act: str, xp: Any, x: Any, **attrs: Any) -> Any:
     """``act(x)`` on a plain array."""
     return ACTIVATIONS[check_name(act)][0](xp, x, **attrs_for(act, **attrs))

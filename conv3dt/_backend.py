@@ -5,6 +5,9 @@ array libraries that CuPy can view without a copy) or by a DLPack device of CUDA
 everything else is a NumPy array-like. CuPy is imported only when such an array is seen.
 """
 
+from types import ModuleType
+from typing import Any, Optional, Tuple
+
 import numpy as np
 
 __all__ = ["is_gpu_array", "array_module", "backend_for", "dispatch"]
@@ -13,7 +16,7 @@ __all__ = ["is_gpu_array", "array_module", "backend_for", "dispatch"]
 _DLPACK_GPU_DEVICES = (2, 13)
 
 
-def is_gpu_array(value):
+def is_gpu_array(value: Any) -> bool:
     if hasattr(value, "__cuda_array_interface__"):
         return True
     if isinstance(value, np.ndarray) or not hasattr(value, "__dlpack_device__"):
@@ -24,7 +27,7 @@ def is_gpu_array(value):
         return False
 
 
-def cupy_module(what="a GPU array"):
+def cupy_module(what: str = "a GPU array") -> Any:
     """CuPy, or a RuntimeError saying that ``what`` (a GPU array, a CUDA tensor, ...)
     needs it and how to install it. The one place that imports CuPy on demand."""
     try:
@@ -38,14 +41,14 @@ def cupy_module(what="a GPU array"):
     return cupy
 
 
-def array_module(*arrays):
+def array_module(*arrays: Any) -> Any:
     """``cupy`` if any of ``arrays`` is on a GPU, else ``numpy``."""
     if any(is_gpu_array(a) for a in arrays if a is not None):
         return cupy_module()
     return np
 
 
-def backend_for(*arrays):
+def backend_for(*arrays: Any) -> ModuleType:
     """The backend module (``_cpu`` or ``_cuda``) that computes on ``arrays``."""
     if any(is_gpu_array(a) for a in arrays if a is not None):
         if not all(is_gpu_array(a) for a in arrays if a is not None):
@@ -60,10 +63,10 @@ def backend_for(*arrays):
     return _cpu
 
 
-_cpu_backend = None
+_cpu_backend: Optional[ModuleType] = None
 
 
-def dispatch(*arrays):
+def dispatch(*arrays: Any) -> Tuple[Any, Any]:
     """``(backend_for(*arrays), array_module(*arrays))``, at once for NumPy arrays."""
     global _cpu_backend
     for a in arrays:

@@ -87,7 +87,8 @@ class _Dim(NamedTuple):
     start: int
     taps: int
     mstep: int
-    count: int
+    # (A field that shadows tuple.count, which a type checker reports; nothing here calls it.)
+    count: int  # type: ignore[assignment]
 
 
 class _Group(NamedTuple):

@@ -21,7 +21,7 @@ Nothing here allocates volumes or touches data; every function is pure and cheap
 import functools
 import numbers
 import operator
-from typing import NamedTuple, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -60,15 +60,15 @@ class Plan(NamedTuple):
     data_format: str
 
     @property
-    def x_shape(self):
+    def x_shape(self) -> Tuple[int, ...]:
         return _shape_in_format(self.n, self.c_in, self.in_size, self.data_format)
 
     @property
-    def y_shape(self):
+    def y_shape(self) -> Tuple[int, ...]:
         return _shape_in_format(self.n, self.c_out, self.out_size, self.data_format)
 
     @property
-    def w_shape(self):
+    def w_shape(self) -> Tuple[int, ...]:
         return (self.c_in, self.c_out // self.groups) + self.kernel
 
 
@@ -108,7 +108,7 @@ def _triple(value, name, minimum):
     return values
 
 
-def check_data_format(data_format):
+def check_data_format(data_format: Any) -> str:
     if not isinstance(data_format, str) or data_format not in DATA_FORMATS:
         raise ValueError(
             f"data_format must be one of {DATA_FORMATS}, got {data_format!r}"
@@ -206,7 +206,7 @@ def _freeze(value):
     raise _Unfrozen
 
 
-def arguments_key(*args):
+def arguments_key(*args: Any) -> Optional[Tuple[Any, ...]]:
     """A hashable key that equals another exactly when the plain arguments ``args`` (the
     geometry arguments of :func:`resolve`) are the same; None when some argument is not
     plain (a NumPy int, a bool, a float...), whose plan must not be cached."""
@@ -221,8 +221,9 @@ def _resolve_cached(*key):
     return _resolve(*key)
 
 
-def resolve(x_shape, w_shape, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-            output_size=None, data_format="NCDHW"):
+def resolve(x_shape: Any, w_shape: Any, stride: Any = 1, padding: Any = 0,
+            output_padding: Any = 0, groups: Any = 1, dilation: Any = 1,
+            output_size: Any = None, data_format: Any = "NCDHW") -> Plan:
     """Validate the arguments of a 3D transposed convolution and return its :class:`Plan`.
 
     ``x_shape`` is ``[N, C_in, D, H, W]`` (``[N, D, H, W, C_in]`` for NDHWC) and
@@ -365,8 +366,9 @@ def _shape_tuple(shape, name):
         raise TypeError(f"{name} shape must be a sequence of ints, got {shape!r}") from None
 
 
-def kernel_size_from_output_size(in_size, output_size, stride=1, padding=0, dilation=1,
-                                 data_format="NCDHW"):
+def kernel_size_from_output_size(in_size: Any, output_size: Any, stride: Any = 1,
+                                 padding: Any = 0, dilation: Any = 1,
+                                 data_format: Any = "NCDHW") -> Tuple[int, int, int]:
     """The kernel size that makes a transposed convolution produce ``output_size``.
 
     Per dimension ``k = (out - (in - 1) * s + lo + hi - 1) // d + 1`` (Paddle's rule for

@@ -17,12 +17,16 @@ True
 import dataclasses
 import os
 import threading
+from typing import Any, List, Literal
 
-from . import _kernels
+from ._kernels import isa_variants
 
 __all__ = ["get_isa", "set_isa", "available_isas", "Isa", "current"]
 
 ENV_VAR = "CONV3DT_ISA"
+
+# The variants a build may have (available_isas() lists those of this build and CPU).
+IsaName = Literal["avx512", "avx2", "generic"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,24 +44,30 @@ class Isa:
     dot_nb: int         # few-channel grad_weight blocks: channels x rows <= dot_nb
     direct_cout: int    # the forward pass's direct path up to this many C_out / groups
 
-    def lanes(self, itemsize):
+    def lanes(self, itemsize: int) -> int:
         """Elements of ``itemsize`` bytes per vector."""
         return self.vector_bytes // itemsize
 
 
 # The variants of this build, best first (a build for another architecture has only
 # the generic one).
-_VARIANTS = tuple(Isa(**facts) for facts in _kernels.isa_variants())
+_VARIANTS = tuple(Isa(**facts) for facts in isa_variants())
 _BY_NAME = {isa.name: isa for isa in _VARIANTS}
 _lock = threading.Lock()
 
 
-def available_isas():
-    """The names of the variants this build has and this CPU runs, best first."""
+def available_isas() -> List[str]:
+    """The instruction-set variants this build has and this CPU runs.
+
+    Returns
+    -------
+    list of str
+        Best first, e.g. ``['avx512', 'avx2', 'generic']``.
+    """
     return [isa.name for isa in _VARIANTS if isa.supported]
 
 
-def _lookup(name, source):
+def _lookup(name: Any, source: str) -> Isa:
     if not isinstance(name, str):
         raise TypeError(f"{source} must be a str naming an instruction-set variant, got "
                         f"{type(name).__name__}: {name!r}")
@@ -72,7 +82,7 @@ def _lookup(name, source):
     return isa
 
 
-def _initial():
+def _initial() -> Isa:
     value = os.environ.get(ENV_VAR, "").strip()
     if value:
         return _lookup(value, ENV_VAR)
@@ -82,21 +92,41 @@ def _initial():
 _current = _initial()
 
 
-def current():
+def current() -> Isa:
     """The :class:`Isa` record of the variant in use."""
     return _current
 
 
-def get_isa():
-    """The name of the instruction-set variant the CPU kernels use: ``'avx512'``,
-    ``'avx2'`` or ``'generic'``."""
+def get_isa() -> str:
+    """The instruction-set variant the CPU kernels use.
+
+    Returns
+    -------
+    str
+        ``'avx512'``, ``'avx2'`` or ``'generic'``.
+    """
     return _current.name
 
 
-def set_isa(name):
-    """Use the variant ``name`` (``'generic'``, ``'avx2'`` or ``'avx512'``) from now on;
-    it must be one of :func:`available_isas`. Calls already running finish with the
-    variant they started with.
+def set_isa(name: IsaName) -> None:
+    """Use an instruction-set variant from now on.
+
+    Calls already running finish with the variant they started with.
+
+    Parameters
+    ----------
+    name : {'generic', 'avx2', 'avx512'}
+        One of :func:`available_isas` (case-insensitive).
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a str.
+    ValueError
+        This build has no such variant, or this CPU does not run it.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> previous = conv3dt.get_isa()

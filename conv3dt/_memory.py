@@ -20,8 +20,10 @@ import math
 import os
 import threading
 import weakref
+from typing import Any, Dict, List, Optional, Sequence, SupportsIndex, TypedDict
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 __all__ = ["empty", "empty_cache", "set_cache_limit", "get_cache_limit", "cache_info"]
 
@@ -35,24 +37,36 @@ _GRAIN = 2 * 2**20
 _ALIGN = 64
 
 
+class CacheInfo(TypedDict):
+    """What :func:`cache_info` reports, in bytes (``idle_blocks``: a count)."""
+
+    leased_bytes: int
+    idle_bytes: int
+    idle_blocks: int
+    limit_bytes: int
+
+
 class _Lease:
     """The base of an array from :func:`empty`: its block, and where in it the array lies."""
 
     __slots__ = ("__array_interface__", "block", "__weakref__")
+    __array_interface__: Dict[str, Any]
+    block: NDArray[np.uint8]
 
 
 class _Cache:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle = []        # idle blocks, the least recently given back first
+        # idle blocks, the least recently given back first
+        self._idle: List[NDArray[np.uint8]] = []
         self._leased = 0       # bytes of the blocks that arrays use
         # Blocks given back but not yet in _idle. Finalizers run wherever the last view of
         # an array goes, possibly inside a section that holds the lock (a garbage
         # collection started by an allocation there): they append here and never wait.
-        self._returned = []
-        self._limit = None     # None: from the environment
+        self._returned: List[NDArray[np.uint8]] = []
+        self._limit: Optional[int] = None  # None: from the environment
 
-    def limit(self):
+    def limit(self) -> int:
         if self._limit is not None:
             return self._limit
         value = os.environ.get(ENV_VAR, "").strip()
@@ -66,10 +80,10 @@ class _Cache:
             raise ValueError(f"{ENV_VAR} must be a number of MiB >= 0, got {value!r}")
         return int(mib * 2**20)
 
-    def _idle_bytes(self):
+    def _idle_bytes(self) -> int:
         return sum(b.nbytes for b in self._idle)
 
-    def _collect(self, limit):
+    def _collect(self, limit: int) -> None:
         """Move the returned blocks to the idle ones, then free the oldest idle blocks
         beyond ``limit`` bytes. Holds the lock."""
         while self._returned:
@@ -79,7 +93,7 @@ class _Cache:
         while self._idle and self._idle_bytes() > limit:
             self._idle.pop(0)
 
-    def _give_back(self, block):
+    def _give_back(self, block: NDArray[np.uint8]) -> None:
         self._returned.append(block)
         if self._lock.acquire(blocking=False):
             try:
@@ -91,7 +105,7 @@ class _Cache:
             finally:
                 self._lock.release()
 
-    def empty(self, shape, dtype):
+    def empty(self, shape: Sequence[int], dtype: DTypeLike) -> NDArray[Any]:
         dtype = np.dtype(dtype)
         shape = tuple(int(s) for s in shape)
         nbytes = math.prod(shape) * dtype.itemsize
@@ -125,16 +139,16 @@ class _Cache:
         weakref.finalize(lease, self._give_back, block).atexit = False
         return np.asarray(lease)
 
-    def clear(self):
+    def clear(self) -> None:
         with self._lock:
             self._collect(0)
 
-    def set_limit(self, nbytes):
+    def set_limit(self, nbytes: int) -> None:
         with self._lock:
             self._limit = nbytes
             self._collect(nbytes)
 
-    def info(self):
+    def info(self) -> CacheInfo:
         limit = self.limit()
         with self._lock:
             self._collect(limit)
@@ -145,7 +159,7 @@ class _Cache:
 _cache = _Cache()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     # A thread of the parent may have held the lock at the fork; the child has only the
     # thread that forked.
     _cache._lock = threading.Lock()
@@ -155,17 +169,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def empty(shape, dtype):
+def empty(shape: Sequence[int], dtype: DTypeLike) -> NDArray[Any]:
     """An uninitialised C-contiguous NumPy array, from the cache when it is large."""
     return _cache.empty(shape, dtype)
 
 
-def empty_cache():
+def empty_cache() -> None:
     """Free the memory that conv3dt keeps for reuse (arrays in use keep theirs).
 
+    Notes
+    -----
     conv3dt keeps the memory of its large CPU outputs (4 MiB and more) once no array uses
     it, up to :func:`get_cache_limit` bytes, and reuses it for later outputs: fresh memory
     from the system costs the time to clear its pages on first touch.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> conv3dt.empty_cache()
@@ -175,9 +194,23 @@ def empty_cache():
     _cache.clear()
 
 
-def set_cache_limit(nbytes):
-    """Keep at most ``nbytes`` bytes of idle memory for reuse (0: none; default
-    ``$CONV3DT_CACHE_MIB`` MiB, else 256 MiB). Frees idle memory beyond the new limit."""
+def set_cache_limit(nbytes: SupportsIndex) -> None:
+    """Keep at most ``nbytes`` bytes of idle memory for reuse.
+
+    Idle memory beyond the new limit is freed now.
+
+    Parameters
+    ----------
+    nbytes : int
+        0 keeps none. The default is ``$CONV3DT_CACHE_MIB`` MiB, else 256 MiB.
+
+    Raises
+    ------
+    TypeError
+        ``nbytes`` is not an int.
+    ValueError
+        ``nbytes`` is negative.
+    """
     if isinstance(nbytes, bool) or not hasattr(nbytes, "__index__"):
         raise TypeError(f"nbytes must be an int >= 0, got {nbytes!r}")
     nbytes = nbytes.__index__()
@@ -186,12 +219,29 @@ def set_cache_limit(nbytes):
     _cache.set_limit(nbytes)
 
 
-def get_cache_limit():
-    """The bytes of idle memory conv3dt keeps for reuse at most."""
+def get_cache_limit() -> int:
+    """The most idle memory conv3dt keeps for reuse.
+
+    Returns
+    -------
+    int
+        In bytes (see :func:`set_cache_limit`).
+
+    Raises
+    ------
+    ValueError
+        ``CONV3DT_CACHE_MIB`` holds no number >= 0 (and no limit was set).
+    """
     return _cache.limit()
 
 
-def cache_info():
-    """``leased_bytes`` (memory of cached blocks that arrays use), ``idle_bytes`` and
-    ``idle_blocks`` (kept for reuse), and ``limit_bytes``."""
+def cache_info() -> CacheInfo:
+    """The state of the memory cache.
+
+    Returns
+    -------
+    dict
+        ``leased_bytes`` (memory of cached blocks that arrays use), ``idle_bytes`` and
+        ``idle_blocks`` (kept for reuse), and ``limit_bytes`` (:func:`get_cache_limit`).
+    """
     return _cache.info()

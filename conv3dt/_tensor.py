@@ -15,26 +15,50 @@ Example::
     array([[0.5, 1. ],
            [1.5, 2. ]], dtype=float32)
 """
+from __future__ import annotations
+
 import numbers
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _place
 from .autograd import Variable
 
 __all__ = ["to_tensor", "mean", "sum", "get_default_dtype", "set_default_dtype"]
 
-_default_dtype = np.dtype("float32")
+# An axis argument: None (all axes), an int, or several.
+AxisArg = Union[None, int, Sequence[int]]
+
+_default_dtype: np.dtype[Any] = np.dtype("float32")
 
 
-def get_default_dtype():
-    """The dtype of floating-point data that has none of its own (Python floats), as a
-    str: ``'float32'`` unless :func:`set_default_dtype` changed it."""
-    return _default_dtype.name
+def get_default_dtype() -> str:
+    """The dtype of floating-point data that has none of its own (Python floats).
+
+    Returns
+    -------
+    str
+        ``'float32'`` unless :func:`set_default_dtype` changed it.
+    """
+    name: str = _default_dtype.name
+    return name
 
 
-def set_default_dtype(d):
-    """Set the default floating-point dtype (``'float32'`` or ``'float64'``)."""
+def set_default_dtype(d: DTypeLike) -> None:
+    """Set the dtype of floating-point data that has none of its own.
+
+    Parameters
+    ----------
+    d : {'float32', 'float64'} or numpy dtype
+        The new default.
+
+    Raises
+    ------
+    TypeError
+        ``d`` is not float32 or float64.
+    """
     global _default_dtype
     try:
         dtype = np.dtype(d)
@@ -46,7 +70,7 @@ def set_default_dtype(d):
     _default_dtype = dtype
 
 
-def _place_of(place):
+def _place_of(place: Any) -> Optional[_place.Place]:
     """``place`` as a CPUPlace/CUDAPlace/None; Paddle's strings 'cpu', 'gpu', 'gpu:N'."""
     if isinstance(place, str):
         name = place.strip().lower()
@@ -62,36 +86,58 @@ def _place_of(place):
     return _place._check_place(place)
 
 
-def to_tensor(data, dtype=None, place=None, stop_gradient=True):
+def to_tensor(data: Union[Variable, ArrayLike], dtype: Optional[DTypeLike] = None,
+              place: Union[_place.Place, str, None] = None,
+              stop_gradient: bool = True) -> Variable:
     """A new Tensor holding a copy of ``data``, as ``paddle.to_tensor``.
 
-    - ``data``: a Python scalar, (nested) list or tuple, NumPy array, CuPy array or Tensor.
-    - ``dtype``: cast to it; None keeps an array's dtype, and for Python data takes
-      floats as :func:`get_default_dtype` (float32), ints as int64, bools as bool.
-    - ``place``: ``CPUPlace()``, ``CUDAPlace(i)``, ``'cpu'``, ``'gpu'``, ``'gpu:i'``;
-      None: the current ``dygraph.guard``'s place, else where the data is.
-    - ``stop_gradient``: True (the default) for data; False to get ``.grad``.
+    Parameters
+    ----------
+    data : scalar, (nested) list or tuple, numpy.ndarray, CuPy array or Tensor
+        The value (copied).
+    dtype : str or numpy dtype, optional
+        Cast to it; None keeps an array's dtype, and for Python data takes floats as
+        :func:`get_default_dtype` (float32), ints as int64, bools as bool.
+    place : CPUPlace, CUDAPlace or {'cpu', 'gpu', 'gpu:i'}, optional
+        None: the current ``dygraph.guard``'s place, else where the data is.
+    stop_gradient : bool, default True
+        True for data; False to get ``.grad`` (floating-point data only).
+
+    Returns
+    -------
+    Tensor
+        A :class:`conv3dt.autograd.Variable`.
+
+    Raises
+    ------
+    TypeError
+        ``data`` is not numeric (or ragged), ``dtype`` is not a dtype, ``stop_gradient``
+        is not a bool, or a Tensor of integers would need a gradient.
+    ValueError
+        ``place`` is not a place.
+
+    Examples
+    --------
 
     >>> import numpy as np, conv3dt
     >>> t = conv3dt.to_tensor(np.arange(3.0))
     >>> t.dtype, t.shape, t.stop_gradient
     (dtype('float64'), (3,), True)
     """
-    if isinstance(data, Variable):
-        data = data._data
-    if hasattr(data, "__cuda_array_interface__"):
-        array = data.copy()
-    elif isinstance(data, np.ndarray):
-        array = np.array(data, copy=True)
-    elif isinstance(data, (numbers.Number, np.generic, list, tuple)):
+    value: Any = data._data if isinstance(data, Variable) else data
+    if hasattr(value, "__cuda_array_interface__"):
+        array = value.copy()
+    elif isinstance(value, np.ndarray):
+        array = np.array(value, copy=True)
+    elif isinstance(value, (numbers.Number, np.generic, list, tuple)):
         try:
-            array = np.array(data)
+            array = np.array(value)
         except ValueError:  # ragged nesting
             array = np.empty(0, dtype=object)
         if array.dtype == object or array.dtype.kind not in "biufc":
             raise TypeError("to_tensor: data must be numeric (a scalar or a regular nested "
-                            f"list of numbers), but received {data!r:.80}")
-        if not isinstance(data, np.generic):
+                            f"list of numbers), but received {value!r:.80}")
+        if not isinstance(value, np.generic):
             if array.dtype.kind == "f":
                 array = array.astype(_default_dtype)
             elif array.dtype.kind == "i":
@@ -101,7 +147,7 @@ def to_tensor(data, dtype=None, place=None, stop_gradient=True):
                                      else np.complex128)
     else:
         raise TypeError("to_tensor: data must be a scalar, list, tuple, numpy.ndarray or "
-                        f"Tensor, but received {type(data).__name__}")
+                        f"Tensor, but received {type(value).__name__}")
     if dtype is not None:
         try:
             target = np.dtype(dtype)
@@ -120,26 +166,53 @@ def to_tensor(data, dtype=None, place=None, stop_gradient=True):
     return Variable(array, stop_gradient=bool(stop_gradient))
 
 
-def _tensor(x, func):
+def _tensor(x: Any, func: str) -> Variable:
     if not isinstance(x, Variable):
         raise TypeError(f"{func}: x must be a Tensor (see conv3dt.to_tensor), "
                         f"but received {type(x).__name__}")
     return x
 
 
-def _axes(x, axis, func):
+def _axes(x: Variable, axis: Any, func: str) -> Optional[Tuple[int, ...]]:
     if axis is None:
         return None
-    axes = [axis] if isinstance(axis, numbers.Integral) else list(axis)
+    axes: List[Any] = [axis] if isinstance(axis, numbers.Integral) else list(axis)
     for a in axes:
         if (isinstance(a, bool) or not isinstance(a, numbers.Integral)
-                or not -x.ndim <= a < max(x.ndim, 1)):
+                or not -x.ndim <= int(a) < max(x.ndim, 1)):
             raise ValueError(f"{func}: axis {a!r} is out of range for a {x.ndim}-D Tensor")
     return tuple(int(a) for a in axes) if axes else None
 
 
-def mean(x, axis=None, keepdim=False, name=None):
-    """Mean over ``axis`` (int, list/tuple, or None for all axes), as ``paddle.mean``.
+def mean(x: Variable, axis: AxisArg = None, keepdim: bool = False,
+         name: Optional[str] = None) -> Variable:
+    """Mean over ``axis``, as ``paddle.mean``.
+
+    Parameters
+    ----------
+    x : Tensor
+        The input.
+    axis : int or sequence of ints, optional
+        None: every axis (the result has shape ``()``).
+    keepdim : bool, default False
+        Keep the reduced axes with size 1.
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Tensor
+        With the gradient recorded.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a Tensor.
+    ValueError
+        An axis is out of range.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> conv3dt.mean(conv3dt.to_tensor([[1.0, 2.0], [3.0, 5.0]]), axis=1).numpy()
@@ -149,9 +222,37 @@ def mean(x, axis=None, keepdim=False, name=None):
     return x.mean(axis=_axes(x, axis, "mean"), keepdim=bool(keepdim))
 
 
-def sum(x, axis=None, dtype=None, keepdim=False, name=None):
-    """Sum over ``axis`` (int, list/tuple, or None for all axes), optionally cast to
-    ``dtype`` first, as ``paddle.sum``.
+def sum(x: Variable, axis: AxisArg = None, dtype: Optional[DTypeLike] = None,
+        keepdim: bool = False, name: Optional[str] = None) -> Variable:
+    """Sum over ``axis``, as ``paddle.sum``.
+
+    Parameters
+    ----------
+    x : Tensor
+        The input.
+    axis : int or sequence of ints, optional
+        None: every axis (the result has shape ``()``).
+    dtype : str or numpy dtype, optional
+        Cast ``x`` to it first.
+    keepdim : bool, default False
+        Keep the reduced axes with size 1.
+    name : str, optional
+        Paddle's; ignored.
+
+    Returns
+    -------
+    Tensor
+        With the gradient recorded.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a Tensor.
+    ValueError
+        An axis is out of range.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> float(conv3dt.sum(conv3dt.to_tensor([1.0, 2.0, 3.5])))

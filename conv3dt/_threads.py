@@ -17,39 +17,56 @@ the parent's threads. 'spawn' and 'forkserver' children start afresh and use eve
 
 import os
 import threading
+from typing import Any, Optional, SupportsIndex
 
 __all__ = ["set_num_threads", "get_num_threads", "thread_source"]
 
 ENV_VAR = "CONV3DT_NUM_THREADS"
 OMP_ENV_VAR = "OMP_NUM_THREADS"
 _lock = threading.Lock()
-_num_threads = None
+_num_threads: Optional[int] = None
 # Whether this process has run a kernel on several threads (an OpenMP team exists), and
 # whether it is a child forked from a process that had.
 _team_started = False
 _forked_after_team = False
 
 
-def _available_cores():
+def _available_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
 
 
-def _check(n, name):
+def _check(n: Any, name: str) -> int:
     if isinstance(n, bool) or not hasattr(n, "__index__"):
         raise TypeError(f"{name} must be a positive int, got {n!r}")
-    n = n.__index__()
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return n
+    count: int = n.__index__()
+    if count < 1:
+        raise ValueError(f"{name} must be >= 1, got {count}")
+    return count
 
 
-def set_num_threads(n):
-    """Use ``n`` threads in the CPU kernels (default: ``$CONV3DT_NUM_THREADS``, else
-    ``$OMP_NUM_THREADS``, else the cores available to the process). Results do not
-    depend on the thread count.
+def set_num_threads(n: SupportsIndex) -> None:
+    """Use ``n`` threads in the CPU kernels from now on.
+
+    The default is ``$CONV3DT_NUM_THREADS``, else ``$OMP_NUM_THREADS``, else the cores
+    available to the process. Results do not depend on the thread count.
+
+    Parameters
+    ----------
+    n : int
+        At least 1.
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an int.
+    ValueError
+        ``n`` is less than 1.
+
+    Examples
+    --------
 
     >>> import conv3dt
     >>> conv3dt.set_num_threads(1); conv3dt.get_num_threads()
@@ -61,7 +78,7 @@ def set_num_threads(n):
         _num_threads = n
 
 
-def _from_env(name, value):
+def _from_env(name: str, value: str) -> int:
     # OMP_NUM_THREADS may list one count per nesting level ("4,2"): the first is ours.
     first = value.split(",")[0].strip() if name == OMP_ENV_VAR else value
     try:
@@ -70,7 +87,7 @@ def _from_env(name, value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
 
 
-def note_parallel(n_threads):
+def note_parallel(n_threads: int) -> None:
     """Record that a kernel is about to run on ``n_threads`` threads (the backend calls
     this), so that a forked child knows whether its parent had an OpenMP team."""
     global _team_started
@@ -78,7 +95,7 @@ def note_parallel(n_threads):
         _team_started = True
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _forked_after_team
     if _team_started:
         _forked_after_team = True
@@ -88,7 +105,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def thread_source():
+def thread_source() -> str:
     """Where the thread count comes from: ``'set_num_threads'``, ``'CONV3DT_NUM_THREADS'``,
     ``'OMP_NUM_THREADS'``, ``'cores'``, or ``'fork'`` (one thread in a child forked after
     the kernels ran on several threads)."""
@@ -102,9 +119,20 @@ def thread_source():
     return "cores"
 
 
-def get_num_threads():
-    """The number of threads the CPU kernels use (see :func:`set_num_threads`; 1 in a
-    process forked after the kernels ran on several threads)."""
+def get_num_threads() -> int:
+    """The number of threads the CPU kernels use.
+
+    Returns
+    -------
+    int
+        See :func:`set_num_threads` for where it comes from; 1 in a process forked after
+        the kernels ran on several threads.
+
+    Raises
+    ------
+    ValueError
+        ``CONV3DT_NUM_THREADS`` or ``OMP_NUM_THREADS`` holds no positive integer.
+    """
     if _forked_after_team:
         return 1
     n = _num_threads
@@ -117,7 +145,7 @@ def get_num_threads():
     return _available_cores()
 
 
-def _register_threadpoolctl():
+def _register_threadpoolctl() -> None:
     """Make threadpoolctl list and limit the kernels' threads (its documented way for
     third-party pools: a LibController subclass, matched to the kernels' shared library
     by file name and an exported symbol)."""
@@ -130,19 +158,20 @@ def _register_threadpoolctl():
 
     from . import __version__
 
-    class Conv3dtController(threadpoolctl.LibController):
+    # (threadpoolctl ships no type information: its base class is Any to a type checker.)
+    class Conv3dtController(threadpoolctl.LibController):  # type: ignore[misc]
         user_api = "openmp"
         internal_api = "conv3dt"
         filename_prefixes = ("_kernels",)
         check_symbols = ("conv3dt_isa_count",)
 
-        def get_num_threads(self):
+        def get_num_threads(self) -> int:
             return get_num_threads()
 
-        def set_num_threads(self, num_threads):
+        def set_num_threads(self, num_threads: int) -> None:
             set_num_threads(num_threads)
 
-        def get_version(self):
+        def get_version(self) -> str:
             return __version__
 
     threadpoolctl.register(Conv3dtController)

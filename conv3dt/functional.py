@@ -10,14 +10,20 @@ resolved plan is kept, keyed by those arguments, so a repeated call only checks 
 change from call to call (the arrays' types, dtypes, layouts, finiteness, ``out``).
 """
 
+from __future__ import annotations
+
 import math
 import os
 import threading
+from typing import (Any, Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple,
+                    TypeVar, overload)
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _backend, _memory
-from ._geometry import arguments_key, resolve
+from ._geometry import Plan, arguments_key, resolve
+from ._typing import DataFormat, FloatArray, IntTriple, PaddingArg, SizeArg
 
 __all__ = ["conv3d_transpose", "conv3d_transpose_backward"]
 
@@ -28,8 +34,13 @@ _TooHardError = getattr(np, "exceptions", np).TooHardError
 # Work an exact overlap test may take before two arrays are taken to overlap.
 _OVERLAP_WORK = 10**5
 
+_T = TypeVar("_T")
+# The result's dtype follows the inputs' (one of the two the kernels compute).
+_Float = TypeVar("_Float", np.float32, np.float64)
+_Slices = Tuple[slice, ...]
 
-def _refuse_autograd_tensor(value, name):
+
+def _refuse_autograd_tensor(value: Any, name: str) -> None:
     """A tensor that records gradients (torch's ``requires_grad``) would lose them here."""
     if getattr(value, "requires_grad", False) is True and hasattr(value, "__dlpack__"):
         kind = f"{type(value).__module__}.{type(value).__name__}"
@@ -40,7 +51,7 @@ def _refuse_autograd_tensor(value, name):
             f"{name}.detach() to compute without gradients")
 
 
-def _from_dlpack(value, name):
+def _from_dlpack(value: Any, name: str) -> Any:
     from_dlpack = getattr(np, "from_dlpack", None) or getattr(np, "_from_dlpack", None)
     if from_dlpack is None:  # pragma: no cover - NumPy < 1.22
         raise TypeError(f"{name} is a DLPack array ({type(value).__name__}): reading it "
@@ -53,7 +64,7 @@ def _from_dlpack(value, name):
                         f"{exc}") from None
 
 
-def _as_array(value, name, xp):
+def _as_array(value: Any, name: str, xp: Any) -> Any:
     """``value`` as a float32/float64 array the kernels can read, never copying needlessly."""
     if value is None:
         if name == "bias":
@@ -85,14 +96,14 @@ def _as_array(value, name, xp):
     return arr
 
 
-def _kernel_readable(arr):
+def _kernel_readable(arr: Any) -> bool:
     """A NumPy array of native, aligned elements at strides of whole elements."""
     flags = arr.flags
     return arr.dtype.isnative and flags.aligned and (
         flags.c_contiguous or not any(s % arr.itemsize for s in arr.strides))
 
 
-def _arrays(named, xp):
+def _arrays(named: Dict[str, Any], xp: Any) -> Dict[str, Any]:
     arrays = {name: _as_array(value, name, xp) for name, value in named.items()}
     dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
     if len(set(dtypes.values())) > 1:
@@ -101,7 +112,7 @@ def _arrays(named, xp):
     return arrays
 
 
-def _inputs(named):
+def _inputs(named: Dict[str, Any]) -> Tuple[Any, Any, List[Any]]:
     """(backend, xp, arrays) of the named input arrays (None: an absent bias).
 
     NumPy arrays of one native float dtype that the kernels read as they are take a few
@@ -125,24 +136,25 @@ def _inputs(named):
     return backend, xp, list(_arrays(named, xp).values())
 
 
-def _ncdhw(arr, data_format):
+def _ncdhw(arr: Any, data_format: str) -> Any:
     """An NCDHW view of an array in data_format (a transposed view for NDHWC, no copy)."""
     return arr if data_format == "NCDHW" else arr.transpose(0, 4, 1, 2, 3)
 
 
-def _check_shape(arr, expected, name):
+def _check_shape(arr: Any, expected: Sequence[int], name: str) -> None:
     if tuple(arr.shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(arr.shape)}")
 
 
-def _human(nbytes):
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if nbytes < 1024 or unit == "EiB":
+def _human(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024:
             return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
         nbytes /= 1024
+    return f"{nbytes:.1f} EiB"
 
 
-def _memory_limit():
+def _memory_limit() -> Optional[int]:
     """Bytes of memory this process may use at most (physical memory, or a cgroup limit)."""
     limit = None
     try:
@@ -163,19 +175,19 @@ def _memory_limit():
 _MEMORY_LIMIT = _memory_limit()
 
 
-def _size_message(shape, dtype, what):
+def _size_message(shape: Sequence[int], dtype: Any, what: str) -> str:
     nbytes = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
     return (f"{what} of shape {tuple(int(s) for s in shape)} ({np.dtype(dtype)}) needs "
             f"{nbytes} bytes ({_human(nbytes)})")
 
 
-def _check_size(xp, shape, dtype, what):
+def _check_size(xp: Any, shape: Sequence[int], dtype: Any, what: str) -> int:
     """The bytes of ``what``, or a MemoryError stating its size if it cannot be allocated.
 
     The size is computed with Python ints, so an absurd geometry (say a huge stride making
     10^15 elements) is refused at once, with no allocation attempted and no overflow.
     """
-    nbytes = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
+    nbytes: int = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
     if xp is np and _MEMORY_LIMIT and nbytes > _MEMORY_LIMIT:
         raise MemoryError(f"{_size_message(shape, dtype, what)}: more than this machine's "
                           f"memory, {_MEMORY_LIMIT} bytes ({_human(_MEMORY_LIMIT)})")
@@ -185,7 +197,8 @@ def _check_size(xp, shape, dtype, what):
     return nbytes
 
 
-def _allocate(xp, shape, dtype, what, backend, small):
+def _allocate(xp: Any, shape: Tuple[int, ...], dtype: Any, what: str, backend: Any,
+              small: bool) -> Any:
     """``xp.empty(shape, dtype)``, from ``backend.empty`` (which may reuse memory) unless
     ``small`` (the CPU memory cache keeps no arrays that small), or a MemoryError stating
     the size of ``what``."""
@@ -198,7 +211,7 @@ def _allocate(xp, shape, dtype, what, backend, small):
                           f"allocated: {exc}") from None
 
 
-def _empty(xp, shape, dtype, what, backend=None):
+def _empty(xp: Any, shape: Sequence[int], dtype: Any, what: str, backend: Any = None) -> Any:
     """``xp.empty(shape, dtype)`` (``backend.empty``, which may reuse memory, for the
     results of a pass), or a MemoryError stating the size of ``what``."""
     shape = tuple(int(s) for s in shape)
@@ -206,7 +219,8 @@ def _empty(xp, shape, dtype, what, backend=None):
     return _allocate(xp, shape, np.dtype(dtype), what, backend, False)
 
 
-def _result(xp, shape, dtype, what):
+def _result(xp: Any, shape: Sequence[int], dtype: Any,
+            what: str) -> Tuple[Tuple[int, ...], str, bool]:
     """How a result of ``shape`` is allocated: (shape, what, small); checks its size."""
     shape = tuple(int(s) for s in shape)
     nbytes = _check_size(xp, shape, dtype, what)
@@ -222,12 +236,12 @@ class _SetupCache:
     the shapes); a call with an unhashable or non-plain argument is set up afresh.
     """
 
-    def __init__(self, size=256):
+    def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._setups = {}
+        self._setups: Dict[Hashable, Any] = {}
         self._lock = threading.Lock()
 
-    def get(self, key, make, *args):
+    def get(self, key: Optional[Hashable], make: Callable[..., _T], *args: Any) -> _T:
         if key is None:
             return make(*args)
         setup = self._setups.get(key)
@@ -239,7 +253,7 @@ class _SetupCache:
                 self._setups[key] = setup
         return setup
 
-    def clear(self):
+    def clear(self) -> None:
         with self._lock:
             self._setups.clear()
 
@@ -247,19 +261,20 @@ class _SetupCache:
 _setups = _SetupCache()
 
 
-def _overlap(a, b, xp):
+def _overlap(a: Any, b: Any, xp: Any) -> bool:
     """``a`` and ``b`` may share an element (exactly tested when their bounds overlap)."""
     if not xp.may_share_memory(a, b):
         return False
     if xp is not np:
         return bool(xp.shares_memory(a, b))
     try:
-        return bool(np.shares_memory(a, b, max_work=_OVERLAP_WORK))
+        # (NumPy's stub admits only -1 and 0; its documentation any work bound.)
+        return bool(np.shares_memory(a, b, max_work=_OVERLAP_WORK))  # type: ignore[arg-type]
     except _TooHardError:
         return True
 
 
-def _overlaps_itself(arr):
+def _overlaps_itself(arr: Any) -> bool:
     """Two indices of ``arr`` may address one element (a zero or interleaved stride).
 
     The dimensions sorted by stride must each step past everything the smaller ones span:
@@ -275,7 +290,8 @@ def _overlaps_itself(arr):
     return False
 
 
-def _check_out(out, name, shape, dtype, xp, data_format, inputs, contiguous=False):
+def _check_out(out: Any, name: str, shape: Tuple[int, ...], dtype: Any, xp: Any,
+               data_format: str, inputs: Dict[str, Any], contiguous: bool = False) -> Any:
     """``out`` can receive a result of ``shape`` and ``dtype``; a clear error otherwise."""
     if not isinstance(out, xp.ndarray) or _backend.is_gpu_array(out) != (xp is not np):
         where = "a NumPy array (on the CPU, as the inputs are)" if xp is np else \
@@ -308,12 +324,12 @@ def _check_out(out, name, shape, dtype, xp, data_format, inputs, contiguous=Fals
     return out
 
 
-def _padded(plan):
+def _padded(plan: Plan) -> bool:
     """Some (input position, tap) pairs fall outside the output (they contribute nothing)."""
     return any(lo > 0 or hi > 0 for lo, hi in zip(plan.pad_lo, plan.pad_hi))
 
 
-def _tap_slices(plan, tap):
+def _tap_slices(plan: Plan, tap: Tuple[int, int, int]) -> Optional[Tuple[_Slices, _Slices]]:
     """(input slices, output slices) of the pairs that tap ``tap`` = (td, th, tw) connects.
 
     Input ``i`` reaches output ``o = i * s + t * d - pad_lo``; only pairs with both ends
@@ -331,7 +347,7 @@ def _tap_slices(plan, tap):
     return tuple(in_sl), tuple(out_sl)
 
 
-def _tap_pairs(plan):
+def _tap_pairs(plan: Plan) -> Iterator[Tuple[Tuple[int, int, int], _Slices, _Slices]]:
     """(tap, input slices, output slices) for every kernel tap that connects some pair."""
     kd, kh, kw = plan.kernel
     for tap in ((td, th, tw) for td in range(kd) for th in range(kh) for tw in range(kw)):
@@ -340,7 +356,7 @@ def _tap_pairs(plan):
             yield (tap,) + sl
 
 
-def _exact_forward(plan, x, w, bias, out, xp):
+def _exact_forward(plan: Plan, x: Any, w: Any, bias: Any, out: Any, xp: Any) -> None:
     """out = conv3d_transpose(x, w) + bias tap by tap, multiplying only the pairs that exist.
 
     The kernels multiply whole phase blocks of the weight by packed columns that hold zeros
@@ -366,7 +382,7 @@ def _exact_forward(plan, x, w, bias, out, xp):
                     dst += xs[:, ci, None] * wt[ci].reshape(1, -1, 1, 1, 1)
 
 
-def _exact_backward(plan, gy, x, w, gx, gw, xp):
+def _exact_backward(plan: Plan, gy: Any, x: Any, w: Any, gx: Any, gw: Any, xp: Any) -> None:
     """grad_x and/or grad_weight tap by tap over the pairs that exist (see _exact_forward).
 
     Used when the kernels' zero-padded gathers would multiply a non-finite weight (grad_x)
@@ -394,8 +410,10 @@ def _exact_backward(plan, gy, x, w, gx, gw, xp):
                         xs, gys, axes=([0, 2, 3, 4], [0, 2, 3, 4]))
 
 
-def _forward_setup(xp, x_shape, w_shape, b_shape, dtype, stride, padding, output_padding,
-                   groups, dilation, output_size, data_format):
+def _forward_setup(xp: Any, x_shape: Sequence[int], w_shape: Sequence[int],
+                   b_shape: Optional[Sequence[int]], dtype: Any, stride: Any, padding: Any,
+                   output_padding: Any, groups: Any, dilation: Any, output_size: Any,
+                   data_format: Any) -> Tuple[Plan, Tuple[Tuple[int, ...], str, bool]]:
     plan = resolve(x_shape, w_shape, stride, padding, output_padding, groups, dilation,
                    output_size, data_format)
     if b_shape is not None and tuple(b_shape) != (plan.c_out,):
@@ -403,43 +421,99 @@ def _forward_setup(xp, x_shape, w_shape, b_shape, dtype, stride, padding, output
     return plan, _result(xp, plan.y_shape, dtype, "the output")
 
 
-def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, output_size=None, data_format="NCDHW", name=None, *,
-                     out=None):
+@overload
+def conv3d_transpose(x: NDArray[_Float], weight: NDArray[_Float],
+                     bias: Optional[NDArray[_Float]] = ..., stride: IntTriple = ...,
+                     padding: PaddingArg = ..., output_padding: IntTriple = ...,
+                     groups: int = ..., dilation: IntTriple = ..., output_size: SizeArg = ...,
+                     data_format: DataFormat = ..., name: Optional[str] = ..., *,
+                     out: Optional[NDArray[_Float]] = ...) -> NDArray[_Float]: ...
+@overload
+def conv3d_transpose(x: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = ...,
+                     stride: IntTriple = ..., padding: PaddingArg = ...,
+                     output_padding: IntTriple = ..., groups: int = ...,
+                     dilation: IntTriple = ..., output_size: SizeArg = ...,
+                     data_format: DataFormat = ..., name: Optional[str] = ..., *,
+                     out: Optional[FloatArray] = ...) -> FloatArray: ...
+def conv3d_transpose(x: Any, weight: Any, bias: Any = None, stride: IntTriple = 1,
+                     padding: PaddingArg = 0, output_padding: IntTriple = 0, groups: int = 1,
+                     dilation: IntTriple = 1, output_size: SizeArg = None,
+                     data_format: DataFormat = "NCDHW", name: Optional[str] = None, *,
+                     out: Any = None) -> Any:
+    # (The overloads above are the signature users see; the arrays are Any here, since
+    # they are converted in place: NumPy, CuPy or DLPack.)
     """3D transposed convolution ("deconvolution"), exact to PaddlePaddle.
 
-    ``x`` is ``[N, C_in, D, H, W]`` (``[N, D, H, W, C_in]`` for ``data_format="NDHWC"``),
-    ``weight`` is ``[C_in, C_out / groups, kD, kH, kW]``, ``bias`` is ``[C_out]`` or None.
     Input position ``i`` contributes to output ``o = i * stride + t * dilation - pad_lo``
-    through kernel tap ``t``; per spatial dimension the output size is
+    through kernel tap ``t``; per spatial dimension the output size is::
 
         (in - 1) * stride - pad_lo - pad_hi + dilation * (k - 1) + 1 + output_padding
 
-    or ``output_size`` (which must lie in ``[that - output_padding, that + stride)``).
-    ``padding`` is an int, 3 ints, 6 ints ``[d_lo, d_hi, h_lo, h_hi, w_lo, w_hi]``, 5 pairs
-    (batch and channel pairs ``[0, 0]``), ``'SAME'``/``'VALID'`` (Paddle's rules) or
-    ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's: output = in * stride). ``name`` is
-    Paddle's (a name for its static graph): accepted and ignored.
+    or ``output_size``.
 
-    Arrays: NumPy arrays, CuPy arrays (computed on their GPU), and objects NumPy reads
-    through ``__array__`` or DLPack (``__dlpack__``, e.g. a CPU ``torch.Tensor``). A torch
-    tensor with ``requires_grad=True`` is refused with a TypeError: its gradient would be
-    lost here; ``conv3dt.torch`` computes within torch's autograd.
+    Parameters
+    ----------
+    x : array_like
+        The input, ``[N, C_in, D, H, W]`` (``[N, D, H, W, C_in]`` for
+        ``data_format="NDHWC"``), float32 or float64: a :class:`numpy.ndarray`, a CuPy
+        array (computed on its GPU), or an object NumPy reads through ``__array__`` or
+        DLPack (``__dlpack__``, e.g. a CPU :class:`torch.Tensor`).
+    weight : array_like
+        ``[C_in, C_out / groups, kD, kH, kW]``, of ``x``'s dtype.
+    bias : array_like, optional
+        ``[C_out]``, of ``x``'s dtype; None adds none.
+    stride, dilation : int or sequence of 3 ints, default 1
+        Per spatial dimension (D, H, W), or one for all three.
+    padding : int, sequence of ints or str, default 0
+        An int, 3 ints, 6 ints ``[d_lo, d_hi, h_lo, h_hi, w_lo, w_hi]``, 5 pairs (the
+        batch and channel pairs ``[0, 0]``), ``'SAME'``/``'VALID'`` (Paddle's rules) or
+        ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's: output = in * stride); the names are
+        case-insensitive.
+    output_padding : int or sequence of 3 ints, default 0
+        Added to the high end of each output dimension; ``0 <= output_padding <
+        max(stride, dilation)``. Exclusive with ``output_size``.
+    groups : int, default 1
+        ``C_in`` and ``C_out`` split into this many independent groups.
+    output_size : int or sequence of 3 ints, optional
+        The spatial output size; it must lie in ``[D', D' + stride)`` with ``D'`` the size
+        above without ``output_padding``.
+    data_format : {'NCDHW', 'NDHWC'}, default 'NCDHW'
+        The layout of ``x`` and of the result.
+    name : str, optional
+        Paddle's (a name in its static graph): accepted and ignored.
+    out : numpy.ndarray or CuPy array, optional
+        Where to write the result (and what is returned): of the result's shape (in
+        ``data_format``'s layout) and dtype, on the inputs' device, writeable, sharing no
+        memory with ``x``, ``weight`` or ``bias``; any strided view (say a slice of a
+        larger volume) is written in place.
 
-    Returns an array of the input's dtype (float32 or float64) and layout, on its device;
-    with ``out=`` the result is written into ``out`` and ``out`` is returned. ``out``
-    must be an array of the result's shape (in ``data_format``'s layout) and dtype, on the
-    inputs' device, writeable, and share no memory with ``x``, ``weight`` or ``bias``; any
-    strided view (say a slice of a larger volume) is written in place (ValueError or
-    TypeError naming ``out`` otherwise).
+    Returns
+    -------
+    numpy.ndarray or CuPy array
+        The output, of the inputs' dtype and layout, on their device (``out`` when given).
 
+    Raises
+    ------
+    TypeError
+        An array is not float32/float64, the dtypes differ, arrays are on different
+        devices, ``x`` is a :class:`torch.Tensor` with ``requires_grad=True`` (its
+        gradient would be lost here; :mod:`conv3dt.torch` computes within torch's
+        autograd), or ``out`` has the wrong type or dtype.
+    ValueError
+        A shape or geometry argument is invalid (the message names it and its value), or
+        ``out`` has the wrong shape, is read-only or overlaps an input.
+    MemoryError
+        The result cannot be allocated (the message states its size).
+
+    Notes
+    -----
     Memory: on the CPU a result of 4 MiB or more is a view on a block of conv3dt's memory
     cache (its ``base`` is not None; ``.copy()`` gives an array that owns its memory), and
     the block is reused for a later result once no array refers to it, which spares the
-    system the clearing of fresh pages. ``conv3dt.empty_cache()`` frees the idle blocks;
-    ``conv3dt.set_cache_limit(nbytes)``, or the environment variable ``CONV3DT_CACHE_MIB``
+    system the clearing of fresh pages. :func:`conv3dt.empty_cache` frees the idle blocks;
+    :func:`conv3dt.set_cache_limit`, or the environment variable ``CONV3DT_CACHE_MIB``
     (MiB), bounds the idle memory kept (default 256 MiB; 0 keeps none, and results then
-    own their memory); ``conv3dt.cache_info()`` reports it. With ``out=`` no result is
+    own their memory); :func:`conv3dt.cache_info` reports it. With ``out=`` no result is
     allocated.
 
     Precision: float32 inputs accumulate in float32 (blocked GEMMs). Per output element
@@ -452,6 +526,8 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     that reach it (input positions and taps inside the volumes, padding contributes
     nothing) is. Results do not depend on the number of threads, bit for bit.
 
+    Examples
+    --------
     >>> import numpy as np
     >>> x = np.ones((1, 2, 3, 3, 3), np.float32)
     >>> w = np.ones((2, 4, 2, 2, 2), np.float32)
@@ -490,18 +566,20 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return out
 
 
-def _check_needs(needs):
+def _check_needs(needs: Any) -> Tuple[bool, bool, bool]:
     if type(needs) is tuple and len(needs) == 3 and all(type(n) is bool for n in needs):
         return needs
     if (not isinstance(needs, (tuple, list)) or len(needs) != 3
             or not all(isinstance(n, (bool, np.bool_)) for n in needs)):
         raise ValueError(f"needs must be a sequence of 3 bools (grad_x, grad_weight, "
                          f"grad_bias), got {needs!r}")
-    return tuple(bool(n) for n in needs)
+    return bool(needs[0]), bool(needs[1]), bool(needs[2])
 
 
-def _backward_setup(xp, gy_shape, x_shape, w_shape, dtype, needs, stride, padding,
-                    output_padding, groups, dilation, output_size, data_format):
+def _backward_setup(xp: Any, gy_shape: Sequence[int], x_shape: Sequence[int],
+                    w_shape: Sequence[int], dtype: Any, needs: Tuple[bool, bool, bool],
+                    stride: Any, padding: Any, output_padding: Any, groups: Any,
+                    dilation: Any, output_size: Any, data_format: Any) -> Tuple[Any, ...]:
     plan = resolve(x_shape, w_shape, stride, padding, output_padding, groups, dilation,
                    output_size, data_format)
     if tuple(gy_shape) != tuple(plan.y_shape):
@@ -516,34 +594,107 @@ def _backward_setup(xp, gy_shape, x_shape, w_shape, dtype, needs, stride, paddin
 _OUT_NAMES = ("grad_x_out", "grad_weight_out", "grad_bias_out")
 
 
-def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, output_size=None, data_format="NCDHW",
-                              needs=_ALL_NEEDS, *, grad_x_out=None, grad_weight_out=None,
-                              grad_bias_out=None):
+# The overloads: the gradients' dtype follows the inputs'; without ``needs`` all three are
+# computed (none is None). A call without ``needs`` matches the first overload of a pair,
+# which mypy reports as an overlap with the second (whose results are Optional): it picks
+# the first, as intended.
+@overload
+def conv3d_transpose_backward(  # type: ignore[overload-overlap]
+        grad_output: NDArray[_Float], x: NDArray[_Float], weight: NDArray[_Float],
+        stride: IntTriple = ..., padding: PaddingArg = ..., output_padding: IntTriple = ...,
+        groups: int = ..., dilation: IntTriple = ..., output_size: SizeArg = ...,
+        data_format: DataFormat = ..., *, grad_x_out: Optional[NDArray[_Float]] = ...,
+        grad_weight_out: Optional[NDArray[_Float]] = ...,
+        grad_bias_out: Optional[NDArray[_Float]] = ...,
+) -> Tuple[NDArray[_Float], NDArray[_Float], NDArray[_Float]]: ...
+@overload
+def conv3d_transpose_backward(
+        grad_output: NDArray[_Float], x: NDArray[_Float], weight: NDArray[_Float],
+        stride: IntTriple = ..., padding: PaddingArg = ..., output_padding: IntTriple = ...,
+        groups: int = ..., dilation: IntTriple = ..., output_size: SizeArg = ...,
+        data_format: DataFormat = ..., needs: Sequence[bool] = ..., *,
+        grad_x_out: Optional[NDArray[_Float]] = ...,
+        grad_weight_out: Optional[NDArray[_Float]] = ...,
+        grad_bias_out: Optional[NDArray[_Float]] = ...,
+) -> Tuple[Optional[NDArray[_Float]], Optional[NDArray[_Float]], Optional[NDArray[_Float]]]:
+    ...
+@overload
+def conv3d_transpose_backward(
+        grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, stride: IntTriple = ...,
+        padding: PaddingArg = ..., output_padding: IntTriple = ..., groups: int = ...,
+        dilation: IntTriple = ..., output_size: SizeArg = ..., data_format: DataFormat = ...,
+        *, grad_x_out: Optional[FloatArray] = ..., grad_weight_out: Optional[FloatArray] = ...,
+        grad_bias_out: Optional[FloatArray] = ...,
+) -> Tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def conv3d_transpose_backward(
+        grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, stride: IntTriple = ...,
+        padding: PaddingArg = ..., output_padding: IntTriple = ..., groups: int = ...,
+        dilation: IntTriple = ..., output_size: SizeArg = ..., data_format: DataFormat = ...,
+        needs: Sequence[bool] = ..., *, grad_x_out: Optional[FloatArray] = ...,
+        grad_weight_out: Optional[FloatArray] = ..., grad_bias_out: Optional[FloatArray] = ...,
+) -> Tuple[Optional[FloatArray], Optional[FloatArray], Optional[FloatArray]]: ...
+def conv3d_transpose_backward(
+        grad_output: Any, x: Any, weight: Any, stride: IntTriple = 1, padding: PaddingArg = 0,
+        output_padding: IntTriple = 0, groups: int = 1, dilation: IntTriple = 1,
+        output_size: SizeArg = None, data_format: DataFormat = "NCDHW",
+        needs: Sequence[bool] = _ALL_NEEDS, *, grad_x_out: Any = None,
+        grad_weight_out: Any = None, grad_bias_out: Any = None) -> Tuple[Any, Any, Any]:
     """Gradients of :func:`conv3d_transpose` given the gradient of its output.
 
-    Returns ``(grad_x, grad_weight, grad_bias)``, each computed only if asked for in
-    ``needs`` (None otherwise). With ``y = conv3d_transpose(x, w, b)`` and upstream
-    gradient ``gy``:
+    With ``y = conv3d_transpose(x, w, b)`` and upstream gradient ``gy``::
 
         grad_x[ci, i]     = sum_{co, t} w[ci, co, t] * gy[co, i * stride + t * dilation - pad_lo]
         grad_w[ci, co, t] = sum_{n, i} x[n, ci, i] * gy[n, co, i * stride + t * dilation - pad_lo]
         grad_b[co]        = sum_{n, o} gy[n, co, o]
 
-    (within a group; positions outside the output contribute nothing). The arguments are
-    those of :func:`conv3d_transpose`, and arrays are taken as it takes them.
+    (within a group; positions outside the output contribute nothing).
 
-    ``grad_x_out``, ``grad_weight_out``, ``grad_bias_out``: arrays to write the gradients
-    into (and return), as ``out`` of :func:`conv3d_transpose`: of the gradient's shape and
-    the inputs' dtype, writeable, on the inputs' device, sharing no memory with the inputs
-    or each other; ``grad_x_out`` may be any strided view, ``grad_weight_out`` and
-    ``grad_bias_out`` must be C-contiguous. Giving one for a gradient that ``needs`` does
-    not ask for is a ValueError.
+    Parameters
+    ----------
+    grad_output : array_like
+        The gradient of the loss with respect to the output, of the output's shape.
+    x, weight : array_like
+        The forward pass's input and weight, taken as :func:`conv3d_transpose` takes them.
+    stride, padding, output_padding, groups, dilation, output_size, data_format
+        The forward pass's arguments (see :func:`conv3d_transpose`).
+    needs : sequence of 3 bools, default (True, True, True)
+        Which of ``(grad_x, grad_weight, grad_bias)`` to compute.
+    grad_x_out, grad_weight_out, grad_bias_out : numpy.ndarray or CuPy array, optional
+        Arrays to write the gradients into (and return), as ``out`` of
+        :func:`conv3d_transpose`: of the gradient's shape and the inputs' dtype,
+        writeable, on the inputs' device, sharing no memory with the inputs or each other;
+        ``grad_x_out`` may be any strided view, ``grad_weight_out`` and ``grad_bias_out``
+        must be C-contiguous.
 
-    Memory: gradients of 4 MiB or more are views on blocks of conv3dt's memory cache, as
-    the results of :func:`conv3d_transpose` are (``conv3dt.empty_cache()``,
-    ``conv3dt.set_cache_limit``, ``CONV3DT_CACHE_MIB``).
+    Returns
+    -------
+    grad_x : numpy.ndarray or CuPy array or None
+        Of ``x``'s shape and layout; None unless ``needs[0]``.
+    grad_weight : numpy.ndarray or CuPy array or None
+        Of ``weight``'s shape; None unless ``needs[1]``.
+    grad_bias : numpy.ndarray or CuPy array or None
+        Of shape ``[C_out]``; None unless ``needs[2]``.
 
+    Raises
+    ------
+    TypeError
+        As for :func:`conv3d_transpose`.
+    ValueError
+        As for :func:`conv3d_transpose`; also a ``grad_output`` of the wrong shape,
+        ``needs`` that is not 3 bools, or an ``*_out`` array given for a gradient that
+        ``needs`` does not ask for.
+    MemoryError
+        A gradient cannot be allocated.
+
+    Notes
+    -----
+    Gradients of 4 MiB or more are views on blocks of conv3dt's memory cache, as the
+    results of :func:`conv3d_transpose` are (:func:`conv3dt.empty_cache`,
+    :func:`conv3dt.set_cache_limit`, ``CONV3DT_CACHE_MIB``).
+
+    Examples
+    --------
     >>> import numpy as np
     >>> x = np.ones((1, 2, 3, 3, 3)); w = np.ones((2, 4, 2, 2, 2))
     >>> gy = np.ones((1, 4, 6, 6, 6))

@@ -30,7 +30,8 @@ def run_example(name, *args, cwd, threads=None):
 
 def test_every_example_is_tested():
     scripts = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py"))
-    assert scripts == ["gradient_check.py", "infer_volume.py", "train_decoder.py"]
+    assert scripts == ["gradient_check.py", "infer_volume.py", "train_decoder.py",
+                       "typed_usage.py"]
 
 
 def test_infer_volume_demo(tmp_path):
@@ -86,3 +87,9 @@ def test_train_decoder_fits(tmp_path, size):
     assert "predictions identical" in out
     first, final = (float(v) for v in out.split("loss ")[-1].split(" (")[0].split(" -> "))
     assert final < 0.1 * first
+
+
+def test_typed_usage_runs(tmp_path):
+    # Its types are checked in tests/test_typing.py; here it runs, and its checks hold.
+    out = run_example("typed_usage.py", cwd=tmp_path, threads=1)
+    assert out.count("\n") == 4 and out.endswith("typed usage ok\n"), out

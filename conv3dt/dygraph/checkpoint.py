@@ -27,9 +27,13 @@ Example::
     (['bias', 'weight'], None)
     >>> conv.set_dict(params)
 """
+from __future__ import annotations
+
 import os
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .. import _weights
 from ..autograd import Parameter, Variable
@@ -39,8 +43,11 @@ __all__ = ["save_dygraph", "load_dygraph"]
 PARAMS_SUFFIX = ".pdparams.npz"
 OPT_SUFFIX = ".pdopt.npz"
 
+# A file path: a str or an os.PathLike of one.
+PathLike = Union[str, "os.PathLike[str]"]
 
-def _base_path(path):
+
+def _base_path(path: PathLike) -> str:
     path = os.fspath(path)
     for suffix in (PARAMS_SUFFIX, OPT_SUFFIX, ".pdparams", ".pdopt", ".npz"):
         if path.endswith(suffix):
@@ -48,9 +55,27 @@ def _base_path(path):
     return path
 
 
-def save_dygraph(state_dict, model_path):
-    """Write ``state_dict`` (name -> Variable/Parameter/array) to ``model_path`` + suffix.
+def save_dygraph(state_dict: Mapping[str, Union[Variable, ArrayLike]],
+                 model_path: PathLike) -> None:
+    """Write a state dict to ``model_path`` + ``.pdparams.npz`` (or ``.pdopt.npz``).
 
+    Parameters
+    ----------
+    state_dict : mapping of str to Variable, Parameter or array
+        A layer's :meth:`~conv3dt.dygraph.Layer.state_dict` (all Parameters: written to
+        ``.pdparams.npz``) or an optimizer's (``.pdopt.npz``).
+    model_path : str or path-like
+        ``dirname/filename``; a suffix ``.pdparams``, ``.pdopt`` or ``.npz`` is taken off.
+
+    Raises
+    ------
+    ValueError
+        The file name is empty or ``state_dict`` is.
+    TypeError
+        A key is not a str or a value is not numeric.
+
+    Notes
+    -----
     The file is written to a temporary name beside it, flushed and renamed, so an
     interrupted or failed save never leaves a truncated checkpoint behind, and an
     earlier checkpoint of that name stays intact.
@@ -62,11 +87,11 @@ def save_dygraph(state_dict, model_path):
     if not state_dict:
         raise ValueError("save_dygraph: state_dict is empty, nothing to save")
     is_params = all(isinstance(v, Parameter) for v in state_dict.values())
-    arrays = {}
+    arrays: Dict[str, Any] = {}
     for key, value in state_dict.items():
         if not isinstance(key, str):
             raise TypeError(f"save_dygraph: keys must be str, but received {key!r}")
-        array = value.numpy() if isinstance(value, Variable) else value
+        array: Any = value.numpy() if isinstance(value, Variable) else value
         if hasattr(array, "__cuda_array_interface__"):
             array = array.get()
         array = np.asarray(array)
@@ -77,21 +102,42 @@ def save_dygraph(state_dict, model_path):
     _weights.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _load_npz(path):
-    return _weights.read_npz(path, "load_dygraph")
+def _load_npz(path: str) -> Dict[str, NDArray[Any]]:
+    arrays: Dict[str, NDArray[Any]] = _weights.read_npz(path, "load_dygraph")
+    return arrays
 
 
-def _first_existing(explicit, candidates):
+def _first_existing(explicit: Optional[str], candidates: List[str]) -> Optional[str]:
     if explicit is not None and os.path.exists(explicit):
         return explicit
     return next((c for c in candidates if os.path.exists(c)), None)
 
 
-def load_dygraph(model_path):
-    """``(params, opt)`` dicts of NumPy arrays read from ``model_path`` + ``.pdparams.npz`` /
-    ``.pdopt.npz`` (this library's files) or + ``.pdparams`` / ``.pdopt`` (Paddle's
-    pickles); either is None when its file does not exist, FileNotFoundError when
-    neither does. A ``.pt``/``.pth``/``.safetensors`` path gives ``(its arrays, None)``."""
+def load_dygraph(model_path: PathLike) -> Tuple[Optional[Dict[str, NDArray[Any]]],
+                                               Optional[Dict[str, NDArray[Any]]]]:
+    """Read the parameters and optimizer state saved under ``model_path``.
+
+    Parameters
+    ----------
+    model_path : str or path-like
+        The path given to :func:`save_dygraph` (files ``+ .pdparams.npz`` /
+        ``.pdopt.npz``), of Paddle's pickles (``+ .pdparams`` / ``.pdopt``), or a full
+        ``.pt``/``.pth``/``.safetensors`` file name.
+
+    Returns
+    -------
+    params : dict of str to numpy.ndarray or None
+        None when its file does not exist.
+    opt : dict of str to numpy.ndarray or None
+        None when its file does not exist (always for PyTorch and safetensors files).
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither file exists.
+    ValueError
+        A file is truncated, corrupt or holds something other than numeric arrays.
+    """
     path = os.fspath(model_path)
     ext = os.path.splitext(path)[1].lower()
     if _weights.FORMATS.get(ext) in ("torch", "safetensors"):
@@ -108,7 +154,7 @@ def load_dygraph(model_path):
                                 f"{base + '.pdparams'!r}, {base + OPT_SUFFIX!r}, "
                                 f"{base + '.pdopt'!r} exists")
 
-    def read(p):
+    def read(p: str) -> Dict[str, NDArray[Any]]:
         return _load_npz(p) if p.endswith(".npz") else _weights.load_state(p, "paddle")
 
     return (None if params_path is None else read(params_path),

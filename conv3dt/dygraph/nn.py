@@ -1,13 +1,27 @@
 """``Conv3DTranspose``, the layer of ``paddle.fluid.dygraph.nn``, on conv3dt's kernels."""
+from __future__ import annotations
+
 import numbers
+from typing import (TYPE_CHECKING, Any, ClassVar, Dict, List, Literal, Optional, Tuple, Union,
+                    overload)
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .. import _activations, functional
 from .._geometry import kernel_size_from_output_size
-from ..autograd import Activation, Function, Variable
+from .._typing import DataFormat, IntTriple, PaddingArg, SizeArg
+from ..autograd import Activation, Function, Parameter, Variable
 from .base import to_variable
-from .layers import Layer
+from .layers import Layer, ParamAttrArg, WeightAttrArg
+
+if TYPE_CHECKING:
+    import dask.array
+
+# The activations a layer applies after its bias (conv3dt._activations).
+ActivationName = Literal["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid",
+                         "hard_sigmoid", "swish", "hard_swish", "tanh", "softplus",
+                         "softsign"]
 
 __all__ = ["Conv3DTranspose"]
 
@@ -18,33 +32,35 @@ class Conv3DTransposeFunction(Function):
     attrs: ``conv`` (the keyword arguments shared by forward and backward).
     """
 
-    def forward(self, x, weight, bias=None):
+    conv: Dict[str, Any]  # attr
+
+    def forward(self, x: Any, weight: Any, bias: Any = None) -> Any:
         self.save(x, weight)
         self.has_bias = bias is not None
         return functional.conv3d_transpose(x, weight, bias, **self.conv)
 
-    def backward(self, grad, needs):
+    def backward(self, grad: Any, needs: Tuple[bool, ...]) -> Tuple[Any, ...]:
         x, weight = self.saved
         want = (needs[0], needs[1], self.has_bias and needs[2])
         gx, gw, gb = functional.conv3d_transpose_backward(grad, x, weight, needs=want, **self.conv)
         return (gx, gw, gb) if self.has_bias else (gx, gw)
 
 
-def _as_triple(value, name):
+def _as_triple(value: Any, name: str) -> Tuple[int, int, int]:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = (value,) * 3
     try:
-        value = tuple(value)
+        values: Tuple[Any, ...] = tuple(value)
     except TypeError:
         raise TypeError(f"{name} must be an int or 3 ints, but received {value!r}") from None
-    if len(value) != 3 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                  and v > 0 for v in value):
+    if len(values) != 3 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                   and int(v) > 0 for v in values):
         raise ValueError(f"{name} must be a positive int or 3 positive ints, "
-                         f"but received {value!r}")
-    return tuple(int(v) for v in value)
+                         f"but received {values!r}")
+    return int(values[0]), int(values[1]), int(values[2])
 
 
-def _is_dask_array(value):
+def _is_dask_array(value: Any) -> bool:
     """Whether value is a dask array (told without importing dask)."""
     return type(value).__module__.startswith("dask.array")
 
@@ -59,36 +75,74 @@ class Conv3DTranspose(Layer):
 
         D_out = (D - 1) * stride - pad_lo - pad_hi + dilation * (kD - 1) + 1 (+ output_padding)
 
-    Arguments:
+    Parameters
+    ----------
+    num_channels : int or str
+        C_in. A str instead is Paddle 1.5's ``name_scope`` form: C_in is then read from
+        the first input, and the parameters are created at that first call.
+    num_filters : int
+        C_out.
+    filter_size : int or sequence of 3 ints, optional
+        The kernel size. None requires ``output_size``: the kernel is then
+        ``k = (out - (in-1)*stride + pad_lo + pad_hi - 1) // dilation + 1`` from the first
+        input (parameters are created at the first call).
+    output_size : int or sequence of 3 ints, optional
+        With ``filter_size`` it picks an output size in ``[D_out, D_out + stride)``
+        (checked at each call; ValueError naming the range).
+    padding : int, sequence of ints or str, default 0
+        An int, 3 ints, 6 ints ``[d_lo, d_hi, h_lo, h_hi, w_lo, w_hi]``, 5 pairs,
+        ``'SAME'``/``'VALID'`` (Paddle's), ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's).
+    stride, dilation : int or sequence of 3 ints, default 1
+    groups : int, optional
+        None means 1.
+    param_attr : ParamAttr, optional
+        The weight's name, initializer, learning rate and regularizer. Default init:
+        Xavier-uniform with ``limit = sqrt(6 / (fan_in + fan_out))``,
+        ``fan_in = C_out/groups * kD*kH*kW``, ``fan_out = C_in * kD*kH*kW``.
+    bias_attr : ParamAttr or False, optional
+        The bias's (default init 0); False: no bias.
+    use_cudnn : bool, default True
+        Ignored (there is no cuDNN here); must be a bool.
+    act : str, optional
+        None or one of relu, relu6, leaky_relu, elu, selu, gelu, sigmoid, hard_sigmoid,
+        swish, hard_swish, tanh, softplus, softsign, with Paddle's default attributes
+        (e.g. leaky_relu alpha 0.02); applied after the bias, with its gradient.
+    name : str, optional
+        The layer's name scope.
+    dtype : {'float32', 'float64'}, default 'float32'
+        Of the parameters; inputs must have it.
+    output_padding : int or sequence of 3 ints, default 0
+        Keyword only (an extra of Paddle 2.x's), as in :func:`conv3dt.conv3d_transpose`.
+    data_format : {'NCDHW', 'NDHWC'}, default 'NCDHW'
+        Keyword only (an extra of Paddle 2.x's).
 
-    - ``num_channels``: C_in. A str instead is Paddle 1.5's ``name_scope`` form: C_in is
-      then read from the first input, and the parameters are created at that first call.
-    - ``num_filters``: C_out.
-    - ``filter_size``: int or 3 ints. None requires ``output_size``: the kernel is then
-      ``k = (out - (in-1)*stride + pad_lo + pad_hi - 1) // dilation + 1`` from the first
-      input (parameters are created at the first call). Neither given is a ValueError.
-    - ``output_size``: int or 3 ints, with ``filter_size`` it picks an output size in
-      ``[D_out, D_out + stride)`` (checked at each call; ValueError naming the range).
-    - ``padding``: int, 3 ints, 6 ints ``[d_lo, d_hi, h_lo, h_hi, w_lo, w_hi]``, 5 pairs,
-      ``'SAME'``/``'VALID'`` (Paddle's), ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's).
-    - ``stride``, ``dilation``: int or 3 ints. ``groups``: None means 1.
-    - ``param_attr``, ``bias_attr``: ParamAttr (or None for defaults). ``bias_attr=False``
-      means no bias. Default init: weight Xavier-uniform with
-      ``limit = sqrt(6 / (fan_in + fan_out))``, ``fan_in = C_out/groups * kD*kH*kW``,
-      ``fan_out = C_in * kD*kH*kW``; bias 0.
-    - ``use_cudnn``: must be a bool; ignored (there is no cuDNN here).
-    - ``act``: None or one of relu, relu6, leaky_relu, elu, selu, gelu, sigmoid,
-      hard_sigmoid, swish, hard_swish, tanh, softplus, softsign, with Paddle's default
-      attributes (e.g. leaky_relu alpha 0.02); applied after the bias, with its gradient.
-    - ``dtype``: ``'float32'`` or ``'float64'``; inputs must have it.
-    - keyword-only extras: ``output_padding`` (int or 3 ints) and ``data_format``
-      (``'NCDHW'``/``'NDHWC'``).
+    Attributes
+    ----------
+    weight : Parameter
+        ``[C_in, C_out/groups, kD, kH, kW]`` (None until the first call for a layer that
+        infers its shape from its first input).
+    bias : Parameter or None
+        ``[C_out]``; None with ``bias_attr=False``.
 
+    Raises
+    ------
+    TypeError
+        A Paddle 2.x keyword (``in_channels``, ``kernel_size``...: use
+        :class:`conv3dt.nn.Conv3DTranspose`), a ``use_cudnn`` that is not a bool, or a
+        dtype other than float32/float64.
+    ValueError
+        A channel count or group count that is not a positive int, channels not
+        divisible by ``groups``, or neither ``filter_size`` nor ``output_size``.
+
+    Notes
+    -----
     Difference from Paddle 1.8: its dygraph Conv3DTranspose silently skipped the bias
     although its docs say one is added; here a bias (``bias_attr`` None or a ParamAttr) is
     added, as the docs say. Use ``bias_attr=False`` for Paddle 1.8's numbers.
 
-    Example (Paddle's own, with only the import changed)::
+    Examples
+    --------
+    Paddle's own, with only the import changed:
 
         >>> import numpy
         >>> import conv3dt as fluid
@@ -104,10 +158,11 @@ class Conv3DTranspose(Layer):
 
     # Keywords that only Paddle 2.x's paddle.nn.Conv3DTranspose has. (output_padding and
     # data_format are accepted here too, as keyword-only extras with the same meaning.)
-    _PADDLE2_ONLY = {"in_channels": "num_channels", "out_channels": "num_filters",
-                     "kernel_size": "filter_size", "weight_attr": "param_attr"}
+    _PADDLE2_ONLY: ClassVar[Dict[str, str]] = {
+        "in_channels": "num_channels", "out_channels": "num_filters",
+        "kernel_size": "filter_size", "weight_attr": "param_attr"}
 
-    def __new__(cls, *args, **kwargs):
+    def __new__(cls, *args: Any, **kwargs: Any) -> Conv3DTranspose:
         # Checked before __init__ binds its arguments, so that a 2.x call gets this
         # message rather than "missing 2 required positional arguments".
         found = [k for k in kwargs if k in cls._PADDLE2_ONLY]
@@ -121,10 +176,19 @@ class Conv3DTranspose(Layer):
                 "stride, padding, output_padding, ...) use conv3dt.nn.Conv3DTranspose")
         return super().__new__(cls)
 
-    def __init__(self, num_channels, num_filters, filter_size=None, output_size=None,
-                 padding=0, stride=1, dilation=1, groups=None, param_attr=None,
-                 bias_attr=None, use_cudnn=True, act=None, name=None, dtype="float32", *,
-                 output_padding=0, data_format="NCDHW"):
+    # The parameters (attributes registered by the Layer): ``weight`` is None until the
+    # first call only for a layer that infers its shape from its first input.
+    weight: Parameter
+    bias: Optional[Parameter]
+
+    def __init__(self, num_channels: Union[int, str], num_filters: int,
+                 filter_size: Optional[IntTriple] = None, output_size: SizeArg = None,
+                 padding: PaddingArg = 0, stride: IntTriple = 1, dilation: IntTriple = 1,
+                 groups: Optional[int] = None, param_attr: WeightAttrArg = None,
+                 bias_attr: ParamAttrArg = None, use_cudnn: bool = True,
+                 act: Optional[ActivationName] = None, name: Optional[str] = None,
+                 dtype: DTypeLike = "float32", *,
+                 output_padding: IntTriple = 0, data_format: DataFormat = "NCDHW") -> None:
         name_scope = num_channels if isinstance(num_channels, str) else None
         super().__init__(name_scope=name or name_scope, dtype=dtype)
         if not isinstance(use_cudnn, bool):
@@ -155,9 +219,11 @@ class Conv3DTranspose(Layer):
         if filter_size is None and output_size is None:
             raise ValueError("Conv3DTranspose: filter_size and output_size cannot both be None; "
                              "give the kernel size, or the output size to derive it from")
-        self._num_channels = None if name_scope is not None else int(num_channels)
+        self._num_channels: Optional[int] = (None if name_scope is not None
+                                             else int(num_channels))
         self._num_filters = int(num_filters)
-        self._filter_size = None if filter_size is None else _as_triple(filter_size, "filter_size")
+        self._filter_size: Optional[Tuple[int, int, int]] = (
+            None if filter_size is None else _as_triple(filter_size, "filter_size"))
         self._groups = int(groups)
         self._act = _activations.check_name(act)
         self._param_attr = param_attr
@@ -174,7 +240,7 @@ class Conv3DTranspose(Layer):
         if self._num_channels is not None and self._filter_size is not None:
             self._create_parameters(self._num_channels, self._filter_size)
 
-    def _create_parameters(self, num_channels, filter_size):
+    def _create_parameters(self, num_channels: int, filter_size: Tuple[int, int, int]) -> None:
         if num_channels % self._groups:
             raise ValueError(f"Conv3DTranspose: input channels ({num_channels}) must be "
                              f"divisible by groups ({self._groups})")
@@ -184,12 +250,45 @@ class Conv3DTranspose(Layer):
         self.bias = self.create_parameter([self._num_filters], attr=self._bias_attr,
                                           dtype=self._dtype, is_bias=True)
 
-    def _deferred_parameters(self):
+    def _deferred_parameters(self) -> List[str]:
         if self.weight is not None:
             return []
         return ["weight"] + (["bias"] if self._bias_attr is not False else [])
 
-    def forward(self, input):
+    if TYPE_CHECKING:
+        # ``layer(x)`` is ``layer.forward(x)`` (Layer.__call__), typed as forward is.
+        @overload
+        def __call__(self, input: Union[Variable, ArrayLike]) -> Variable: ...
+        @overload
+        def __call__(self, input: dask.array.Array) -> dask.array.Array: ...
+        def __call__(self, input: Any) -> Any: ...
+
+    @overload
+    def forward(self, input: Union[Variable, ArrayLike]) -> Variable: ...
+    @overload
+    def forward(self, input: dask.array.Array) -> dask.array.Array: ...
+    def forward(self, input: Any) -> Any:
+        """The layer on ``input``: ``act(conv3d_transpose(input, weight) + bias)``.
+
+        Parameters
+        ----------
+        input : Variable, array_like or dask.array.Array
+            5-D, in ``data_format``, of the layer's dtype; an array is wrapped with
+            :func:`~conv3dt.dygraph.to_variable`. A Dask array is computed block by block
+            (inference only, see :mod:`conv3dt.dask`).
+
+        Returns
+        -------
+        Variable or dask.array.Array
+            A Variable with the gradient recorded (a Dask array for a Dask input).
+
+        Raises
+        ------
+        ValueError
+            ``input`` is not 5-D or has another channel count than the layer.
+        TypeError
+            ``input`` has another dtype than the layer.
+        """
         lazy = _is_dask_array(input)  # inference on a dask array, block by block
         if lazy:
             from .. import dask as conv3dt_dask
@@ -225,17 +324,17 @@ class Conv3DTranspose(Layer):
             return out
         return Activation.apply(out, act=self._act, params=_activations.attrs_for(self._act))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         # As torch prints its layers: the channels, then only what differs from the
         # defaults, sizes as triples (filter_size=(3, 3, 3), stride=(2, 2, 2)).
-        def shown(value):
+        def shown(value: Any) -> Any:
             if isinstance(value, numbers.Integral) and not isinstance(value, bool):
                 return (int(value),) * 3
             if isinstance(value, (list, tuple)):
                 return tuple(shown(v) if isinstance(v, (list, tuple)) else v for v in value)
             return value
 
-        def is_zero(value):
+        def is_zero(value: Any) -> bool:
             flat = value if isinstance(value, tuple) else (value,)
             return all(is_zero(v) if isinstance(v, tuple) else
                        isinstance(v, numbers.Integral) and v == 0 for v in flat)
