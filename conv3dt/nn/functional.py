@@ -19,7 +19,7 @@ Example::
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,13 +27,12 @@ from numpy.typing import NDArray
 from ..autograd import Variable
 from ..dygraph.nn import Conv3DTransposeFunction
 
-if TYPE_CHECKING:
-    import cupy
-
 __all__ = ["conv3d_transpose"]
 
-# What the functions of Tensors take: a Tensor, or a NumPy or CuPy array (a constant).
-TensorLike = Union[Variable, "NDArray[Any]", "cupy.ndarray"]
+# What the functions of Tensors take: a Tensor, or a NumPy array (a constant). CuPy arrays
+# are taken too at run time; their type is left out, since where CuPy is not installed a
+# type checker would see it as Any, and then anything, a dask array too, as a Tensor.
+TensorLike = Union[Variable, "NDArray[Any]"]
 # An int for the three spatial dimensions, or one per dimension.
 IntTriple = Union[int, Sequence[int]]
 # Paddle's padding algorithms (case-insensitive) and ONNX's.
