@@ -31,7 +31,8 @@ torch.Size([1, 2, 6, 6, 6])
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, List, Literal, Optional, Sequence, Tuple, Union, cast
+from typing import (TYPE_CHECKING, Any, Dict, List, Literal, Optional, Sequence, Tuple, Union,
+                    cast)
 
 try:
     import torch
@@ -228,8 +229,9 @@ class ConvTranspose3dFunction(torch.autograd.Function):  # type: ignore[misc, un
                 bias: Optional[torch.Tensor], stride: _Triple, padding: _Triple,
                 output_padding: _Triple, groups: int, dilation: _Triple) -> torch.Tensor:
         _refuse_graph_capture(input)
-        geometry = dict(stride=stride, padding=padding, output_padding=output_padding,
-                        groups=groups, dilation=dilation)
+        geometry: Dict[str, Any] = dict(stride=stride, padding=padding,
+                                        output_padding=output_padding, groups=groups,
+                                        dilation=dilation)
         with _on_device(input.device):
             out = _functional.conv3d_transpose(
                 _as_array(input), _as_array(weight),
