@@ -456,7 +456,8 @@ def phase_tables(plan):
 # ------------------------------------------------------------------ ranges of chunks
 
 
-def chunk_input_range(in_size, kernel, stride, dilation, pad_lo, o0, o1):
+def chunk_input_range(in_size: int, kernel: int, stride: int, dilation: int, pad_lo: int,
+                      o0: int, o1: int) -> Tuple[int, int, int, int]:
     """The inputs ``[i0, i1)`` that the outputs ``[o0, o1)`` of one spatial dimension read,
     and the padding ``(lo_c, hi_c)`` of the call on ``x[i0:i1]`` whose output is exactly
     those outputs.
@@ -486,7 +487,8 @@ def chunk_input_range(in_size, kernel, stride, dilation, pad_lo, o0, o1):
     return i0, i1, lo_c, hi_c
 
 
-def grad_input_output_range(out_size, kernel, stride, dilation, pad_lo, i0, i1):
+def grad_input_output_range(out_size: int, kernel: int, stride: int, dilation: int,
+                            pad_lo: int, i0: int, i1: int) -> Tuple[int, int]:
     """The outputs ``[o0, o1)`` (one spatial dimension) that the gradient of inputs
     ``[i0, i1)`` reads, ``o0`` rounded down to a multiple of the stride; ``o1 <= o0`` when
     those inputs reach no output (their gradient is zero).

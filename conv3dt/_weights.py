@@ -44,6 +44,8 @@ Example::
     >>> state["weight"].shape, state["weight"].dtype
     ((2, 3, 1, 1, 1), dtype('float32'))
 """
+from __future__ import annotations
+
 import collections
 import io
 import numbers
@@ -52,25 +54,38 @@ import pickle
 import tempfile
 import zipfile
 import zlib
+from typing import (IO, Any, BinaryIO, Callable, Dict, Literal, Optional, Set, Tuple, Union,
+                    cast)
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = ["WeightsFileError", "load_state", "read", "write", "save", "load", "format_of",
            "atomic_write", "FORMATS"]
 
 
 class WeightsFileError(ValueError):
-    """A weights file that cannot be read (or written) as the format it claims to be."""
+    """A weights file that cannot be read (or written) as the format it claims to be.
 
+    A :class:`ValueError`; its message names the file and the format it was read as.
+    """
+
+
+# A file's path: a str or an os.PathLike (pathlib.Path).
+PathArg = Union[str, "os.PathLike[str]"]
+# The formats' names, as ``format=`` takes them.
+FormatName = Literal["paddle", "torch", "safetensors", "npz"]
+# A state dict read from a file: names -> arrays.
+StateDict = Dict[str, NDArray[Any]]
 
 # extension -> format name (the names used in messages and by ``format=``)
-FORMATS = {
+FORMATS: Dict[str, FormatName] = {
     ".pdparams": "paddle", ".pdopt": "paddle", ".pdtensor": "paddle", ".pkl": "paddle",
     ".pt": "torch", ".pth": "torch", ".bin": "torch",
     ".safetensors": "safetensors",
     ".npz": "npz",
 }
-_LABELS = {"paddle": "Paddle pickle (.pdparams/.pdopt)", "torch": "PyTorch file (.pt/.pth)",
+_LABELS: Dict[str, str] = {"paddle": "Paddle pickle (.pdparams/.pdopt)", "torch": "PyTorch file (.pt/.pth)",
            "safetensors": "safetensors file", "npz": "NumPy .npz archive"}
 
 # Keys paddle.save adds to a state dict beside the arrays (see _unpack_paddle).
@@ -78,7 +93,7 @@ NAME_TABLE_KEY = "StructuredToParameterName@@"
 BIG_PARAM_KEY = "UnpackBigParamInfor@@"
 
 
-def _fail(path, fmt, reason):
+def _fail(path: PathArg, fmt: str, reason: str) -> WeightsFileError:
     label = _LABELS.get(fmt, fmt)
     return WeightsFileError(f"cannot read {os.fspath(path)!r} as a {label}: {reason}")
 
@@ -87,7 +102,7 @@ def _fail(path, fmt, reason):
 # Atomic writes
 # ---------------------------------------------------------------------------------------
 
-def _umask():
+def _umask() -> int:
     # os.umask can only be read by setting it, which races with other threads; Linux
     # shows it in /proc.
     try:
@@ -100,10 +115,25 @@ def _umask():
     return 0o022
 
 
-def atomic_write(path, write_to):
-    """Call ``write_to(binary file)`` on a temporary file beside ``path``, then rename it
-    to ``path``. On any failure the temporary file is removed and ``path`` is untouched.
+def atomic_write(path: PathArg, write_to: Callable[[BinaryIO], object]) -> None:
+    """Write a file atomically: ``write_to(f)`` on a temporary file beside ``path``, then
+    a rename to ``path``.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The destination; its folder is created as needed.
+    write_to : callable
+        Called with the temporary file, open for binary writing.
+
+    Raises
+    ------
+    OSError, or whatever ``write_to`` raises
+        On any failure the temporary file is removed and ``path`` is untouched.
+
+    Notes
+    -----
+    The data is flushed to disk (``fsync``) before the rename, and the folder after it.
     The new file gets the permissions an ordinary ``open(path, 'wb')`` would give it
     (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.
     """
@@ -128,7 +158,7 @@ def atomic_write(path, write_to):
     _fsync_directory(directory)
 
 
-def _fsync_directory(directory):
+def _fsync_directory(directory: str) -> None:
     # The rename itself reaches the disk only when the folder does (POSIX); where folders
     # cannot be opened (Windows) there is nothing to do.
     try:
@@ -147,7 +177,7 @@ def _fsync_directory(directory):
 # Paddle pickles, restricted
 # ---------------------------------------------------------------------------------------
 
-def _reconstruct(subtype, shape, dtype):
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> NDArray[Any]:
     # ndarray.__reduce__ always passes an empty shape; the data comes with __setstate__,
     # which checks that it has the size the header claims. A hostile shape here would
     # only make numpy allocate a huge empty array, so it is refused.
@@ -159,11 +189,11 @@ def _reconstruct(subtype, shape, dtype):
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
-def _frombuffer(buf, dtype, shape, order):
+def _frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> NDArray[Any]:
     return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order).copy()
 
 
-def _scalar(dtype, data=None):
+def _scalar(dtype: Any, data: Any = None) -> Any:
     if isinstance(data, str):  # a Python 2 pickle read with encoding='latin1'
         data = data.encode("latin1")
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
@@ -171,7 +201,7 @@ def _scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
 
 
-def _latin1_encode(text, encoding="utf-8", errors="strict"):
+def _latin1_encode(text: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     # Pickle protocol 2 writes a bytes object as _codecs.encode(str, 'latin1'); only that
     # form is accepted (other codecs would widen what a file can make us do).
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -185,13 +215,15 @@ class _Constructor:
     BUILD opcode (which sets attributes of the object on the stack) is refused on it."""
     __slots__ = ("_func",)
 
-    def __init__(self, func):
+    _func: Callable[..., Any]
+
+    def __init__(self, func: Callable[..., Any]) -> None:
         object.__setattr__(self, "_func", func)
 
-    def __call__(self, *args):
+    def __call__(self, *args: Any) -> Any:
         return self._func(*args)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         raise pickle.UnpicklingError(f"the pickle sets attributes of {self._func.__name__}")
 
 
@@ -199,7 +231,7 @@ class _Constructor:
 # and scalars (module numpy.core before NumPy 2, numpy._core from NumPy 2 on), and the
 # containers. Everything here builds data; nothing runs user-chosen code. (The classes
 # are immutable C types, so BUILD cannot change them either.)
-_SAFE_GLOBALS = {}
+_SAFE_GLOBALS: Dict[Tuple[str, str], Any] = {}
 for _core in ("numpy.core", "numpy._core"):
     _SAFE_GLOBALS[(_core + ".multiarray", "_reconstruct")] = _Constructor(_reconstruct)
     _SAFE_GLOBALS[(_core + ".multiarray", "scalar")] = _Constructor(_scalar)
@@ -216,11 +248,11 @@ _SAFE_GLOBALS.update({
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, path):
+    def __init__(self, file: IO[bytes], path: str) -> None:
         super().__init__(file, encoding="latin1")  # as paddle.load: Python 2 pickles too
         self._path = path
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         module = "builtins" if module == "__builtin__" else module  # Python 2 pickles
         try:
             return _SAFE_GLOBALS[(module, name)]
@@ -231,12 +263,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 "building it could run arbitrary code. Only NumPy arrays, dicts, lists, "
                 "tuples, numbers and strings are accepted.") from None
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid: Any) -> Any:
         raise WeightsFileError(f"refusing to load {self._path!r} (Paddle pickle): it uses "
                                "persistent ids, which Paddle never writes")
 
 
-def _read_paddle(path):
+def _read_paddle(path: PathArg) -> Tuple[Any, Dict[str, str]]:
     with open(path, "rb") as f:
         head = f.read(4)
         if head.startswith(b"PK"):  # a zip: save_dygraph's .npz under a Paddle name
@@ -259,12 +291,12 @@ def _read_paddle(path):
 _DATA_LEAVES = (bool, int, float, complex, str, bytes, bytearray, type(None))
 
 
-def _check_arrays(obj, path, fmt, data_only=True):
+def _check_arrays(obj: Any, path: PathArg, fmt: str, data_only: bool = True) -> None:
     """``obj``'s arrays are numeric or bool (object arrays would be pickles); with
     ``data_only``, ``obj`` is also nothing but containers of arrays, NumPy scalars,
     numbers, strings and None: not classes or functions, which a crafted pickle could
     otherwise return. (PyTorch's own safe loader decides what else its files hold.)"""
-    seen = set()
+    seen: Set[int] = set()
     stack = [obj]
     while stack:
         item = stack.pop()
@@ -286,11 +318,11 @@ def _check_arrays(obj, path, fmt, data_only=True):
             raise _fail(path, fmt, f"it holds a {type(item).__name__} object, not data")
 
 
-def _unpack_paddle(obj):
+def _unpack_paddle(obj: Any) -> Tuple[Any, Dict[str, str]]:
     """Undo what paddle.save adds: big arrays split into slices (protocols 2 and 3), the
     structured-name -> parameter-name table (returned apart), and (name, array) tuples
     that stand for Tensors inside nested objects."""
-    names = {}
+    names: Dict[str, str] = {}
     if isinstance(obj, dict):
         obj = dict(obj) if not isinstance(obj, collections.OrderedDict) else obj.copy()
         info = obj.pop(BIG_PARAM_KEY, None)
@@ -304,10 +336,11 @@ def _unpack_paddle(obj):
     return _untuple(obj, {}), names
 
 
-def _untuple(obj, memo):
+def _untuple(obj: Any, memo: Dict[int, Any]) -> Any:
     # paddle.save pickles a Tensor inside a nested object as the tuple (name, ndarray).
     if id(obj) in memo:
         return memo[id(obj)]
+    out: Any
     if (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str)
             and isinstance(obj[1], np.ndarray)):
         out = obj[1]
@@ -321,7 +354,7 @@ def _untuple(obj, memo):
     return out
 
 
-def _write_paddle(obj, f, protocol=4):
+def _write_paddle(obj: Any, f: IO[bytes], protocol: int = 4) -> None:
     pickle.dump(obj, f, protocol=protocol)
 
 
@@ -329,7 +362,7 @@ def _write_paddle(obj, f, protocol=4):
 # PyTorch, safetensors, npz
 # ---------------------------------------------------------------------------------------
 
-def _read_torch(path):
+def _read_torch(path: PathArg) -> Tuple[Any, Dict[str, str]]:
     try:
         import torch
     except ImportError:
@@ -341,9 +374,10 @@ def _read_torch(path):
     except Exception as exc:  # torch raises many types: all mean "not a file we can read"
         raise _fail(path, "torch", f"{type(exc).__name__}: {exc}") from exc
 
-    def convert(item, memo):
+    def convert(item: Any, memo: Dict[int, Any]) -> Any:
         if id(item) in memo:
             return memo[id(item)]
+        out: Any
         if isinstance(item, torch.Tensor):
             t = item.detach().cpu()
             if t.dtype == torch.bfloat16:
@@ -369,7 +403,7 @@ def _read_torch(path):
     return obj, {}
 
 
-def _import_safetensors(path, verb):
+def _import_safetensors(path: PathArg, verb: str) -> Any:
     try:
         import safetensors.numpy
     except ImportError:
@@ -380,7 +414,7 @@ def _import_safetensors(path, verb):
     return safetensors.numpy
 
 
-def _read_safetensors(path):
+def _read_safetensors(path: PathArg) -> Tuple[Any, Dict[str, str]]:
     st = _import_safetensors(path, "reading")
     try:
         with open(path, "rb") as f:
@@ -390,12 +424,12 @@ def _read_safetensors(path):
         raise _fail(path, "safetensors", f"{type(exc).__name__}: {exc}") from exc
 
 
-def _write_safetensors(state, path, f):
+def _write_safetensors(state: Dict[str, Any], path: PathArg, f: IO[bytes]) -> None:
     st = _import_safetensors(path, "writing")
     f.write(st.save({k: np.ascontiguousarray(v) for k, v in state.items()}))
 
 
-def _read_npz_member(archive, info):
+def _read_npz_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> NDArray[Any]:
     """One ``.npy`` member of an archive, checked before anything is allocated.
 
     The header must describe a numeric or bool array whose size matches the member's
@@ -424,12 +458,32 @@ def _read_npz_member(archive, info):
     return array.reshape(shape, order="F" if fortran else "C").copy()
 
 
-def read_npz(path, label="load_dygraph"):
-    """``{name: array}`` of an ``.npz`` archive of numeric arrays (nothing is unpickled)."""
+def read_npz(path: PathArg, label: str = "load_dygraph") -> StateDict:
+    """``{name: array}`` of an ``.npz`` archive of numeric arrays (nothing is unpickled).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The archive.
+    label : str, default 'load_dygraph'
+        The caller's name, at the start of error messages.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        One array per ``.npy`` member, named without the extension.
+
+    Raises
+    ------
+    WeightsFileError
+        If the file is not a zip archive of ``.npy`` members of numeric dtypes whose
+        headers agree with their stored sizes (pickled entries are refused from their
+        headers, never unpickled).
+    """
     try:
         if not zipfile.is_zipfile(path):
             raise ValueError("not an .npz archive")
-        out = {}
+        out: StateDict = {}
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if not info.filename.endswith(".npy"):
@@ -445,11 +499,11 @@ def read_npz(path, label="load_dygraph"):
                                f"(NumPy .npz archive): {exc}") from exc
 
 
-def _read_npz(path):
+def _read_npz(path: PathArg) -> Tuple[Any, Dict[str, str]]:
     return read_npz(path, "load"), {}
 
 
-def _write_npz(state, f):
+def _write_npz(state: Dict[str, Any], f: IO[bytes]) -> None:
     np.savez(f, **state)
 
 
@@ -457,7 +511,7 @@ def _write_npz(state, f):
 # Format detection, read, write
 # ---------------------------------------------------------------------------------------
 
-def _sniff(path):
+def _sniff(path: str) -> Optional[FormatName]:
     """The format of a file from its first bytes, or None."""
     with open(path, "rb") as f:
         head = f.read(16)
@@ -481,15 +535,35 @@ def _sniff(path):
     return None
 
 
-def format_of(path, format=None):
-    """The format name ('paddle', 'torch', 'safetensors', 'npz') of ``path``: ``format``
-    if given, else by extension, else (for reading an existing file) by content."""
+def format_of(path: PathArg, format: Optional[str] = None) -> FormatName:
+    """The format name of a weights file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (it need exist only for telling the format by its content).
+    format : {'paddle', 'torch', 'safetensors', 'npz'}, optional
+        The format, when known: returned as it is, after a check.
+
+    Returns
+    -------
+    str
+        ``format`` if given, else the format of ``path``'s extension (see
+        :data:`FORMATS`), else, for an existing file, the format its first bytes show.
+
+    Raises
+    ------
+    ValueError
+        If ``format`` is none of the names.
+    WeightsFileError
+        If neither the extension nor the content tells the format.
+    """
     path = os.fspath(path)
     if format is not None:
         if format not in _LABELS:
             raise ValueError(f"format must be one of {sorted(_LABELS)}, "
                              f"but received {format!r}")
-        return format
+        return cast(FormatName, format)  # one of _LABELS' keys, checked above
     ext = os.path.splitext(path)[1].lower()
     if ext in FORMATS:
         return FORMATS[ext]
@@ -502,14 +576,36 @@ def format_of(path, format=None):
     return found
 
 
-_READERS = {"paddle": _read_paddle, "torch": _read_torch,
+_READERS: Dict[str, Callable[[PathArg], Tuple[Any, Dict[str, str]]]] = {"paddle": _read_paddle, "torch": _read_torch,
             "safetensors": _read_safetensors, "npz": _read_npz}
 
 
-def read(path, format=None):
-    """``(obj, names)``: the object stored in ``path`` (a dict of NumPy arrays for a state
-    dict; nested dicts and lists as stored) and, for Paddle files, the table of parameter
-    names ``{structured name: parameter name}`` that ``paddle.save`` keeps beside it."""
+def read(path: PathArg, format: Optional[str] = None) -> Tuple[Any, Dict[str, str]]:
+    """The object stored in a weights file, and Paddle's table of parameter names.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    format : {'paddle', 'torch', 'safetensors', 'npz'}, optional
+        Default: told by :func:`format_of`.
+
+    Returns
+    -------
+    obj : object
+        What the file stores: a dict of :class:`numpy.ndarray` for a state dict, nested
+        dicts and lists as stored.
+    names : dict of str to str
+        For Paddle files, ``{structured name: parameter name}``, the table that
+        ``paddle.save`` keeps beside a state dict; empty otherwise.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        If ``path`` is missing or a folder.
+    WeightsFileError
+        If the file cannot be read as its format (see the module's docstring).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such weights file: {path!r}")
@@ -518,14 +614,14 @@ def read(path, format=None):
     return _READERS[format_of(path, format)](path)
 
 
-def _flatten(obj, prefix, out, seen):
+def _flatten(obj: Any, prefix: str, out: StateDict, seen: Set[int]) -> None:
     if isinstance(obj, (dict, list, tuple)):
         # A container met twice (shared, or containing itself) would repeat its entries
         # under several names, exponentially many for a crafted file.
         if id(obj) in seen:
             raise ValueError(f"the container at {prefix or '(top)'!r} appears twice")
         seen.add(id(obj))
-        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        items: Any = obj.items() if isinstance(obj, dict) else enumerate(obj)
         for key, value in items:
             _flatten(value, f"{prefix}.{key}" if prefix else str(key), out, seen)
     elif isinstance(obj, np.ndarray):
@@ -535,21 +631,51 @@ def _flatten(obj, prefix, out, seen):
     # None, str, bytes, bools: metadata (a training step's name, a flag), not weights
 
 
-def load_state(path, format=None):
+def load_state(path: PathArg, format: Optional[str] = None) -> StateDict:
     """``{name: numpy array}`` from a weights file of any supported format.
 
-    Nested dicts and lists (a checkpoint ``{'model': {...}, 'epoch': 3}``) are flattened
-    with dotted names (``'model.weight'``, ``'epoch'``); numbers become 0-d arrays;
-    strings, None and bools are dropped. Paddle's name table is not part of the result.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.pdparams``/``.pdopt`` (Paddle), ``.pt``/``.pth``/``.bin`` (PyTorch),
+        ``.safetensors`` or ``.npz`` file; another extension is told by its content.
+    format : {'paddle', 'torch', 'safetensors', 'npz'}, optional
+        The format, instead of the one the extension or the content tells.
 
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The arrays by name. Nested dicts and lists (a checkpoint ``{'model': {...},
+        'epoch': 3}``) are flattened with dotted names (``'model.weight'``,
+        ``'epoch'``); numbers become 0-d arrays; strings, None and bools are dropped.
+        Paddle's name table is not part of the result.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        If ``path`` is missing or a folder.
+    WeightsFileError
+        If the file cannot be read as its format, or holds no dict.
+
+    Notes
+    -----
     ``conv3dt run --weights FILE`` calls this for a file and reads ``'weight'`` and
     ``'bias'`` (or a single ``'<prefix>.weight'``) from the result.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> from conv3dt import _weights
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> np.savez(path, weight=np.ones((2, 3, 1, 1, 1), "float32"))
+    >>> sorted(_weights.load_state(path))
+    ['weight']
     """
     obj, _ = read(path, format)
     if not isinstance(obj, dict):
         raise WeightsFileError(f"{os.fspath(path)!r} holds a {type(obj).__name__}, not a "
                                "state dict (a dict of named arrays)")
-    out = {}
+    out: StateDict = {}
     try:
         _flatten(obj, "", out, set())
     except (ValueError, RecursionError) as exc:
@@ -558,7 +684,7 @@ def load_state(path, format=None):
     return out
 
 
-def _to_numpy(value, where):
+def _to_numpy(value: Any, where: str) -> NDArray[Any]:
     from .autograd import Variable
     if isinstance(value, Variable):
         value = value._data
@@ -571,14 +697,33 @@ def _to_numpy(value, where):
     raise TypeError(f"save: {where} is a {type(value).__name__}, not an array")
 
 
-def to_saveable(obj, where="the object"):
-    """``obj`` with every Tensor/Variable (and CuPy array) as a NumPy array; dicts, lists,
-    tuples, numbers, strings, None kept. Anything else is a TypeError naming where."""
+def to_saveable(obj: Any, where: str = "the object") -> Any:
+    """``obj`` with every Tensor/Variable (and CuPy array) as a NumPy array.
+
+    Parameters
+    ----------
+    obj : object
+        A Tensor, an array, or dicts, lists and tuples of them, numbers, strings and None.
+    where : str, default 'the object'
+        How error messages name ``obj``.
+
+    Returns
+    -------
+    object
+        ``obj`` with the same containers (an ``OrderedDict`` stays one), the arrays
+        as :class:`numpy.ndarray`.
+
+    Raises
+    ------
+    TypeError
+        For anything else (naming where it is), or an array of a non-numeric dtype.
+    """
     from .autograd import Variable
     if isinstance(obj, (Variable, np.ndarray)) or hasattr(obj, "__cuda_array_interface__"):
         return _to_numpy(obj, where)
     if isinstance(obj, dict):
-        out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        out: Dict[Any, Any] = (type(obj)() if isinstance(obj, collections.OrderedDict)
+                               else {})
         for key, value in obj.items():
             out[key] = to_saveable(value, f"entry {key!r}")
         return out
@@ -590,10 +735,33 @@ def to_saveable(obj, where="the object"):
                     "dicts, lists, tuples, numbers and strings can be saved")
 
 
-def write(obj, path, format=None, protocol=4):
-    """Write ``obj`` (a state dict, or nested dicts/lists of Tensors and arrays) to
-    ``path`` atomically, in the format of its extension (Paddle pickle for any extension
-    that is not ``.safetensors`` or ``.npz``, as ``paddle.save`` does)."""
+def write(obj: Any, path: PathArg, format: Optional[str] = None, protocol: int = 4) -> None:
+    """Write ``obj`` to a weights file atomically (see :func:`atomic_write`).
+
+    Parameters
+    ----------
+    obj : object
+        A state dict, or nested dicts and lists of Tensors, arrays and numbers.
+    path : str or os.PathLike
+        The file; its extension chooses the format: safetensors for ``.safetensors``,
+        an archive for ``.npz``, else a Paddle pickle (as ``paddle.save`` does).
+    format : {'paddle', 'safetensors', 'npz'}, optional
+        The format, instead of the extension's.
+    protocol : int, default 4
+        The pickle protocol of a Paddle file, 2 to 4.
+
+    Raises
+    ------
+    TypeError
+        For objects that cannot be saved, or a safetensors/npz file of anything but a
+        flat dict of str to arrays.
+    ValueError
+        For a PyTorch format, an empty file name or a bad ``protocol``.
+    IsADirectoryError
+        If ``path`` is a folder.
+    WeightsFileError
+        If safetensors is asked for and not installed.
+    """
     from .autograd import Variable
     path = os.fspath(path)
     if os.path.basename(path) == "":
@@ -637,15 +805,38 @@ def write(obj, path, format=None, protocol=4):
 # paddle.save / paddle.load
 # ---------------------------------------------------------------------------------------
 
-def save(obj, path, protocol=4, **configs):
-    """Save ``obj`` to ``path``, as ``paddle.save``: a state dict (``layer.state_dict()``,
-    ``optimizer.state_dict()``) or nested dicts/lists of Tensors, arrays and numbers.
+def save(obj: Any, path: PathArg, protocol: int = 4, **configs: Any) -> None:
+    """Save ``obj`` to ``path``, as ``paddle.save``.
 
-    The file is Paddle's format (a pickle of NumPy arrays, ``.pdparams`` by convention,
-    which ``paddle.load`` reads), or safetensors for a path ending in ``.safetensors``,
-    or an ``.npz`` archive for ``.npz``. Written atomically: a save that fails midway
-    leaves an earlier file at ``path`` as it was. Folders are created as needed.
+    Parameters
+    ----------
+    obj : object
+        A state dict (``layer.state_dict()``, ``optimizer.state_dict()``) or nested
+        dicts/lists of Tensors, arrays and numbers.
+    path : str or os.PathLike
+        The file: Paddle's format (a pickle of NumPy arrays, ``.pdparams`` by
+        convention, which ``paddle.load`` reads), or safetensors for a path ending in
+        ``.safetensors``, or an ``.npz`` archive for ``.npz``. Folders are created as
+        needed.
+    protocol : int, default 4
+        The pickle protocol, 2 to 4.
+    **configs
+        ``use_binary_format`` is accepted for Paddle's signature and ignored.
 
+    Raises
+    ------
+    TypeError
+        For an unknown keyword or objects that cannot be saved.
+    ValueError
+        For a ``.pt``/``.pth`` path or a bad ``protocol``.
+
+    Notes
+    -----
+    Written atomically: a save that fails midway leaves an earlier file at ``path`` as
+    it was.
+
+    Examples
+    --------
     >>> import os, tempfile, conv3dt as paddle
     >>> conv = paddle.nn.Conv3DTranspose(2, 3, 2)
     >>> path = os.path.join(tempfile.mkdtemp(), "conv.pdparams")
@@ -661,15 +852,35 @@ def save(obj, path, protocol=4, **configs):
     write(obj, path, protocol=protocol)
 
 
-def load(path, **configs):
+def load(path: PathArg, **configs: Any) -> Any:
     """Load what :func:`save` (or ``paddle.save``, ``torch.save``, safetensors,
     ``save_dygraph``) wrote to ``path``, as ``paddle.load``.
 
-    Arrays come back as Tensors (``stop_gradient=True``; named after the parameters when
-    the file has Paddle's name table), or as NumPy arrays with ``return_numpy=True``.
-    ``keep_name_table=True`` keeps Paddle's ``'StructuredToParameterName@@'`` entry.
-    Pickles are read with the restricted unpickler described in this module: a file
-    that asks for anything but arrays and containers is refused, never executed.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (see :mod:`conv3dt._weights` for the formats).
+    **configs
+        ``return_numpy=True``: arrays as :class:`numpy.ndarray` instead of Tensors.
+        ``keep_name_table=True``: keep Paddle's ``'StructuredToParameterName@@'`` entry.
+        ``model_filename`` and ``params_filename`` are accepted and ignored.
+
+    Returns
+    -------
+    object
+        What was saved, the arrays as Tensors (``stop_gradient=True``; named after the
+        parameters when the file has Paddle's name table) or NumPy arrays.
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword.
+    FileNotFoundError
+        If ``path`` is missing.
+    WeightsFileError
+        If the file cannot be read. Pickles are read with the restricted unpickler
+        described in this module: a file that asks for anything but arrays and
+        containers is refused, never executed.
     """
     from .autograd import Variable
     unknown = set(configs) - {"return_numpy", "keep_name_table", "model_filename",
@@ -679,11 +890,12 @@ def load(path, **configs):
     return_numpy = bool(configs.get("return_numpy", False))
     obj, names = read(path)
 
-    memo = {}  # shared objects are converted once (and a crafted DAG stays linear)
+    memo: Dict[int, Any] = {}  # shared objects are converted once (a crafted DAG stays linear)
 
-    def wrap(item, name=None):
+    def wrap(item: Any, name: Optional[str] = None) -> Any:
         if id(item) in memo:
             return memo[id(item)]
+        out: Any
         if isinstance(item, np.ndarray):
             out = item if return_numpy else Variable(item, name=name, stop_gradient=True)
         elif isinstance(item, dict):

@@ -30,6 +30,8 @@ included. Requires ``pip install "conv3dt[dask]"``.
 True
 """
 
+from __future__ import annotations
+
 import bisect
 import contextlib
 import math
@@ -37,8 +39,11 @@ import multiprocessing
 import operator
 import os
 import threading
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Literal, Mapping,
+                    Optional, Sequence, Tuple, TypeVar, Union, overload)
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 try:
     import dask
@@ -52,7 +57,20 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
                       "distributed] and zarr)") from exc
 
 from . import _activations, _threads, functional
-from ._geometry import chunk_input_range, grad_input_output_range, resolve
+from ._geometry import Plan, chunk_input_range, grad_input_output_range, resolve
+
+if TYPE_CHECKING:
+    import zarr
+    from dask.delayed import Delayed
+
+# These functions of dask have no annotations: the aliases say what they return.
+_normalize_chunks: Callable[..., Tuple[Tuple[int, ...], ...]] = normalize_chunks
+_dask_array: Callable[..., da.Array] = da.Array
+_from_array: Callable[..., da.Array] = da.from_array
+_rechunk: Callable[..., da.Array] = da.rechunk
+_map_blocks: Callable[..., da.Array] = da.map_blocks
+_concatenate3: Callable[..., NDArray[Any]] = concatenate3
+_compute: Callable[[da.Array], Any] = da.Array.compute
 
 __all__ = ["conv3d_transpose", "conv3d_transpose_backward", "layer_forward", "check_no_grad",
            "as_dask_array", "output_chunks", "create_zarr", "to_zarr"]
@@ -65,16 +83,30 @@ MAX_TASKS = 100_000
 # Partial sums added per task of grad_weight's reduction tree.
 SPLIT_EVERY = 8
 
+_T = TypeVar("_T")
+# A volume: a dask array, a zarr array, an h5py dataset, a NumPy array... Read by duck
+# typing (``shape``, ``dtype``, slicing), so any object is accepted here.
+VolumeLike = Any
+# Bytes: a number or a size such as '256MiB' (None: dask's ``array.chunk-size``).
+MemoryArg = Union[int, str, None]
+# Chunks as dask.array takes them (an int, a tuple per axis, 'auto', a size...), or None.
+ChunksArg = Any
+# Chunks per axis: the sizes of the blocks along each axis.
+Chunks = Tuple[Tuple[int, ...], ...]
+IntTriple = Union[int, Sequence[int]]
+PaddingArg = Union[int, Sequence[int], Sequence[Sequence[int]], str]
+DataFormat = Literal["NCDHW", "NDHWC"]
+
 
 # --------------------------------------------------------------------------- layout
 
 
-def _axes(data_format):
+def _axes(data_format: str) -> Tuple[int, int, Tuple[int, int, int]]:
     """(batch axis, channel axis, spatial axes) of data_format."""
     return (0, 1, (2, 3, 4)) if data_format == "NCDHW" else (0, 4, (1, 2, 3))
 
 
-def _budget(memory_per_task):
+def _budget(memory_per_task: MemoryArg) -> int:
     """Bytes one task may use: memory_per_task (bytes or a string such as '256MiB'), by
     default dask's ``array.chunk-size``."""
     value = dask.config.get("array.chunk-size") if memory_per_task is None else memory_per_task
@@ -90,29 +122,53 @@ def _budget(memory_per_task):
     return int(value)
 
 
-def _small_array(value, name):
+def _small_array(value: Any, name: str) -> Any:
     """A weight or bias as a NumPy array (a dask array is computed: it is small)."""
     if value is None:
         return None
     if isinstance(value, da.Array):
-        value = value.compute()
+        value = _compute(value)
     return functional._as_array(value, name, np)
 
 
-def as_dask_array(x, chunks=None, memory_per_task=None, expansion=1.0, data_format="NCDHW"):
-    """``x`` (a dask array, a zarr array, an h5py dataset or any array-like) as a dask
-    array. A dask array is returned as it is; other arrays are read in blocks of
-    ``chunks``, by default (for a 5-D volume in ``data_format``) one sample, whole
-    channels and 'auto' spatial blocks that are multiples of the storage's chunks and
-    hold ``memory_per_task / (1 + expansion)`` bytes (``expansion``: the ratio of the
-    output's bytes to the input's).
+def as_dask_array(x: VolumeLike, chunks: ChunksArg = None, memory_per_task: MemoryArg = None,
+                  expansion: float = 1.0, data_format: str = "NCDHW") -> da.Array:
+    """A volume as a dask array.
+
+    Parameters
+    ----------
+    x : dask.array.Array, zarr array, h5py dataset or array_like
+        A dask array is returned as it is; other arrays are read in blocks (an h5py
+        dataset under a lock: h5py is not thread-safe).
+    chunks : chunks, optional
+        The blocks, as :func:`dask.array.from_array` takes them. Default, for a 5-D
+        volume in ``data_format``: one sample, whole channels and 'auto' spatial blocks
+        that are multiples of the storage's chunks and hold ``memory_per_task / (1 +
+        expansion)`` bytes.
+    memory_per_task : int or str, optional
+        Bytes one task may use (a number or a size such as ``'256MiB'``); default:
+        dask's ``array.chunk-size``.
+    expansion : float, default 1.0
+        The ratio of the output's bytes to the input's.
+    data_format : {'NCDHW', 'NDHWC'}, default 'NCDHW'
+        The layout of a 5-D ``x``.
+
+    Returns
+    -------
+    dask.array.Array
+        ``x``, or a lazy array reading it.
+
+    Raises
+    ------
+    ValueError
+        For a ``memory_per_task`` that is not a positive number of bytes.
     """
     if isinstance(x, da.Array):
         return x
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
     shape = tuple(int(s) for s in x.shape)
-    storage = getattr(x, "chunks", None)
+    storage: Any = getattr(x, "chunks", None)
     if not (isinstance(storage, tuple) and len(storage) == len(shape)
             and all(isinstance(c, (int, np.integer)) for c in storage)):
         storage = None
@@ -120,23 +176,23 @@ def as_dask_array(x, chunks=None, memory_per_task=None, expansion=1.0, data_form
         limit = max(1, int(_budget(memory_per_task) / (1.0 + expansion)))
         if len(shape) == 5:
             _, c_axis, _ = _axes(data_format)
-            chunks = [1, "auto", "auto", "auto", "auto"]
-            chunks[c_axis] = -1
-            chunks = tuple(chunks)
+            per_axis: List[Union[int, str]] = [1, "auto", "auto", "auto", "auto"]
+            per_axis[c_axis] = -1
+            chunks = tuple(per_axis)
         else:
             chunks = "auto"
-        chunks = normalize_chunks(chunks, shape, limit=limit, dtype=x.dtype,
+        chunks = _normalize_chunks(chunks, shape, limit=limit, dtype=x.dtype,
                                   previous_chunks=storage)
     # h5py is not thread-safe: its reads take a lock.
     lock = type(x).__module__.startswith("h5py")
-    return da.from_array(x, chunks=chunks, lock=lock, asarray=True,
-                         meta=np.empty((0,) * len(shape), dtype=x.dtype))
+    return _from_array(x, chunks=chunks, lock=lock, asarray=True,
+                       meta=np.empty((0,) * len(shape), dtype=x.dtype))
 
 
-def _merge_small_blocks(x, axes, budget):
+def _merge_small_blocks(x: da.Array, axes: Sequence[int], budget: float) -> da.Array:
     """x rechunked so that spatial blocks hold at least MIN_BLOCK points per dimension
     (or the whole dimension), when such blocks fit the budget."""
-    target = list(x.chunks)
+    target: List[Any] = list(x.chunks)
     changed = False
     for a in axes:
         size = x.shape[a]
@@ -150,22 +206,23 @@ def _merge_small_blocks(x, axes, budget):
     block = math.prod(max(t) if isinstance(t, tuple) else t for t in target) * x.dtype.itemsize
     if block > budget:
         return x
-    return x.rechunk(tuple(target))
+    return _rechunk(x, tuple(target))
 
 
 # --------------------------------------------------------------------------- chunks
 
 
-def _regular(size, chunk):
+def _regular(size: int, chunk: int) -> Tuple[int, ...]:
     chunk = max(1, min(size, chunk))
     return (chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ())
 
 
-def _aligned(chunks, size, stride):
+def _aligned(chunks: Sequence[int], size: int, stride: int) -> Tuple[int, ...]:
     """Chunk sizes whose boundaries are multiples of the stride: regular chunks (equal
     ones and a last one no larger) stay regular, their size rounded to the nearest
     multiple of the stride; other boundaries are rounded one by one."""
     chunks = tuple(chunks)
+    bounds: List[int]
     if len(chunks) == 1:
         return chunks
     if len(set(chunks[:-1])) == 1 and chunks[-1] <= chunks[0]:
@@ -180,7 +237,7 @@ def _aligned(chunks, size, stride):
     return tuple(b - a for a, b in zip(edges[:-1], edges[1:]))
 
 
-def _task_bytes(plan, out_counts, itemsize):
+def _task_bytes(plan: Plan, out_counts: Tuple[int, int, Sequence[int]], itemsize: int) -> int:
     """Estimated bytes of one forward task: its output and the input range it reads."""
     n, c, spatial = out_counts
     out = n * c * math.prod(spatial)
@@ -191,13 +248,37 @@ def _task_bytes(plan, out_counts, itemsize):
     return (out + ins) * itemsize
 
 
-def output_chunks(plan, x_chunks, chunks=None, memory_per_task=None, itemsize=4):
-    """The output chunks of a chunked call: ``chunks`` (anything
-    ``dask.array.core.normalize_chunks`` takes, for the output's shape) with spatial
-    boundaries rounded to multiples of the stride; by default the stride times x's
-    chunks, regular (equal chunks, a smaller last one), whole output channels, and halved
-    along the largest dimension (then the batch) while a task would use more than
-    ``memory_per_task`` bytes.
+def output_chunks(plan: Plan, x_chunks: Sequence[Sequence[int]], chunks: ChunksArg = None,
+                  memory_per_task: MemoryArg = None, itemsize: int = 4) -> Chunks:
+    """The output chunks of a chunked call.
+
+    Parameters
+    ----------
+    plan : conv3dt._geometry.Plan
+        The resolved geometry of the whole call (:func:`conv3dt._geometry.resolve`).
+    x_chunks : sequence of sequences of int
+        The input's chunks (``x.chunks`` of a dask array).
+    chunks : chunks, optional
+        Anything ``dask.array.core.normalize_chunks`` takes, for the output's shape (an
+        int: that size along D, H and W, whole samples and channels); the spatial
+        boundaries are rounded to multiples of the stride. Default: the stride times
+        ``x_chunks``, regular (equal chunks, a smaller last one), whole output channels,
+        halved along the largest dimension (then the batch) while a task would use more
+        than ``memory_per_task`` bytes.
+    memory_per_task : int or str, optional
+        Bytes one task may use; default: dask's ``array.chunk-size``.
+    itemsize : int, default 4
+        Bytes per element (4 for float32, 8 for float64).
+
+    Returns
+    -------
+    tuple of tuples of int
+        The chunk sizes along each of the output's 5 axes.
+
+    Raises
+    ------
+    ValueError
+        If ``chunks`` are not chunks of the output's shape.
     """
     n_axis, c_axis, spatial = _axes(plan.data_format)
     y_shape = plan.y_shape
@@ -206,21 +287,21 @@ def output_chunks(plan, x_chunks, chunks=None, memory_per_task=None, itemsize=4)
         if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
             # One int: that size along the spatial dimensions, whole samples and channels.
             size = int(chunks)
-            chunks = [1, -1, -1, -1, -1]
+            per_axis = [1, -1, -1, -1, -1]
             for a in spatial:
-                chunks[a] = size
-            chunks = tuple(chunks)
+                per_axis[a] = size
+            chunks = tuple(per_axis)
         try:
-            normalized = normalize_chunks(chunks, y_shape, limit=budget,
+            normalized = _normalize_chunks(chunks, y_shape, limit=budget,
                                           dtype=np.dtype(f"f{itemsize}"))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"chunks={chunks!r} are not chunks of the output, shape "
                              f"{y_shape}: {exc}") from None
-        normalized = list(normalized)
+        aligned = list(normalized)
         for k, a in enumerate(spatial):
-            normalized[a] = _aligned(normalized[a], plan.out_size[k], plan.stride[k])
-        return tuple(normalized)
-    sizes = {}
+            aligned[a] = _aligned(aligned[a], plan.out_size[k], plan.stride[k])
+        return tuple(aligned)
+    sizes: Dict[int, int] = {}
     for k, a in enumerate(spatial):
         sizes[k] = min(plan.out_size[k], plan.stride[k] * max(x_chunks[a]))
     n_chunk = max(x_chunks[n_axis])
@@ -240,7 +321,7 @@ def output_chunks(plan, x_chunks, chunks=None, memory_per_task=None, itemsize=4)
             sizes[k] = max(1, sizes[k] // 2)
         else:
             break
-    out = [None] * 5
+    out: List[Tuple[int, ...]] = [()] * 5
     out[n_axis] = _regular(plan.n, n_chunk) if regular_n else tuple(x_chunks[n_axis])
     out[c_axis] = (plan.c_out,)
     for k, a in enumerate(spatial):
@@ -248,7 +329,7 @@ def output_chunks(plan, x_chunks, chunks=None, memory_per_task=None, itemsize=4)
     return tuple(out)
 
 
-def _check_task_count(chunks, shape, budget):
+def _check_task_count(chunks: Chunks, shape: Sequence[int], budget: int) -> None:
     count = math.prod(len(c) for c in chunks)
     if count > MAX_TASKS:
         raise ValueError(f"the output of shape {tuple(shape)} would take {count} chunks "
@@ -256,7 +337,7 @@ def _check_task_count(chunks, shape, budget):
                          "bytes) or give larger chunks")
 
 
-def _starts(chunks):
+def _starts(chunks: Sequence[Sequence[int]]) -> List[Tuple[int, ...]]:
     return [tuple(np.concatenate([[0], np.cumsum(c)]).tolist()) for c in chunks]
 
 
@@ -266,17 +347,18 @@ def _starts(chunks):
 class _Graph:
     """Tasks of one chunked operation, and the blocks of its input arrays they read."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.dsk = {}
+        self.dsk: Dict[Any, Any] = {}
         self._slice_name = "slice-" + name
         self._n_slices = 0
 
-    def gather(self, arr, starts, region):
+    def gather(self, arr: da.Array, starts: Sequence[Sequence[int]],
+               region: Sequence[Tuple[int, int]]) -> Any:
         """Nested lists (one level per axis) of the blocks of ``arr`` covering ``region``
         (a (start, stop) per axis): the key of a block inside it, or of a task slicing a
         block only partly inside."""
-        per_axis = []
+        per_axis: List[List[Tuple[int, slice, bool]]] = []
         for axis, (a, b) in enumerate(region):
             st = starts[axis]
             first = bisect.bisect_right(st, a) - 1
@@ -290,7 +372,8 @@ class _Graph:
                 j += 1
             per_axis.append(items)
 
-        def build(depth, index, slices, full):
+        def build(depth: int, index: Tuple[int, ...], slices: Tuple[slice, ...],
+                  full: bool) -> Any:
             if depth == len(per_axis):
                 key = (arr.name,) + index
                 if full:
@@ -304,18 +387,18 @@ class _Graph:
 
         return build(0, (), (), True)
 
-    def array(self, dependencies, chunks, dtype):
+    def array(self, dependencies: Sequence[Any], chunks: Chunks, dtype: DTypeLike) -> da.Array:
         graph = HighLevelGraph.from_collections(self.name, self.dsk, dependencies=dependencies)
-        return da.Array(graph, self.name, chunks=chunks, dtype=dtype,
-                        meta=np.empty((0,) * len(chunks), dtype=dtype))
+        return _dask_array(graph, self.name, chunks=chunks, dtype=dtype,
+                           meta=np.empty((0,) * len(chunks), dtype=dtype))
 
 
-def _concat(blocks):
+def _concat(blocks: Any) -> Any:
     """The array that nested lists of blocks make (the block itself when there is one)."""
     inner = blocks
     while isinstance(inner, list):
         if len(inner) != 1:
-            return concatenate3(blocks)
+            return _concatenate3(blocks)
         inner = inner[0]
     return inner
 
@@ -325,10 +408,10 @@ def _concat(blocks):
 
 _override_lock = threading.Lock()
 _override_users = 0
-_override_saved = None
+_override_saved: Optional[int] = None
 
 
-def _task_threads(blocks=None):
+def _task_threads(blocks: Optional[int] = None) -> Optional[int]:
     """Kernel threads for a task of a graph of ``blocks`` tasks: the user's choice
     (``CONV3DT_NUM_THREADS`` or :func:`conv3dt.set_num_threads`) if any; else
     ``OMP_NUM_THREADS`` if set (Dask's workers set it to 1: they run one task per core);
@@ -355,7 +438,7 @@ def _task_threads(blocks=None):
 
 
 @contextlib.contextmanager
-def _kernel_threads(n):
+def _kernel_threads(n: Optional[int]) -> Iterator[None]:
     """Run the kernels on ``n`` threads inside the block (None: leave them as they are).
 
     Every task of a process asks for the same count, so concurrent tasks share one
@@ -382,7 +465,7 @@ def _kernel_threads(n):
 _worker_checked = False
 
 
-def _fit_cache_to_worker():
+def _fit_cache_to_worker() -> None:
     """On a ``distributed`` worker with a memory limit, keep conv3dt's cache of idle
     memory (:func:`conv3dt.set_cache_limit`) to an eighth of that limit: the worker counts
     it as used memory."""
@@ -406,7 +489,8 @@ def _fit_cache_to_worker():
         _memory.set_cache_limit(int(limit // 8))
 
 
-def _run(func, *args, blocks=None, **kwargs):
+def _run(func: Callable[..., _T], *args: Any, blocks: Optional[int] = None,
+         **kwargs: Any) -> _T:
     """func(*args, **kwargs) on the kernel threads a task of a graph of ``blocks`` tasks
     should use (see _task_threads)."""
     _fit_cache_to_worker()
@@ -417,7 +501,8 @@ def _run(func, *args, blocks=None, **kwargs):
 # --------------------------------------------------------------------------- forward
 
 
-def _forward_chunk(blocks, weight, bias, spec):
+def _forward_chunk(blocks: Any, weight: NDArray[Any], bias: Optional[NDArray[Any]],
+                   spec: Tuple[Any, ...]) -> NDArray[Any]:
     """One output chunk: a call on the input range it reads, or the bias alone."""
     (g0, g1, cig, cog, crop_c, padding, output_padding, conv, shape, c_axis, tails,
      blocks_n) = spec
@@ -446,7 +531,7 @@ def _forward_chunk(blocks, weight, bias, spec):
     return y
 
 
-def _chunk_geometry(plan, k, o0, o1):
+def _chunk_geometry(plan: Plan, k: int, o0: int, o1: int) -> Tuple[int, int, int, int, int]:
     """(i0, i1, lo_c, hi_c, tail) of output range [o0, o1) along spatial dimension k.
 
     ``tail``: outputs at the end of the range that no input reaches, left out of the
@@ -462,16 +547,17 @@ def _chunk_geometry(plan, k, o0, o1):
     return i0, i1, lo_c, hi_c, tail
 
 
-def _call_padding(geoms):
+def _call_padding(geoms: Sequence[Tuple[int, int, int, int, int]]) -> Tuple[List[int], List[int]]:
     """Explicit padding (6 ints) and output_padding of a chunk's call."""
-    padding, output_padding = [], []
+    padding: List[int] = []
+    output_padding: List[int] = []
     for _, _, lo_c, hi_c, _ in geoms:
         padding += [lo_c, max(hi_c, 0)]
         output_padding.append(max(-hi_c, 0))
     return padding, output_padding
 
 
-def _blocks_of(chunks):
+def _blocks_of(chunks: Sequence[Sequence[int]]) -> List[List[Tuple[int, int, int]]]:
     """Per axis: (block index, start, stop) of every chunk."""
     out = []
     for c in chunks:
@@ -480,51 +566,81 @@ def _blocks_of(chunks):
     return out
 
 
-def _product(lists):
-    result = [()]
+def _product(lists: Sequence[Sequence[_T]]) -> List[Tuple[_T, ...]]:
+    result: List[Tuple[_T, ...]] = [()]
     for items in lists:
         result = [r + (it,) for r in result for it in items]
     return result
 
 
-def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, output_size=None, data_format="NCDHW", *, chunks=None,
-                     memory_per_task=None):
+def conv3d_transpose(x: VolumeLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+                     stride: IntTriple = 1, padding: PaddingArg = 0,
+                     output_padding: IntTriple = 0, groups: int = 1, dilation: IntTriple = 1,
+                     output_size: Optional[IntTriple] = None,
+                     data_format: DataFormat = "NCDHW", *, chunks: ChunksArg = None,
+                     memory_per_task: MemoryArg = None) -> da.Array:
     """:func:`conv3dt.conv3d_transpose` on a volume in chunks: a lazy dask array equal,
     bit for bit, to the whole call's result.
 
-    ``x`` is a dask array, a zarr array, an h5py dataset or any array-like (read in
-    blocks, see :func:`as_dask_array`); ``weight`` and ``bias`` are arrays (they are sent
-    to the workers once). The other arguments are those of the functional API.
+    Parameters
+    ----------
+    x : dask.array.Array, zarr array, h5py dataset or array_like
+        ``[N, C_in, D, H, W]`` (or NDHWC), float32 or float64; arrays that are not dask
+        arrays are read in blocks (see :func:`as_dask_array`).
+    weight : array_like
+        ``[C_in, C_out/groups, kD, kH, kW]``, of ``x``'s dtype; sent to the workers once
+        (a dask array is computed first).
+    bias : array_like, optional
+        ``[C_out]``, of ``x``'s dtype.
+    stride, padding, output_padding, groups, dilation, output_size, data_format
+        As for :func:`conv3dt.conv3d_transpose`.
+    chunks : chunks, optional
+        The output's chunks, as ``dask.array`` takes them for the output's shape (an
+        int means that size along D, H and W, whole samples and channels); their
+        spatial boundaries are rounded to multiples of the stride. Default: the stride
+        times x's chunks, regular, whole output channels, halved while a task would use
+        more than ``memory_per_task`` bytes for its output and the input range it reads.
+        Chunks that cut the output channels inside a group compute the group's channels
+        and keep their own.
+    memory_per_task : int or str, optional
+        Bytes one task may use (a number or a size such as ``'256MiB'``); default:
+        dask's ``array.chunk-size``, 128 MiB.
 
-    ``chunks``: the output's chunks, as ``dask.array`` takes them for the output's shape
-    (an int means that size along D, H and W, whole samples and channels); their spatial
-    boundaries are rounded to multiples of the stride. Default: the stride times x's
-    chunks, regular, whole output channels, halved while a task would use more than
-    ``memory_per_task`` bytes (default: dask's ``array.chunk-size``, 128 MiB) for its
-    output and the input range it reads. Chunks that cut the output channels inside a
-    group compute the group's channels and keep their own.
+    Returns
+    -------
+    dask.array.Array
+        The lazy output ``[N, C_out, D_out, H_out, W_out]`` (or NDHWC), of ``x``'s dtype.
 
+    Raises
+    ------
+    TypeError
+        If the dtype is not float32/float64 or the dtypes differ.
+    ValueError
+        For shapes or a geometry that do not fit, chunks that are not chunks of the
+        output, or more than ``MAX_TASKS`` (100,000) chunks.
+
+    Examples
+    --------
     >>> import numpy as np, dask.array as da
     >>> x = da.ones((1, 2, 8, 8, 8), chunks=(1, 2, 4, 4, 4), dtype=np.float32)
     >>> y = conv3d_transpose(x, np.ones((2, 3, 2, 2, 2), np.float32), stride=2, chunks=5)
     >>> y.shape, y.chunks[2]     # boundaries at multiples of the stride
     ((1, 3, 16, 16, 16), (6, 6, 4))
     """
-    weight = _small_array(weight, "weight")
-    bias = _small_array(bias, "bias")
+    w_arr: NDArray[Any] = _small_array(weight, "weight")
+    b_arr: Optional[NDArray[Any]] = _small_array(bias, "bias")
     x_shape = tuple(int(s) for s in x.shape)
-    plan = resolve(x_shape, weight.shape, stride, padding, output_padding, groups, dilation,
+    plan = resolve(x_shape, w_arr.shape, stride, padding, output_padding, groups, dilation,
                    output_size, data_format)
     dtype = np.dtype(x.dtype)
     if dtype.name not in ("float32", "float64"):
         raise TypeError(f"x must be float32 or float64, got dtype {dtype} (shape {x_shape})")
-    if weight.dtype != dtype or (bias is not None and bias.dtype != dtype):
-        listed = f"x is {dtype}, weight is {weight.dtype}" + (
-            "" if bias is None else f", bias is {bias.dtype}")
+    if w_arr.dtype != dtype or (b_arr is not None and b_arr.dtype != dtype):
+        listed = f"x is {dtype}, weight is {w_arr.dtype}" + (
+            "" if b_arr is None else f", bias is {b_arr.dtype}")
         raise TypeError(f"all arrays must have the same dtype (no silent promotion): {listed}")
-    if bias is not None:
-        functional._check_shape(bias, (plan.c_out,), "bias")
+    if b_arr is not None:
+        functional._check_shape(b_arr, (plan.c_out,), "bias")
     budget = _budget(memory_per_task)
     n_axis, c_axis, spatial = _axes(plan.data_format)
     expansion = plan.c_out * math.prod(plan.stride) / plan.c_in
@@ -535,11 +651,11 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     _check_task_count(y_chunks, plan.y_shape, budget)
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
     conv = dict(stride=plan.stride, dilation=plan.dilation, data_format=plan.data_format)
-    name = "conv3d_transpose-" + tokenize(x, weight, bias, plan, y_chunks)
+    name = "conv3d_transpose-" + tokenize(x, w_arr, b_arr, plan, y_chunks)
     graph = _Graph(name)
     wkey, bkey = ("weight-" + name,), ("bias-" + name,)
-    graph.dsk[wkey] = weight
-    graph.dsk[bkey] = bias
+    graph.dsk[wkey] = w_arr
+    graph.dsk[bkey] = b_arr
     x_starts = _starts(x.chunks)
     n_blocks = math.prod(len(c) for c in y_chunks)
     for combo in _product(_blocks_of(y_chunks)):
@@ -556,7 +672,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
         if any(g[1] <= g[0] for g in geoms):
             blocks = None
         else:
-            region = [None] * 5
+            region: List[Tuple[int, int]] = [(0, 0)] * 5
             region[n_axis] = (n0, n1)
             region[c_axis] = (g0 * cig, g1 * cig)
             for k, a in enumerate(spatial):
@@ -569,7 +685,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
 # --------------------------------------------------------------------------- backward
 
 
-def _grad_x_chunk(blocks, weight, spec):
+def _grad_x_chunk(blocks: Any, weight: NDArray[Any], spec: Tuple[Any, ...]) -> NDArray[Any]:
     """grad_x of one x chunk: a call on the grad_output range its inputs reach, cropped."""
     (g0, g1, cig, cog, crop_c, padding, output_padding, conv, x_shape, crops, shape,
      c_axis, blocks_n) = spec
@@ -583,7 +699,8 @@ def _grad_x_chunk(blocks, weight, spec):
                      blocks=blocks_n,
                      padding=padding, output_padding=output_padding, groups=g1 - g0,
                      needs=(True, False, False), **conv)
-    src, dst = [slice(None)] * 5, [slice(None)] * 5
+    src: List[slice] = [slice(None)] * 5
+    dst: List[slice] = [slice(None)] * 5
     src[c_axis] = slice(*crop_c)
     for a, (s0, s1, d0, d1) in crops.items():
         src[a], dst[a] = slice(s0, s1), slice(d0, d1)
@@ -591,7 +708,8 @@ def _grad_x_chunk(blocks, weight, spec):
     return gx
 
 
-def _partial_chunk(gy_blocks, x_blocks, weight, spec):
+def _partial_chunk(gy_blocks: Any, x_blocks: Any, weight: NDArray[Any], spec: Tuple[Any, ...],
+                   ) -> Tuple[Optional[NDArray[Any]], Optional[NDArray[Any]]]:
     """(grad_weight, grad_bias) partial sums of one output chunk (None where not asked)."""
     padding, output_padding, conv, need_w, need_b, reduce_axes, tails, blocks_n = spec
     gy = _concat(gy_blocks)
@@ -616,9 +734,11 @@ def _partial_chunk(gy_blocks, x_blocks, weight, spec):
     return gw, gb
 
 
-def _sum_partials(*parts):
+def _sum_partials(*parts: Tuple[Optional[NDArray[Any]], Optional[NDArray[Any]]],
+                  ) -> Tuple[Optional[NDArray[Any]], Optional[NDArray[Any]]]:
     """Pairs (grad_weight, grad_bias) added in the order given."""
-    gw = gb = None
+    gw: Optional[NDArray[Any]] = None
+    gb: Optional[NDArray[Any]] = None
     for pw, pb in parts:
         if pw is not None:
             gw = pw.copy() if gw is None else np.add(gw, pw, out=gw)
@@ -627,31 +747,63 @@ def _sum_partials(*parts):
     return gw, gb
 
 
-def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, output_size=None, data_format="NCDHW",
-                              needs=(True, True, True), *, chunks=None, memory_per_task=None):
-    """:func:`conv3dt.conv3d_transpose_backward` in chunks: lazy dask arrays
-    ``(grad_x, grad_weight, grad_bias)`` (None where ``needs`` says so).
+def conv3d_transpose_backward(
+        grad_output: VolumeLike, x: VolumeLike, weight: ArrayLike, stride: IntTriple = 1,
+        padding: PaddingArg = 0, output_padding: IntTriple = 0, groups: int = 1,
+        dilation: IntTriple = 1, output_size: Optional[IntTriple] = None,
+        data_format: DataFormat = "NCDHW", needs: Sequence[bool] = (True, True, True), *,
+        chunks: ChunksArg = None, memory_per_task: MemoryArg = None,
+) -> Tuple[Optional[da.Array], Optional[da.Array], Optional[da.Array]]:
+    """:func:`conv3dt.conv3d_transpose_backward` in chunks.
 
-    ``grad_x`` has the chunks ``chunks`` (for x's shape), by default x's; each is computed
-    from the grad_output range its inputs reach and equals the whole call's, bit for bit.
-    ``grad_weight`` (one chunk) and ``grad_bias`` are sums of per-output-chunk partial
-    sums (grad_output's chunks, boundaries rounded to multiples of the stride) added in a
-    fixed order: the same on every scheduler and run, and equal to the whole call's within
-    rounding. ``grad_output`` and ``x`` are dask arrays, zarr arrays, h5py datasets or
-    array-likes; ``memory_per_task`` bounds the default chunks, as in
-    :func:`conv3d_transpose`.
+    Parameters
+    ----------
+    grad_output : dask.array.Array, zarr array, h5py dataset or array_like
+        The gradient of the output, of the forward pass's output shape.
+    x : dask.array.Array, zarr array, h5py dataset or array_like
+        The forward pass's input.
+    weight : array_like
+        The forward pass's weight (sent to the workers once).
+    stride, padding, output_padding, groups, dilation, output_size, data_format
+        As for :func:`conv3dt.conv3d_transpose`.
+    needs : sequence of 3 bools, default (True, True, True)
+        Which of ``(grad_x, grad_weight, grad_bias)`` to compute.
+    chunks : chunks, optional
+        The chunks of ``grad_x`` (for x's shape); default: x's.
+    memory_per_task : int or str, optional
+        Bounds the default chunks, as in :func:`conv3d_transpose`.
+
+    Returns
+    -------
+    grad_x, grad_weight, grad_bias : dask.array.Array or None
+        Lazy arrays, None where ``needs`` says so.
+
+    Raises
+    ------
+    TypeError
+        If the dtypes differ.
+    ValueError
+        For shapes or a geometry that do not fit (``grad_output`` must have the forward
+        pass's output shape).
+
+    Notes
+    -----
+    Each chunk of ``grad_x`` is computed from the grad_output range its inputs reach and
+    equals the whole call's, bit for bit. ``grad_weight`` (one chunk) and ``grad_bias``
+    are sums of per-output-chunk partial sums (grad_output's chunks, boundaries rounded
+    to multiples of the stride) added in a fixed order: the same on every scheduler and
+    run, and equal to the whole call's within rounding.
     """
     needs = functional._check_needs(needs)
-    weight = _small_array(weight, "weight")
+    w_arr: NDArray[Any] = _small_array(weight, "weight")
     x_shape = tuple(int(s) for s in x.shape)
-    plan = resolve(x_shape, weight.shape, stride, padding, output_padding, groups, dilation,
+    plan = resolve(x_shape, w_arr.shape, stride, padding, output_padding, groups, dilation,
                    output_size, data_format)
     dtype = np.dtype(x.dtype)
     for label, arr in (("grad_output", grad_output), ("x", x)):
-        if np.dtype(arr.dtype) != weight.dtype:
+        if np.dtype(arr.dtype) != w_arr.dtype:
             raise TypeError(f"all arrays must have the same dtype (no silent promotion): "
-                            f"{label} is {np.dtype(arr.dtype)}, weight is {weight.dtype}")
+                            f"{label} is {np.dtype(arr.dtype)}, weight is {w_arr.dtype}")
     if tuple(int(s) for s in grad_output.shape) != plan.y_shape:
         raise ValueError(f"grad_output must have shape {plan.y_shape}, got "
                          f"{tuple(grad_output.shape)}")
@@ -667,18 +819,18 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
     conv = dict(stride=plan.stride, dilation=plan.dilation, data_format=plan.data_format)
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
     gy_starts = _starts(gy.chunks)
-    token = tokenize(gy, x, weight, plan, needs, chunks, budget)
-    results = [None, None, None]
+    token = tokenize(gy, x, w_arr, plan, needs, chunks, budget)
+    results: List[Optional[da.Array]] = [None, None, None]
 
     if needs[0]:
         if chunks is not None:
-            gx_chunks = normalize_chunks(chunks, plan.x_shape, limit=budget, dtype=dtype)
+            gx_chunks = _normalize_chunks(chunks, plan.x_shape, limit=budget, dtype=dtype)
         else:
             gx_chunks = x.chunks
         name = "conv3d_transpose_grad_x-" + token
         graph = _Graph(name)
         wkey = ("weight-" + name,)
-        graph.dsk[wkey] = weight
+        graph.dsk[wkey] = w_arr
         n_blocks = math.prod(len(c) for c in gx_chunks)
         for combo in _product(_blocks_of(gx_chunks)):
             index = tuple(j for j, _, _ in combo)
@@ -686,13 +838,15 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
             c0, c1 = combo[c_axis][1:]
             g0, g1 = c0 // cig, -(-c1 // cig)
             shape = tuple(b - a for _, a, b in combo)
-            region = [None] * 5
+            region: List[Tuple[int, int]] = [(0, 0)] * 5
             region[n_axis] = (n0, n1)
             region[c_axis] = (g0 * cog, g1 * cog)
-            sub_shape = [None] * 5
+            sub_shape: List[int] = [0] * 5
             sub_shape[n_axis] = n1 - n0
             sub_shape[c_axis] = (g1 - g0) * cig
-            geoms, crops, empty = [], {}, False
+            geoms: List[Tuple[int, int, int, int, int]] = []
+            crops: Dict[int, Tuple[int, int, int, int]] = {}
+            empty = False
             for k, a in enumerate(spatial):
                 i0, i1 = combo[a][1:]
                 o0, o1 = grad_input_output_range(plan.out_size[k], plan.kernel[k],
@@ -711,6 +865,8 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
                 region[a] = (o0, o1)
                 sub_shape[a] = geom[1] - geom[0]
                 crops[a] = (j0 - geom[0], j1 - geom[0], j0 - i0, j1 - i0)
+            padding6: Optional[List[int]]
+            out_pad: Optional[List[int]]
             if empty:
                 blocks, padding6, out_pad = None, None, None
             else:
@@ -725,39 +881,39 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
         name = "conv3d_transpose_grad_wb-" + token
         graph = _Graph(name)
         wkey = ("weight-" + name,)
-        graph.dsk[wkey] = weight
-        part_chunks = list(gy.chunks)
+        graph.dsk[wkey] = w_arr
+        part_chunks: List[Tuple[int, ...]] = list(gy.chunks)
         part_chunks[c_axis] = (plan.c_out,)
         for k, a in enumerate(spatial):
             part_chunks[a] = _aligned(gy.chunks[a], plan.out_size[k], plan.stride[k])
         x_starts = _starts(x.chunks)
         reduce_axes = tuple(a for a in range(5) if a != c_axis)
         n_parts = math.prod(len(c) for c in part_chunks)
-        level = []
+        level: List[Tuple[str, int]] = []
         for combo in _product(_blocks_of(part_chunks)):
-            region = [(a, b) for _, a, b in combo]
-            gy_blocks = graph.gather(gy, gy_starts, region)
+            part_region = [(a, b) for _, a, b in combo]
+            gy_blocks = graph.gather(gy, gy_starts, part_region)
             geoms = [_chunk_geometry(plan, k, *combo[a][1:]) for k, a in enumerate(spatial)]
             tails = {a: geoms[k][4] for k, a in enumerate(spatial)}
             if any(g[1] <= g[0] for g in geoms):
                 x_blocks, padding6, out_pad = None, None, None
             else:
-                xr = [None] * 5
+                xr: List[Tuple[int, int]] = [(0, 0)] * 5
                 xr[n_axis] = combo[n_axis][1:]
                 xr[c_axis] = (0, plan.c_in)
                 for k, a in enumerate(spatial):
                     xr[a] = geoms[k][:2]
                 x_blocks = graph.gather(x, x_starts, xr)
                 padding6, out_pad = _call_padding(geoms)
-            spec = (padding6, out_pad, dict(conv, groups=plan.groups), needs[1], needs[2],
-                    reduce_axes, tails, n_parts)
+            part_spec = (padding6, out_pad, dict(conv, groups=plan.groups), needs[1], needs[2],
+                         reduce_axes, tails, n_parts)
             key = ("partial-" + name, len(level))
-            graph.dsk[key] = (_partial_chunk, gy_blocks, x_blocks, wkey, spec)
+            graph.dsk[key] = (_partial_chunk, gy_blocks, x_blocks, wkey, part_spec)
             level.append(key)
         depth = 0
         while len(level) > 1:
             depth += 1
-            nxt = []
+            nxt: List[Tuple[str, int]] = []
             for i in range(0, len(level), SPLIT_EVERY):
                 key = (f"sum{depth}-" + name, len(nxt))
                 graph.dsk[key] = (_sum_partials,) + tuple(level[i: i + SPLIT_EVERY])
@@ -768,28 +924,46 @@ def conv3d_transpose_backward(grad_output, x, weight, stride=1, padding=0, outpu
             graph.dsk[(name + "-weight", 0, 0, 0, 0, 0)] = (operator.getitem, root, 0)
         if needs[2]:
             graph.dsk[(name + "-bias", 0)] = (operator.getitem, root, 1)
-        hlg = HighLevelGraph.from_collections(name, graph.dsk, dependencies=[gy, x])
+        dependencies: List[Any] = [gy, x]
+        hlg = HighLevelGraph.from_collections(name, graph.dsk, dependencies=dependencies)
         if needs[1]:
-            results[1] = da.Array(hlg, name + "-weight",
-                                  chunks=tuple((s,) for s in plan.w_shape), dtype=dtype,
-                                  meta=np.empty((0,) * 5, dtype))
+            results[1] = _dask_array(hlg, name + "-weight",
+                                     chunks=tuple((s,) for s in plan.w_shape), dtype=dtype,
+                                     meta=np.empty((0,) * 5, dtype))
         if needs[2]:
-            results[2] = da.Array(hlg, name + "-bias", chunks=((plan.c_out,),), dtype=dtype,
-                                  meta=np.empty((0,), dtype))
-    return tuple(results)
+            results[2] = _dask_array(hlg, name + "-bias", chunks=((plan.c_out,),),
+                                     dtype=dtype, meta=np.empty((0,), dtype))
+    return results[0], results[1], results[2]
 
 
 # --------------------------------------------------------------------------- zarr
 
 
-def create_zarr(path, shape, chunks, dtype, compressed=True):
-    """A new zarr array at ``path`` (replacing one there), for zarr 3 and zarr 2 alike;
-    ``compressed=False`` stores raw chunks (faster for data that does not compress)."""
+def create_zarr(path: Union[str, os.PathLike[str]], shape: Sequence[int], chunks: Sequence[int],
+                dtype: DTypeLike, compressed: bool = True) -> zarr.Array[Any]:
+    """A new zarr array at ``path`` (replacing one there), for zarr 3 and zarr 2 alike.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The store's folder.
+    shape, chunks : sequence of int
+        The array's shape and its chunk shape.
+    dtype : data-type
+        The array's dtype.
+    compressed : bool, default True
+        False stores raw chunks (faster for data that does not compress).
+
+    Returns
+    -------
+    zarr.Array
+        The new, empty array, open for writing.
+    """
     import zarr
 
     shape, chunks = tuple(int(s) for s in shape), tuple(int(c) for c in chunks)
     if hasattr(zarr, "create_array"):  # zarr 3
-        extra = {} if compressed else {"compressors": None}
+        extra: Dict[str, Any] = {} if compressed else {"compressors": None}
         return zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype,
                                  overwrite=True, **extra)
     extra = {} if compressed else {"compressor": None}
@@ -797,31 +971,76 @@ def create_zarr(path, shape, chunks, dtype, compressed=True):
                            **extra)
 
 
-def to_zarr(y, path, compressed=True, compute=True):
+@overload
+def to_zarr(y: da.Array, path: Union[str, os.PathLike[str]], compressed: bool = ...,
+            compute: Literal[True] = ...) -> zarr.Array[Any]: ...
+@overload
+def to_zarr(y: da.Array, path: Union[str, os.PathLike[str]], compressed: bool = ...,
+            *, compute: Literal[False]) -> Delayed: ...
+@overload
+def to_zarr(y: da.Array, path: Union[str, os.PathLike[str]], compressed: bool,
+            compute: Literal[False]) -> Delayed: ...
+def to_zarr(y: da.Array, path: Union[str, os.PathLike[str]], compressed: bool = True,
+            compute: bool = True) -> Any:
     """Store the dask array ``y`` in a new zarr array at ``path``, one zarr chunk per
-    block of ``y`` (its chunks must be regular: equal ones and a last one no larger, as
-    :func:`conv3d_transpose`'s default chunks are). Returns the zarr array, or with
-    ``compute=False`` the delayed store."""
+    block of ``y``.
+
+    Parameters
+    ----------
+    y : dask.array.Array
+        Its chunks must be regular: equal ones and a last one no larger, as
+        :func:`conv3d_transpose`'s default chunks are.
+    path : str or os.PathLike
+        The store's folder (an array there is replaced).
+    compressed : bool, default True
+        False stores raw chunks.
+    compute : bool, default True
+        False: build the store without running it.
+
+    Returns
+    -------
+    zarr.Array or dask.delayed.Delayed
+        The zarr array, or with ``compute=False`` the delayed store.
+
+    Raises
+    ------
+    ValueError
+        If ``y``'s chunks are irregular (rechunk it first).
+    """
     chunks = tuple(c[0] for c in y.chunks)
     for axis, c in enumerate(y.chunks):
         if len(set(c[:-1])) > 1 or c[-1] > c[0]:
             raise ValueError(f"y's chunks along axis {axis} are irregular ({c}): zarr needs "
                              "equal chunks and a last one no larger (rechunk y first)")
     z = create_zarr(path, y.shape, chunks, y.dtype, compressed)
-    stored = da.store(y, z, lock=False, compute=compute)
+    # (dask's annotations want an ArrayLike target; a zarr array is one, by duck typing)
+    stored = da.store(y, z, lock=False, compute=compute)  # type: ignore[arg-type, unused-ignore]
     return z if compute else stored
 
 
 # --------------------------------------------------------------------------- layers
 
 
-def _activate(block, act, attrs):
-    return _activations.apply(act, np, block, **attrs).astype(block.dtype, copy=False)
+def _activate(block: NDArray[Any], act: str, attrs: Mapping[str, Any]) -> NDArray[Any]:
+    out: NDArray[Any] = _activations.apply(act, np, block, **attrs)
+    return out.astype(block.dtype, copy=False)
 
 
-def check_no_grad(layer="layer"):
-    """Raise a RuntimeError naming ``layer`` unless gradients are off (``no_grad``): a
-    layer computes a dask array lazily, for inference only."""
+def check_no_grad(layer: str = "layer") -> None:
+    """Refuse to record gradients of a layer's dask input.
+
+    A layer computes a dask array lazily, block by block, for inference only.
+
+    Parameters
+    ----------
+    layer : str, default 'layer'
+        The layer's name, for the message.
+
+    Raises
+    ------
+    RuntimeError
+        Unless gradients are off (inside ``conv3dt.no_grad()``).
+    """
     from .autograd import is_grad_enabled
 
     if is_grad_enabled():
@@ -831,18 +1050,43 @@ def check_no_grad(layer="layer"):
             "dygraph.no_grad()), or pass a NumPy array or Variable to record gradients")
 
 
-def layer_forward(x, weight, bias=None, act=None, act_attrs=None, conv=None, *, layer="layer",
-                  chunks=None, memory_per_task=None):
+def layer_forward(x: VolumeLike, weight: Any, bias: Any = None, act: Optional[str] = None,
+                  act_attrs: Optional[Mapping[str, Any]] = None,
+                  conv: Optional[Mapping[str, Any]] = None, *, layer: str = "layer",
+                  chunks: ChunksArg = None, memory_per_task: MemoryArg = None) -> da.Array:
     """What a layer does with a dask array ``x``: ``act(conv3d_transpose(x, weight) +
-    bias)`` as a lazy dask array, the activation applied block by block. For inference
-    only: with gradients recorded (outside ``no_grad``) it raises a RuntimeError.
+    bias)`` as a lazy dask array, the activation applied block by block.
 
-    ``weight`` and ``bias`` may be parameters (Variables); ``conv`` holds the keyword
-    arguments of the functional API; ``act_attrs`` the activation's attributes.
+    Parameters
+    ----------
+    x : dask.array.Array
+        The layer's input.
+    weight, bias : conv3dt.autograd.Variable or array_like
+        The layer's parameters (``bias`` may be None).
+    act : str, optional
+        The activation's name (see :class:`conv3dt.dygraph.Conv3DTranspose`).
+    act_attrs : mapping, optional
+        The activation's attributes.
+    conv : mapping, optional
+        The keyword arguments of the functional API (stride, padding...).
+    layer : str, default 'layer'
+        The layer's name, for messages.
+    chunks, memory_per_task
+        As for :func:`conv3d_transpose`.
+
+    Returns
+    -------
+    dask.array.Array
+        The lazy output.
+
+    Raises
+    ------
+    RuntimeError
+        With gradients recorded (outside ``no_grad``): it is for inference only.
     """
     check_no_grad(layer)
 
-    def plain(p):
+    def plain(p: Any) -> Any:
         return None if p is None else np.asarray(p.numpy() if hasattr(p, "numpy") else p)
 
     y = conv3d_transpose(x, plain(weight), plain(bias), **(conv or {}), chunks=chunks,
@@ -850,4 +1094,4 @@ def layer_forward(x, weight, bias=None, act=None, act_attrs=None, conv=None, *, 
     if act is None:
         return y
     attrs = _activations.attrs_for(act, **(act_attrs or {}))
-    return y.map_blocks(_activate, act, attrs, dtype=y.dtype, meta=y._meta)
+    return _map_blocks(_activate, y, act, attrs, dtype=y.dtype, meta=y._meta)

@@ -29,6 +29,7 @@ the program: use it in dynamic mode (Paddle's default).
 """
 
 import numbers
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -47,17 +48,26 @@ __all__ = ["conv3d_transpose", "Conv3DTranspose", "Conv3DTransposeFunction"]
 
 _DTYPES = ("float32", "float64")
 
+# The geometry arguments' types (an int, or one per dimension; a size may also be an
+# integer Tensor, as in Paddle).
+_IntArg = Union[int, Sequence[int], "paddle.Tensor"]
+_PaddingArg = Union[int, Sequence[int], Sequence[Sequence[int]],
+                    Literal["SAME", "VALID", "same", "valid"]]
+# What a Paddle layer's weight_attr/bias_attr takes (a paddle.ParamAttr, an initializer, a
+# name; False: no parameter).
+_AttrArg = Any
 
-def _cupy():
+
+def _cupy() -> Any:
     """CuPy, or a RuntimeError saying what to install to compute GPU tensors."""
     return _backend.cupy_module("a GPU tensor")
 
 
-def _dtype_name(tensor):
+def _dtype_name(tensor: Any) -> str:
     return str(tensor.dtype).replace("paddle.", "")
 
 
-def _check_tensor(value, name):
+def _check_tensor(value: Any, name: str) -> None:
     if not isinstance(value, paddle.Tensor):
         raise TypeError(f"{name} must be a paddle.Tensor, got {type(value).__name__}")
     if _dtype_name(value) not in _DTYPES:
@@ -71,7 +81,7 @@ def _check_tensor(value, name):
         raise TypeError(f"{name} is on {place}: conv3dt computes CPU and GPU tensors only")
 
 
-def _as_array(tensor):
+def _as_array(tensor: paddle.Tensor) -> Any:
     """The tensor's data as a NumPy (CPU) or CuPy (GPU) array sharing its memory (DLPack)."""
     tensor = tensor.detach()   # (Paddle exports no tensor that requires gradients)
     if tensor.place.is_cpu_place():
@@ -81,7 +91,7 @@ def _as_array(tensor):
     return _cupy().from_dlpack(tensor)
 
 
-def _as_tensor(array):
+def _as_tensor(array: Any) -> paddle.Tensor:
     """A Paddle tensor over a NumPy or CuPy array's memory (DLPack, no copy)."""
     if hasattr(paddle, "from_dlpack"):
         return paddle.from_dlpack(array)
@@ -91,23 +101,24 @@ def _as_tensor(array):
 class _on_device:
     """The CuPy device of a GPU tensor made current (nothing for CPU tensors)."""
 
-    def __init__(self, tensor):
+    def __init__(self, tensor: paddle.Tensor) -> None:
         self.place = tensor.place
-        self._ctx = None
+        self._ctx: Any = None
 
-    def __enter__(self):
+    def __enter__(self) -> "_on_device":
         if self.place.is_gpu_place():
             self._ctx = _cupy().cuda.Device(self.place.gpu_device_id())
             self._ctx.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Literal[False]:
         if self._ctx is not None:
             self._ctx.__exit__(*exc)
         return False
 
 
-class Conv3DTransposeFunction(paddle.autograd.PyLayer):
+# (paddle is Any to a type checker where Paddle is not installed: hence the ignores)
+class Conv3DTransposeFunction(paddle.autograd.PyLayer):  # type: ignore[misc, unused-ignore]
     """``y = conv3d_transpose(x, weight, bias)`` by conv3dt, as a Paddle PyLayer.
 
     ``apply(x, weight, bias, geometry)``: ``bias`` a tensor or None, ``geometry`` a dict
@@ -118,7 +129,8 @@ class Conv3DTransposeFunction(paddle.autograd.PyLayer):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, geometry):
+    def forward(ctx: Any, x: paddle.Tensor, weight: paddle.Tensor,
+                bias: Optional[paddle.Tensor], geometry: Dict[str, Any]) -> paddle.Tensor:
         with _on_device(x):
             out = _functional.conv3d_transpose(
                 _as_array(x), _as_array(weight),
@@ -132,9 +144,9 @@ class Conv3DTransposeFunction(paddle.autograd.PyLayer):
         return result
 
     @staticmethod
-    def backward(ctx, grad_output):
+    def backward(ctx: Any, grad_output: paddle.Tensor) -> Tuple[Optional[paddle.Tensor], ...]:
         x, weight = ctx.saved_tensor()
-        grads = [None, None, None]
+        grads: List[Optional[paddle.Tensor]] = [None, None, None]
         if any(ctx.needs):
             _check_tensor(grad_output, "grad_output")
             with _on_device(x):
@@ -144,19 +156,68 @@ class Conv3DTransposeFunction(paddle.autograd.PyLayer):
                 grads = [None if a is None else _as_tensor(a) for a in arrays]
         return tuple(grads) if ctx.has_bias else tuple(grads[:2])
 
+    if TYPE_CHECKING:
+        # What PyLayer.apply returns here (Paddle leaves it untyped).
+        @classmethod
+        def apply(cls, *args: Any, **kwargs: Any) -> paddle.Tensor: ...
 
-def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, output_size=None, data_format="NCDHW", name=None):
+
+def conv3d_transpose(x: paddle.Tensor, weight: paddle.Tensor,
+                     bias: Optional[paddle.Tensor] = None, stride: _IntArg = 1,
+                     padding: _PaddingArg = 0, output_padding: _IntArg = 0,
+                     groups: int = 1, dilation: _IntArg = 1,
+                     output_size: Optional[_IntArg] = None,
+                     data_format: Literal["NCDHW", "NDHWC"] = "NCDHW",
+                     name: Optional[str] = None) -> paddle.Tensor:
     """``paddle.nn.functional.conv3d_transpose``, computed by conv3dt (differentiable).
 
-    ``x`` is ``[N, C_in, D, H, W]`` (``[N, D, H, W, C_in]`` for ``data_format='NDHWC'``),
-    ``weight`` ``[C_in, C_out / groups, kD, kH, kW]``, ``bias`` ``[C_out]`` or None. The
-    arguments, their order and their meaning are Paddle's (see
+    The arguments, their order and their meaning are Paddle's (see
     :func:`conv3dt.functional.conv3d_transpose` for the output size and the padding
-    forms); ``output_size`` and a non-zero ``output_padding`` are mutually exclusive.
-    ``name`` is accepted for Paddle's signature and not used. All tensors are float32 or
-    all float64, on one device.
+    forms).
 
+    Parameters
+    ----------
+    x : paddle.Tensor
+        ``[N, C_in, D, H, W]`` (``[N, D, H, W, C_in]`` for ``data_format='NDHWC'``).
+    weight : paddle.Tensor
+        ``[C_in, C_out / groups, kD, kH, kW]``.
+    bias : paddle.Tensor, optional
+        ``[C_out]``.
+    stride, output_padding, dilation : int or sequence of 3 ints
+        Defaults 1, 0 and 1; a size may be an integer Tensor, as in Paddle.
+    padding : int, sequence of ints, sequence of pairs or str, default 0
+        An int, 3 or 6 ints, 5 pairs, ``'SAME'`` or ``'VALID'``.
+    groups : int, default 1
+        Channel groups.
+    output_size : int or sequence of 3 ints, optional
+        The output's spatial size; mutually exclusive with a non-zero
+        ``output_padding``.
+    data_format : {'NCDHW', 'NDHWC'}, default 'NCDHW'
+        The layout of ``x`` and of the result.
+    name : str, optional
+        Accepted for Paddle's signature and not used.
+
+    Returns
+    -------
+    paddle.Tensor
+        The output, on ``x``'s device, recorded for autograd.
+
+    Raises
+    ------
+    TypeError
+        For tensors that are not float32/float64 CPU or GPU tensors.
+    ValueError
+        For shapes or a geometry that do not fit, or tensors on different devices.
+    RuntimeError
+        In static-graph mode (``paddle.enable_static()`` or ``paddle.jit.to_static``'s
+        AST mode).
+
+    Notes
+    -----
+    All tensors are float32 or all float64, on one device.
+
+    Examples
+    --------
     >>> import paddle
     >>> y = conv3d_transpose(paddle.ones([1, 2, 3, 3, 3]), paddle.ones([2, 4, 2, 2, 2]),
     ...                      stride=2)
@@ -194,7 +255,7 @@ def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return Conv3DTransposeFunction.apply(x, weight, bias, geometry)
 
 
-def _is_zero(value):
+def _is_zero(value: Any) -> bool:
     if isinstance(value, numbers.Integral):
         return int(value) == 0
     try:
@@ -203,7 +264,7 @@ def _is_zero(value):
         return False
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """Paddle arguments as Python values (a size may be a 0-D or 1-D integer tensor)."""
     if isinstance(value, paddle.Tensor):
         value = value.tolist()
@@ -212,16 +273,42 @@ def _plain(value):
     return value
 
 
-class Conv3DTranspose(paddle.nn.Layer):
+class Conv3DTranspose(paddle.nn.Layer):  # type: ignore[misc, unused-ignore]
     """``paddle.nn.Conv3DTranspose``, computed by conv3dt.
 
-    The constructor, the parameters ``weight`` ``[in_channels, out_channels / groups,
-    *kernel_size]`` and ``bias`` ``[out_channels]`` (none with ``bias_attr=False``), their
-    default initialisation (Paddle's: Xavier-uniform weight, zero bias, or what
-    ``weight_attr``/``bias_attr`` say), ``forward(x, output_size=None)`` and the state dict
-    keys are Paddle's, so ``set_state_dict`` takes a ``paddle.nn.Conv3DTranspose``'s state
-    dict as it is.
+    The constructor, the parameters, their default initialisation (Paddle's:
+    Xavier-uniform weight, zero bias, or what ``weight_attr``/``bias_attr`` say),
+    ``forward(x, output_size=None)`` and the state dict keys are Paddle's, so
+    ``set_state_dict`` takes a ``paddle.nn.Conv3DTranspose``'s state dict as it is.
 
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C_in and C_out, both divisible by ``groups``.
+    kernel_size : int or sequence of 3 ints
+        The kernel's size.
+    stride, padding, output_padding, dilation, groups, data_format
+        As for :func:`conv3d_transpose`.
+    weight_attr : paddle.ParamAttr, optional
+        How Paddle creates the weight; False is refused.
+    bias_attr : paddle.ParamAttr or False, optional
+        How Paddle creates the bias; False: no bias.
+
+    Attributes
+    ----------
+    weight : paddle.Tensor
+        ``[in_channels, out_channels / groups, *kernel_size]``, a Paddle parameter.
+    bias : paddle.Tensor or None
+        ``[out_channels]``; None with ``bias_attr=False``.
+
+    Raises
+    ------
+    ValueError
+        For channel counts or ``groups`` that are not positive ints or do not divide,
+        ``weight_attr=False``, another ``data_format``, or sizes that are not 1 or 3 ints.
+
+    Examples
+    --------
     >>> import paddle
     >>> theirs = paddle.nn.Conv3DTranspose(4, 6, 3, stride=2, padding=1, groups=2)
     >>> mine = Conv3DTranspose(4, 6, 3, stride=2, padding=1, groups=2)
@@ -231,9 +318,11 @@ class Conv3DTranspose(paddle.nn.Layer):
     True
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, dilation=1, groups=1, weight_attr=None, bias_attr=None,
-                 data_format="NCDHW"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _IntArg,
+                 stride: _IntArg = 1, padding: _PaddingArg = 0, output_padding: _IntArg = 0,
+                 dilation: _IntArg = 1, groups: int = 1, weight_attr: _AttrArg = None,
+                 bias_attr: _AttrArg = None,
+                 data_format: Literal["NCDHW", "NDHWC"] = "NCDHW") -> None:
         super().__init__()
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
                            ("groups", groups)):
@@ -270,7 +359,7 @@ class Conv3DTranspose(paddle.nn.Layer):
         self.bias = self.create_parameter(attr=bias_attr, shape=[self._out_channels],
                                           is_bias=True)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = "{_in_channels}, {_out_channels}, kernel_size={_kernel_size}"
         if self._stride != [1] * 3:
             s += ", stride={_stride}"
@@ -285,7 +374,8 @@ class Conv3DTranspose(paddle.nn.Layer):
         s += ", data_format={_data_format}"
         return s.format(**self.__dict__)
 
-    def forward(self, x, output_size=None):
+    def forward(self, x: paddle.Tensor,
+                output_size: Optional[_IntArg] = None) -> paddle.Tensor:
         output_padding = self.output_padding if output_size is None else 0
         return conv3d_transpose(x, self.weight, bias=self.bias, stride=self._stride,
                                 padding=self._padding, output_padding=output_padding,
@@ -293,7 +383,7 @@ class Conv3DTranspose(paddle.nn.Layer):
                                 output_size=output_size, data_format=self._data_format)
 
 
-def _three(value, name):
+def _three(value: Any, name: str) -> List[int]:
     """An int or 3 ints as a list of 3 ints (Paddle's convert_to_list)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return [int(value)] * 3
@@ -308,7 +398,7 @@ def _three(value, name):
     return [int(v) for v in values]
 
 
-def _run_eagerly_under_to_static():
+def _run_eagerly_under_to_static() -> None:
     """paddle.jit.to_static's default (SOT) translator runs these eagerly: a graph break,
     the rest of the model is still converted. (Its AST mode, ``full_graph=True``, hands
     static variables to conv3d_transpose, which refuses them with a RuntimeError.)"""

@@ -16,38 +16,82 @@ Example::
     array([ 0.1, -0.2])
 """
 
+from typing import Any
+
 __all__ = ["L2Decay", "L2DecayRegularizer", "L1Decay", "L1DecayRegularizer"]
 
 
 class WeightDecayRegularizer:
-    def __init__(self, regularization_coeff=0.0):
+    """Base class of the regularizers: a coefficient and the term it adds to a gradient.
+
+    Parameters
+    ----------
+    regularization_coeff : float, default 0.0
+        The coefficient ``coeff`` of the decay term.
+
+    Raises
+    ------
+    TypeError
+        If ``regularization_coeff`` is not an int or a float (a bool is refused).
+    """
+
+    def __init__(self, regularization_coeff: float = 0.0) -> None:
         if isinstance(regularization_coeff, bool) or not isinstance(regularization_coeff, (int, float)):
             raise TypeError(f"{type(self).__name__}: regularization_coeff must be a number, "
                             f"but received {type(regularization_coeff).__name__}")
         self._regularization_coeff = float(regularization_coeff)
 
     @property
-    def coeff(self):
+    def coeff(self) -> float:
+        """The coefficient, a float."""
         return self._regularization_coeff
 
-    def grad_term(self, xp, param):
+    def grad_term(self, xp: Any, param: Any) -> Any:
+        """The term added to the gradient of ``param``.
+
+        Parameters
+        ----------
+        xp : module
+            The array module of ``param``: :mod:`numpy`, or ``cupy`` for a GPU array.
+        param : numpy.ndarray or cupy.ndarray
+            The parameter's value.
+
+        Returns
+        -------
+        numpy.ndarray or cupy.ndarray
+            An array of ``param``'s shape, on its device.
+        """
         raise NotImplementedError
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}(regularization_coeff={self._regularization_coeff})"
 
 
 class L2Decay(WeightDecayRegularizer):
-    """``grad += coeff * param``."""
+    """L2 weight decay: ``grad += coeff * param``, the gradient of
+    ``coeff / 2 * ||param||^2``.
 
-    def grad_term(self, xp, param):
+    Parameters
+    ----------
+    regularization_coeff : float, default 0.0
+        The coefficient ``coeff``.
+    """
+
+    def grad_term(self, xp: Any, param: Any) -> Any:
         return self._regularization_coeff * param
 
 
 class L1Decay(WeightDecayRegularizer):
-    """``grad += coeff * sign(param)``."""
+    """L1 weight decay: ``grad += coeff * sign(param)``, the (sub)gradient of
+    ``coeff * ||param||_1``.
 
-    def grad_term(self, xp, param):
+    Parameters
+    ----------
+    regularization_coeff : float, default 0.0
+        The coefficient ``coeff``.
+    """
+
+    def grad_term(self, xp: Any, param: Any) -> Any:
         return self._regularization_coeff * xp.sign(param)
 
 

@@ -31,7 +31,8 @@ torch.Size([1, 2, 6, 6, 6])
 
 import math
 import numbers
-from typing import List, Optional, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Dict, List, Literal, Optional, Sequence, Tuple, Union,
+                    cast)
 
 try:
     import torch
@@ -51,9 +52,10 @@ __all__ = ["conv_transpose3d", "ConvTranspose3d", "ConvTranspose3dFunction"]
 _DTYPES = (torch.float32, torch.float64)
 # torch.jit.script's types of the geometry arguments (an int, or 1 or 3 of them).
 _IntArg = Union[int, List[int], Tuple[int, int, int]]
+_Triple = Tuple[int, int, int]
 
 
-def _unsupported(tool, verb):
+def _unsupported(tool: str, verb: str) -> str:
     return (f"conv3dt.torch computes with conv3dt's own kernels, which {tool} cannot "
             f"{verb}: run this layer eagerly (outside {tool}), or use "
             f"torch.nn.ConvTranspose3d in a model you {verb} with {tool}")
@@ -65,7 +67,7 @@ _COMPILE_MESSAGE = (
     "torch.nn.ConvTranspose3d in a model you compile or export")
 
 
-def _compile_guard():
+def _compile_guard() -> Any:
     """An operator whose shape function (the only part torch.compile runs) raises.
 
     torch.compile runs the model's Python code on fake tensors to build its graph, and
@@ -80,12 +82,14 @@ def _compile_guard():
     except (AttributeError, RuntimeError):
         pass
 
-    @torch.library.custom_op("conv3dt::refuse_graph_capture", mutates_args=())
+    # (untyped decorators to a type checker where PyTorch is not installed)
+    @torch.library.custom_op(  # type: ignore[untyped-decorator, misc, unused-ignore]
+        "conv3dt::refuse_graph_capture", mutates_args=())
     def refuse_graph_capture(x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError(_COMPILE_MESSAGE)
 
-    @refuse_graph_capture.register_fake
-    def _(x):
+    @refuse_graph_capture.register_fake  # type: ignore[untyped-decorator, misc, unused-ignore]
+    def _(x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError(_COMPILE_MESSAGE)
 
     return refuse_graph_capture
@@ -94,14 +98,14 @@ def _compile_guard():
 _REFUSE_COMPILE = _compile_guard()
 
 
-def _is_compiling():
+def _is_compiling() -> bool:
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and hasattr(compiler, "is_compiling"):
-        return compiler.is_compiling()
-    return torch._dynamo.is_compiling()  # PyTorch < 2.3
+        return bool(compiler.is_compiling())
+    return bool(torch._dynamo.is_compiling())  # PyTorch < 2.3
 
 
-def _refuse_graph_capture(tensor):
+def _refuse_graph_capture(tensor: Any) -> None:
     """A clear error under torch.jit.trace, torch.compile (and torch.export) and
     torch.fx.symbolic_trace, which cannot see into conv3dt's kernels.
 
@@ -110,7 +114,9 @@ def _refuse_graph_capture(tensor):
     """
     if isinstance(tensor, torch.fx.Proxy):
         raise RuntimeError(_unsupported("torch.fx.symbolic_trace", "trace"))
-    if torch.jit.is_tracing():
+    # (the ignores here and below: PyTorch's own annotations leave these names untyped or
+    # not re-exported)
+    if torch.jit.is_tracing():  # type: ignore[attr-defined, no-untyped-call, unused-ignore]
         raise RuntimeError(_unsupported("torch.jit.trace", "trace"))
     if _is_compiling():
         if _REFUSE_COMPILE is not None and isinstance(tensor, torch.Tensor):
@@ -118,12 +124,12 @@ def _refuse_graph_capture(tensor):
         raise RuntimeError(_COMPILE_MESSAGE)
 
 
-def _cupy():
+def _cupy() -> Any:
     """CuPy, or a RuntimeError saying what to install to compute CUDA tensors."""
     return _backend.cupy_module("a CUDA tensor")
 
 
-def _check_tensor(value, name):
+def _check_tensor(value: Any, name: str) -> None:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.layout != torch.strided:
@@ -139,7 +145,7 @@ def _check_tensor(value, name):
                         f"tensors only")
 
 
-def _as_array(tensor):
+def _as_array(tensor: torch.Tensor) -> Any:
     """The tensor's data as a NumPy array (CPU) or CuPy array (CUDA), sharing its memory.
 
     ``Tensor.numpy()`` views the tensor's storage with its strides, so a non-contiguous
@@ -151,20 +157,20 @@ def _as_array(tensor):
     return _cupy().from_dlpack(tensor)
 
 
-def _as_tensor(array, device):
+def _as_tensor(array: Any, device: torch.device) -> torch.Tensor:
     if device.type == "cpu":
         return torch.from_numpy(array)
-    return torch.from_dlpack(array)
+    return torch.from_dlpack(array)  # type: ignore[attr-defined, unused-ignore]
 
 
 class _on_device:
     """The CuPy device of a CUDA tensor made current (nothing for CPU tensors)."""
 
-    def __init__(self, device):
+    def __init__(self, device: torch.device) -> None:
         self.device = device
-        self._ctx = None
+        self._ctx: Any = None
 
-    def __enter__(self):
+    def __enter__(self) -> "_on_device":
         if self.device.type == "cuda":
             index = self.device.index
             self._ctx = _cupy().cuda.Device(torch.cuda.current_device() if index is None
@@ -172,32 +178,34 @@ class _on_device:
             self._ctx.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Literal[False]:
         if self._ctx is not None:
             self._ctx.__exit__(*exc)
         return False
 
 
-def _int_tuple(value, name, minimum):
+def _int_tuple(value: Any, name: str, minimum: int) -> _Triple:
     """An int or 1 or 3 ints (torch's forms) as a tuple of 3 ints >= minimum."""
+    values: Tuple[int, ...]
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         values = (int(value),) * 3
     else:
+        given: Optional[Tuple[Any, ...]]
         try:
-            values = tuple(value)
+            given = tuple(value)
         except TypeError:
-            values = None
-        if (values is None or len(values) not in (1, 3)
+            given = None
+        if (given is None or len(given) not in (1, 3)
                 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                           for v in values)):
+                           for v in given)):
             raise TypeError(f"{name} must be an int or a tuple of 1 or 3 ints, got {value!r}")
-        values = tuple(int(v) for v in values) * (3 if len(values) == 1 else 1)
+        values = tuple(int(v) for v in given) * (3 if len(given) == 1 else 1)
     if any(v < minimum for v in values):
         raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
-    return values
+    return cast(_Triple, values)  # 3 ints: made so above
 
 
-def _groups(value):
+def _groups(value: Any) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise TypeError(f"groups must be a positive int, got {value!r}")
     if value < 1:
@@ -205,7 +213,8 @@ def _groups(value):
     return int(value)
 
 
-class ConvTranspose3dFunction(torch.autograd.Function):
+# (torch is Any to a type checker where PyTorch is not installed: hence the ignores)
+class ConvTranspose3dFunction(torch.autograd.Function):  # type: ignore[misc, unused-ignore]
     """``y = conv3d_transpose(input, weight, bias)`` on 5-D NCDHW tensors, by conv3dt.
 
     ``apply(input, weight, bias, stride, padding, output_padding, groups, dilation)`` with
@@ -216,10 +225,13 @@ class ConvTranspose3dFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, output_padding, groups, dilation):
+    def forward(ctx: Any, input: torch.Tensor, weight: torch.Tensor,
+                bias: Optional[torch.Tensor], stride: _Triple, padding: _Triple,
+                output_padding: _Triple, groups: int, dilation: _Triple) -> torch.Tensor:
         _refuse_graph_capture(input)
-        geometry = dict(stride=stride, padding=padding, output_padding=output_padding,
-                        groups=groups, dilation=dilation)
+        geometry: Dict[str, Any] = dict(stride=stride, padding=padding,
+                                        output_padding=output_padding, groups=groups,
+                                        dilation=dilation)
         with _on_device(input.device):
             out = _functional.conv3d_transpose(
                 _as_array(input), _as_array(weight),
@@ -230,11 +242,11 @@ class ConvTranspose3dFunction(torch.autograd.Function):
         return result
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
+    @once_differentiable  # type: ignore[untyped-decorator, misc, unused-ignore]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
         input, weight = ctx.saved_tensors
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:3])
-        grads = [None, None, None]
+        grads: List[Optional[torch.Tensor]] = [None, None, None]
         if any(needs):
             _check_tensor(grad_output, "grad_output")
             if grad_output.dtype != input.dtype:
@@ -246,6 +258,11 @@ class ConvTranspose3dFunction(torch.autograd.Function):
                 grads = [None if a is None else _as_tensor(a, input.device) for a in arrays]
         return (*grads, None, None, None, None, None)
 
+    if TYPE_CHECKING:
+        # What torch.autograd.Function.apply returns here (PyTorch leaves it untyped).
+        @classmethod
+        def apply(cls, *args: Any, **kwargs: Any) -> torch.Tensor: ...
+
 
 def conv_transpose3d(input: torch.Tensor, weight: torch.Tensor,
                      bias: Optional[torch.Tensor] = None, stride: _IntArg = 1,
@@ -253,13 +270,51 @@ def conv_transpose3d(input: torch.Tensor, weight: torch.Tensor,
                      dilation: _IntArg = 1) -> torch.Tensor:
     """``torch.nn.functional.conv_transpose3d``, computed by conv3dt (differentiable).
 
-    ``input`` is ``[N, C_in, D, H, W]`` or unbatched ``[C_in, D, H, W]``, ``weight``
-    ``[C_in, C_out / groups, kD, kH, kW]``, ``bias`` ``[C_out]`` or None; ``stride``,
-    ``padding`` (symmetric, removed from both ends of each dimension), ``output_padding``
-    and ``dilation`` are an int or a tuple of 3 ints. Per spatial dimension the output has
-    ``(in - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1`` elements.
+    Per spatial dimension the output has ``(in - 1) * stride - 2 * padding + dilation *
+    (k - 1) + output_padding + 1`` elements.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        ``[N, C_in, D, H, W]`` or unbatched ``[C_in, D, H, W]``.
+    weight : torch.Tensor
+        ``[C_in, C_out / groups, kD, kH, kW]``.
+    bias : torch.Tensor, optional
+        ``[C_out]``.
+    stride : int or tuple of 3 ints, default 1
+        The stride of the transposed convolution.
+    padding : int or tuple of 3 ints, default 0
+        Symmetric: removed from both ends of each dimension.
+    output_padding : int or tuple of 3 ints, default 0
+        Elements added at the high end of each dimension.
+    groups : int, default 1
+        Channel groups.
+    dilation : int or tuple of 3 ints, default 1
+        The spacing of the kernel's taps.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, C_out, D_out, H_out, W_out]`` (unbatched for an unbatched input), on
+        ``input``'s device, recorded for autograd.
+
+    Raises
+    ------
+    TypeError
+        For tensors that are not dense float32/float64 CPU or CUDA tensors, or
+        geometry arguments that are not ints.
+    ValueError
+        For shapes or a geometry that do not fit, or tensors on different devices.
+    RuntimeError
+        Under ``torch.jit.script``, ``torch.jit.trace``, ``torch.compile``/``torch.export``
+        and ``torch.fx``, which cannot see into conv3dt's kernels.
+
+    Notes
+    -----
     All tensors are float32 or all float64, on one device (CPU, or CUDA with CuPy).
 
+    Examples
+    --------
     >>> import torch
     >>> y = conv_transpose3d(torch.ones(1, 2, 3, 3, 3), torch.ones(2, 4, 2, 2, 2), stride=2)
     >>> y.shape
@@ -299,15 +354,46 @@ def conv_transpose3d(input: torch.Tensor, weight: torch.Tensor,
     return out.squeeze(0) if unbatched else out
 
 
-class ConvTranspose3d(torch.nn.Module):
+class ConvTranspose3d(torch.nn.Module):  # type: ignore[misc, unused-ignore]
     """``torch.nn.ConvTranspose3d``, computed by conv3dt.
 
-    The constructor, the parameters ``weight`` ``[in_channels, out_channels / groups,
-    *kernel_size]`` and ``bias`` ``[out_channels]``, their default initialisation
+    The constructor, the parameters, their default initialisation
     (:meth:`reset_parameters`), ``forward(input, output_size=None)`` and the ``repr`` are
     PyTorch's; ``load_state_dict`` takes the state dict of a ``torch.nn.ConvTranspose3d``
-    as it is. ``padding_mode`` must be ``'zeros'`` (as in PyTorch).
+    as it is.
 
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C_in and C_out, both divisible by ``groups``.
+    kernel_size : int or tuple of 3 ints
+        The kernel's size.
+    stride, padding, output_padding, dilation : int or tuple of 3 ints
+        As for :func:`conv_transpose3d` (defaults 1, 0, 0 and 1).
+    groups : int, default 1
+        Channel groups.
+    bias : bool, default True
+        False: no bias.
+    padding_mode : str, default 'zeros'
+        Must be ``'zeros'`` (as in PyTorch).
+    device, dtype : optional
+        Where and of which dtype the parameters are created (``torch.empty``'s).
+
+    Attributes
+    ----------
+    weight : torch.nn.Parameter
+        ``[in_channels, out_channels / groups, *kernel_size]``.
+    bias : torch.nn.Parameter or None
+        ``[out_channels]``.
+
+    Raises
+    ------
+    ValueError
+        For channel counts or ``groups`` that are not positive ints or do not divide,
+        a str ``padding`` or another ``padding_mode``.
+
+    Examples
+    --------
     >>> import torch
     >>> theirs = torch.nn.ConvTranspose3d(4, 6, 3, stride=2, padding=1, groups=2)
     >>> mine = ConvTranspose3d(4, 6, 3, stride=2, padding=1, groups=2)
@@ -322,9 +408,13 @@ class ConvTranspose3d(torch.nn.Module):
     __constants__ = ["stride", "padding", "dilation", "groups", "padding_mode",
                      "output_padding", "in_channels", "out_channels", "kernel_size"]
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
-                 device=None, dtype=None):
+    weight: torch.nn.Parameter
+    bias: Optional[torch.nn.Parameter]
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _IntArg,
+                 stride: _IntArg = 1, padding: _IntArg = 0, output_padding: _IntArg = 0,
+                 groups: int = 1, bias: bool = True, dilation: _IntArg = 1,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
@@ -361,7 +451,7 @@ class ConvTranspose3d(torch.nn.Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         """PyTorch's default initialisation of convolutions (``_ConvNd.reset_parameters``).
 
         ``weight``: Kaiming-uniform with ``a = sqrt(5)``, i.e. uniform in ``[-b, b]`` with
@@ -376,7 +466,7 @@ class ConvTranspose3d(torch.nn.Module):
                 bound = 1 / math.sqrt(fan_in)
                 torch.nn.init.uniform_(self.bias, -bound, bound)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
         if self.padding != (0,) * 3:
             s += ", padding={padding}"
@@ -392,7 +482,8 @@ class ConvTranspose3d(torch.nn.Module):
             s += ", padding_mode={padding_mode}"
         return s.format(**self.__dict__)
 
-    def _output_padding(self, input, output_size):
+    def _output_padding(self, input: torch.Tensor,
+                        output_size: Optional[Sequence[int]]) -> _Triple:
         """PyTorch's rule: ``output_size`` (3 spatial sizes, or with the leading batch and
         channel sizes) picks the output padding ``output_size - smallest size``; each size
         must lie in ``[smallest, smallest + stride - 1]``."""
@@ -417,13 +508,14 @@ class ConvTranspose3d(torch.nn.Module):
                 raise ValueError(f"requested an output size of {sizes}, but valid sizes "
                                  f"range from {smallest} to {largest} (for an input of "
                                  f"{list(input.shape)[leading:]})")
-        return tuple(sizes[a] - smallest[a] for a in range(3))
+        return (sizes[0] - smallest[0], sizes[1] - smallest[1], sizes[2] - smallest[2])
 
-    def __prepare_scriptable__(self):
+    def __prepare_scriptable__(self) -> "ConvTranspose3d":
         # torch.jit.script calls this on every module it is about to compile.
         raise RuntimeError(_unsupported("torch.jit.script", "script"))
 
-    def forward(self, input, output_size=None):
+    def forward(self, input: torch.Tensor,
+                output_size: Optional[Sequence[int]] = None) -> torch.Tensor:
         _refuse_graph_capture(input)
         if not isinstance(input, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")

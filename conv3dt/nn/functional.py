@@ -17,15 +17,33 @@ Example::
     >>> float(w.grad.numpy()[0, 0, 0, 0, 0])    # every tap sees all 27 ones
     27.0
 """
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Sequence, Union
+
 import numpy as np
+from numpy.typing import NDArray
 
 from ..autograd import Variable
 from ..dygraph.nn import Conv3DTransposeFunction
 
 __all__ = ["conv3d_transpose"]
 
+# What the functions of Tensors take: a Tensor, or a NumPy array (a constant). CuPy arrays
+# are taken too at run time; their type is left out, since where CuPy is not installed a
+# type checker would see it as Any, and then anything, a dask array too, as a Tensor.
+TensorLike = Union[Variable, "NDArray[Any]"]
+# An int for the three spatial dimensions, or one per dimension.
+IntTriple = Union[int, Sequence[int]]
+# Paddle's padding algorithms (case-insensitive) and ONNX's.
+PaddingAlgorithm = Literal["SAME", "VALID", "SAME_UPPER", "SAME_LOWER",
+                           "same", "valid", "same_upper", "same_lower"]
+# An int, 3 ints, 6 ints, 5 pairs, or an algorithm.
+PaddingArg = Union[int, Sequence[int], Sequence[Sequence[int]], PaddingAlgorithm]
+DataFormat = Literal["NCDHW", "NDHWC"]
 
-def _as_tensor(value, name):
+
+def _as_tensor(value: Any, name: str) -> Variable:
     if isinstance(value, Variable):
         return value
     if isinstance(value, np.ndarray) or hasattr(value, "__cuda_array_interface__"):
@@ -34,17 +52,64 @@ def _as_tensor(value, name):
                     f"but received {type(value).__name__}")
 
 
-def conv3d_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, output_size=None, data_format="NCDHW", name=None):
+def conv3d_transpose(x: TensorLike, weight: TensorLike, bias: Optional[TensorLike] = None,
+                     stride: IntTriple = 1, padding: PaddingArg = 0,
+                     output_padding: IntTriple = 0, groups: int = 1, dilation: IntTriple = 1,
+                     output_size: Optional[IntTriple] = None,
+                     data_format: DataFormat = "NCDHW", name: Optional[str] = None) -> Variable:
     """3D transposed convolution of Tensors, as ``paddle.nn.functional.conv3d_transpose``.
 
-    ``x`` ``[N, C_in, D, H, W]`` (``NDHWC`` with ``data_format``), ``weight``
-    ``[C_in, C_out/groups, kD, kH, kW]``, ``bias`` ``[C_out]`` or None. Per spatial dim
-    the output size is ``(in - 1) * stride - pad_lo - pad_hi + dilation * (k - 1) + 1 +
-    output_padding``, or ``output_size`` (in ``[that, that + stride)``, and then
-    ``output_padding`` must be 0). ``padding``: int, 3 ints, 6 ints, 5 pairs, ``'SAME'``,
-    ``'VALID'``. Gradients reach every argument with ``stop_gradient=False``. NumPy (or
-    CuPy) arrays are accepted as constants. ``name`` is ignored.
+    Per spatial dimension the output has ``(in - 1) * stride - pad_lo - pad_hi +
+    dilation * (k - 1) + 1 + output_padding`` elements, or ``output_size``. Gradients
+    reach every argument with ``stop_gradient=False``.
+
+    Parameters
+    ----------
+    x : conv3dt.autograd.Variable
+        ``[N, C_in, D, H, W]`` (``[N, D, H, W, C_in]`` for ``data_format='NDHWC'``),
+        float32 or float64.
+    weight : conv3dt.autograd.Variable
+        ``[C_in, C_out/groups, kD, kH, kW]``, of ``x``'s dtype.
+    bias : conv3dt.autograd.Variable, optional
+        ``[C_out]``, added to every output position of its channel.
+    stride : int or sequence of 3 ints, default 1
+        The stride of the transposed convolution.
+    padding : int, sequence of ints, sequence of pairs or str, default 0
+        An int, 3 ints, 6 ints ``[d_lo, d_hi, h_lo, h_hi, w_lo, w_hi]``, 5 pairs,
+        ``'SAME'``/``'VALID'`` (Paddle's) or ``'SAME_UPPER'``/``'SAME_LOWER'`` (ONNX's).
+    output_padding : int or sequence of 3 ints, default 0
+        Elements added at the high end of each dimension; must be 0 with ``output_size``.
+    groups : int, default 1
+        Channel groups.
+    dilation : int or sequence of 3 ints, default 1
+        The spacing of the kernel's taps.
+    output_size : int or sequence of 3 ints, optional
+        The output's spatial size, in ``[D', D' + stride)`` per dimension (``D'`` the
+        size without ``output_padding``).
+    data_format : {'NCDHW', 'NDHWC'}, default 'NCDHW'
+        The layout of ``x`` and of the result.
+    name : str, optional
+        Accepted for Paddle's signature and ignored.
+
+    Returns
+    -------
+    conv3dt.autograd.Variable
+        ``[N, C_out, D_out, H_out, W_out]`` (or NDHWC), of ``x``'s dtype, on its place.
+
+    Raises
+    ------
+    TypeError
+        If ``x``, ``weight`` or ``bias`` is neither a Tensor nor an array, or dtypes
+        differ.
+    ValueError
+        For shapes or a geometry that do not fit (the message names the argument).
+
+    Notes
+    -----
+    NumPy (or CuPy) arrays are accepted as constants (``stop_gradient=True``). The
+    arrays are computed by :func:`conv3dt.functional.conv3d_transpose`; ``backward()``
+    calls :func:`conv3dt.functional.conv3d_transpose_backward` for the gradients that are
+    needed only.
     """
     inputs = [_as_tensor(x, "x"), _as_tensor(weight, "weight")]
     if bias is not None:
