@@ -57,6 +57,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
                       "distributed] and zarr)") from exc
 
 from . import _activations, _threads, functional
+from ._typing import DataFormat, IntTriple, PaddingArg
 from ._geometry import Plan, chunk_input_range, grad_input_output_range, resolve
 
 if TYPE_CHECKING:
@@ -93,9 +94,6 @@ MemoryArg = Union[int, str, None]
 ChunksArg = Any
 # Chunks per axis: the sizes of the blocks along each axis.
 Chunks = Tuple[Tuple[int, ...], ...]
-IntTriple = Union[int, Sequence[int]]
-PaddingArg = Union[int, Sequence[int], Sequence[Sequence[int]], str]
-DataFormat = Literal["NCDHW", "NDHWC"]
 
 
 # --------------------------------------------------------------------------- layout

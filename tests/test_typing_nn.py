@@ -96,11 +96,8 @@ def test_revealed_types_are_the_api_s(tmp_path):
     path.write_text(script)
     first_refused = script.count("\n") - len(REFUSED) + 1
     res = subprocess.run(
-        # (--allow-untyped-calls: the script builds its inputs with a few internals,
-        # the Variable constructor and the geometry's resolve, whose own types are not
-        # what this test is about)
-        [sys.executable, "-m", "mypy", "--strict", "--allow-untyped-calls",
-         "--follow-imports=silent", "--ignore-missing-imports", "--config-file", os.path.join(ROOT, "pyproject.toml"),
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
+         "--ignore-missing-imports", "--config-file", os.path.join(ROOT, "pyproject.toml"),
          "--cache-dir", str(tmp_path / "mypy-cache"), "--no-error-summary",
          "--hide-error-context", "--no-pretty", "--show-error-codes", str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)

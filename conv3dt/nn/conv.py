@@ -5,6 +5,7 @@ import numbers
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, overload
 
 from .. import _tensor
+from .._typing import DataFormat, IntTriple, PaddingArg
 from ..autograd import Parameter, Variable
 from ..dygraph.layers import Layer
 from ..dygraph.nn import _as_triple
@@ -14,11 +15,9 @@ if TYPE_CHECKING:
     import dask.array
 
     from ..param_attr import ParamAttrLike
-    from .functional import DataFormat, PaddingArg, TensorLike
+    from .functional import TensorLike
 
 __all__ = ["Conv3DTranspose"]
-
-_IntTriple = F.IntTriple
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -105,9 +104,9 @@ class Conv3DTranspose(Layer):
     weight: Parameter
     bias: Optional[Parameter]
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: _IntTriple,
-                 stride: _IntTriple = 1, padding: PaddingArg = 0,
-                 output_padding: _IntTriple = 0, dilation: _IntTriple = 1, groups: int = 1,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntTriple,
+                 stride: IntTriple = 1, padding: PaddingArg = 0,
+                 output_padding: IntTriple = 0, dilation: IntTriple = 1, groups: int = 1,
                  weight_attr: ParamAttrLike = None, bias_attr: ParamAttrLike = None,
                  data_format: DataFormat = "NCDHW") -> None:
         super().__init__(dtype=_tensor.get_default_dtype())
@@ -140,12 +139,12 @@ class Conv3DTranspose(Layer):
         self.bias = self.create_parameter([out_channels], attr=bias_attr, is_bias=True)
 
     @overload
-    def forward(self, x: TensorLike, output_size: Optional[_IntTriple] = None) -> Variable: ...
+    def forward(self, x: TensorLike, output_size: Optional[IntTriple] = None) -> Variable: ...
     @overload
     def forward(self, x: dask.array.Array,
-                output_size: Optional[_IntTriple] = None) -> dask.array.Array: ...
+                output_size: Optional[IntTriple] = None) -> dask.array.Array: ...
 
-    def forward(self, x: Any, output_size: Optional[_IntTriple] = None) -> Any:
+    def forward(self, x: Any, output_size: Optional[IntTriple] = None) -> Any:
         """The layer's output for ``x``; called by ``layer(x)``.
 
         Parameters
@@ -192,11 +191,11 @@ class Conv3DTranspose(Layer):
         # Layer.__call__ runs forward(); these tell type checkers what it returns.
         @overload
         def __call__(self, x: TensorLike,
-                     output_size: Optional[_IntTriple] = None) -> Variable: ...
+                     output_size: Optional[IntTriple] = None) -> Variable: ...
         @overload
         def __call__(self, x: dask.array.Array,
-                     output_size: Optional[_IntTriple] = None) -> dask.array.Array: ...
-        def __call__(self, x: Any, output_size: Optional[_IntTriple] = None) -> Any: ...
+                     output_size: Optional[IntTriple] = None) -> dask.array.Array: ...
+        def __call__(self, x: Any, output_size: Optional[IntTriple] = None) -> Any: ...
 
     def extra_repr(self) -> str:
         return (f"{self._in_channels}, {self._out_channels}, "

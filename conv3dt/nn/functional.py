@@ -19,11 +19,12 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .._typing import DataFormat, IntTriple, PaddingArg
 from ..autograd import Variable
 from ..dygraph.nn import Conv3DTransposeFunction
 
@@ -33,14 +34,6 @@ __all__ = ["conv3d_transpose"]
 # are taken too at run time; their type is left out, since where CuPy is not installed a
 # type checker would see it as Any, and then anything, a dask array too, as a Tensor.
 TensorLike = Union[Variable, "NDArray[Any]"]
-# An int for the three spatial dimensions, or one per dimension.
-IntTriple = Union[int, Sequence[int]]
-# Paddle's padding algorithms (case-insensitive) and ONNX's.
-PaddingAlgorithm = Literal["SAME", "VALID", "SAME_UPPER", "SAME_LOWER",
-                           "same", "valid", "same_upper", "same_lower"]
-# An int, 3 ints, 6 ints, 5 pairs, or an algorithm.
-PaddingArg = Union[int, Sequence[int], Sequence[Sequence[int]], PaddingAlgorithm]
-DataFormat = Literal["NCDHW", "NDHWC"]
 
 
 def _as_tensor(value: Any, name: str) -> Variable:
