@@ -178,6 +178,7 @@ cdef struct ForwardPass:
     Py_ssize_t cols             # a tile's columns, its last vector included
     Py_ssize_t tile_size        # elements of one tile of Y: cog * cols
     Window win
+    bint interruptible          # work items stop once Ctrl-C was seen (_interrupted)
 
 # One thread's workspace of the forward pass (_forward_workspace).
 cdef struct ForwardWorkspace:
@@ -251,6 +252,7 @@ cdef struct BackwardPass:
     Py_ssize_t cigp             # cig rounded up to the weight's panels
     Py_ssize_t cols             # a tile's columns, its last vector included
     Window win
+    bint interruptible
 
 # One thread's workspace of the backward pass (_backward_workspace).
 cdef struct BackwardWorkspace:

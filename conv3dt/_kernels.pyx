@@ -4,8 +4,9 @@
 
 All arrays are NCDHW typed memoryviews with arbitrary strides (an NDHWC array is passed
 as its transposed view; nothing is copied). Kernels never validate: conv3dt.functional
-resolves and checks every argument first. The passes return 0, or the bytes of the
-per-thread workspace when it could not be allocated (conv3dt._cpu raises MemoryError).
+resolves and checks every argument first. The passes return 0, INTERRUPTED when Ctrl-C
+stopped them (the outputs are then unfinished), or the bytes of the per-thread workspace
+when it could not be allocated; conv3dt._cpu raises KeyboardInterrupt or MemoryError.
 
 Forward pass (phase decomposition, see conv3dt._geometry): a work item is a slab of output
 depths of one (sample, group). It copies the input depths the slab reads into a per-thread
@@ -37,6 +38,7 @@ The module is one extension built from several files, one per job:
     _kernels.pxd             the structs that describe a pass, its workspace and its work
     _kernels.pyx             this file: helpers and the dtype dispatch of the primitives
     _kernels_tiles.pxi       tile sizes and the lists that drive the products
+    _kernels_interrupt.pxi   Ctrl-C during a pass
     _kernels_pack.pxi        the weight in panels
     _kernels_forward.pxi     the forward pass
     _kernels_backward.pxi    grad_x and grad_w
@@ -63,6 +65,9 @@ cdef extern from *:
 
 #: Whether this build runs its kernels in parallel with OpenMP.
 OPENMP = bool(CONV3DT_HAVE_OPENMP)
+
+#: What forward and backward return when Ctrl-C stopped them (their outputs are unfinished).
+INTERRUPTED = -2
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -212,6 +217,7 @@ cdef inline void _weight_grad_product(const conv3dt_isa* isa, const floating* X,
 # ------------------------------------------------------------------------- the jobs
 
 include "_kernels_tiles.pxi"
+include "_kernels_interrupt.pxi"
 include "_kernels_pack.pxi"
 include "_kernels_forward.pxi"
 include "_kernels_backward.pxi"

@@ -27,8 +27,9 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
              bint compact,                            # grad_x's tiles: kept columns only
              Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n, int isa_index,
              int n_threads):
-    """grad_x and the per-chunk partial sums of grad_w. Returns 0, or the bytes of the
-    per-thread workspace when allocating it failed.
+    """grad_x and the per-chunk partial sums of grad_w. Returns 0, INTERRUPTED (Ctrl-C
+    came: the outputs are unfinished), or the bytes of the per-thread workspace when
+    allocating it failed.
 
     Kernel tap t reads grad_output at i * s + t * dil - lo = (i + a_t) * s + r_t per
     dimension: residue grid r_t at offset a_t (tap_table), so each tap is a shifted view of
@@ -97,21 +98,26 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     cdef BackwardWorkspace ws
     cdef BackwardItem item
 
+    bp.interruptible = _catch_sigint()
     with nogil, parallel(num_threads=n_threads):
         ws = _backward_workspace(&bp, sizeof(floating))
         if not _backward_workspace_ready(&ws):
             failed_ptr[0] = 1
         for ch in prange(n_chunks, schedule='dynamic'):
-            if not _backward_workspace_ready(&ws):
+            if not _backward_workspace_ready(&ws) or _interrupted(bp.interruptible):
                 continue
             acc = acc0 + ch * bp.chunk_size if acc0 != NULL else NULL
             if acc != NULL:
                 memset(acc, 0, bp.chunk_size * sizeof(floating))
             for it in range(ch * bp.n_items // n_chunks, (ch + 1) * bp.n_items // n_chunks):
+                if _interrupted(bp.interruptible):
+                    break
                 item = _backward_item(&bp, it)
                 _grad_item(&bp, &item, gy0, x0, wp0, gx0, acc, &ws)
             _store_fence()
         _backward_workspace_free(&ws)
+    if _release_sigint(bp.interruptible):
+        return INTERRUPTED
     return workspace if failed else 0
 
 

@@ -24,8 +24,8 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
             bint compact,                            # tiles of kept columns only
             Py_ssize_t n_pw,                         # combinations per (d, h) phase pair
             Py_ssize_t kblock, int isa_index, int n_threads):
-    """y = conv3d_transpose(x, w) (+ bias). Returns 0, or the bytes of the per-thread
-    workspace when allocating it failed.
+    """y = conv3d_transpose(x, w) (+ bias). Returns 0, INTERRUPTED (Ctrl-C came: y is
+    unfinished), or the bytes of the per-thread workspace when allocating it failed.
 
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
     of sample n, group g, which read input depths slab_depths[s]. Per thread
@@ -84,17 +84,20 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     cdef ForwardWorkspace ws
     cdef ForwardItem item
 
+    fp.interruptible = _catch_sigint()
     with nogil, parallel(num_threads=n_threads):
         ws = _forward_workspace(&fp, sizeof(floating))
         if not _forward_workspace_ready(&ws):
             failed_ptr[0] = 1
         for it in prange(n_items, schedule='dynamic'):
-            if not _forward_workspace_ready(&ws):
+            if not _forward_workspace_ready(&ws) or _interrupted(fp.interruptible):
                 continue
             item = _forward_item(&fp, it)
             _forward_slab(&fp, &item, x0, w0, b0, y0, &ws)
             _store_fence()
         _forward_workspace_free(&ws)
+    if _release_sigint(fp.interruptible):
+        return INTERRUPTED
     return workspace if failed else 0
 
 

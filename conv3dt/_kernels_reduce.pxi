@@ -1,6 +1,6 @@
 # The reductions (included by _kernels.pyx): grad_w's partial sums of the chunks added in
 # order and transposed back, grad_bias as blocked sums in double, and the finiteness
-# check of an array.
+# check of an array. Short passes over memory, not interruptible.
 
 
 cdef enum:
