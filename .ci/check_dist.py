@@ -21,7 +21,7 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tracked files that are not meant for users of the sdist.
 NOT_IN_SDIST = re.compile(r"^(\.gitignore|\.gitattributes|\.github/.*)$")
-SOURCE = re.compile(r"\.(c|h|pyx|pxd|html)$")
+SOURCE = re.compile(r"\.(c|h|pyx|pxd|pxi|html)$")
 
 
 def tracked_files():
@@ -51,7 +51,7 @@ def check_sdist(path, problems):
         problems.append(f"sdist holds build outputs: {built}")
     # Every header and C source of the package is there (the kernels cannot build without).
     for f in tracked_files():
-        if f.startswith("conv3dt/") and re.search(r"\.(c|h|pyx|pxd)$", f) and f not in files:
+        if f.startswith("conv3dt/") and re.search(r"\.(c|h|pyx|pxd|pxi)$", f) and f not in files:
             problems.append(f"sdist lacks the kernel source {f}")
     return files
 

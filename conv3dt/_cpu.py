@@ -112,8 +112,12 @@ def _n_threads(plan, tuning):
 
 
 def _raise_if_failed(code, what, n_threads):
-    """MemoryError stating the per-thread workspace that the kernel (which returns its
-    size in bytes when an allocation failed) could not allocate."""
+    """KeyboardInterrupt where Ctrl-C stopped the pass (the kernel returns
+    _kernels.INTERRUPTED; its outputs are unfinished and never returned), else MemoryError
+    stating the per-thread workspace that the kernel (which returns its size in bytes when
+    an allocation failed) could not allocate."""
+    if code == _kernels.INTERRUPTED:
+        raise KeyboardInterrupt
     if code != 0:
         raise MemoryError(f"could not allocate the per-thread workspace of {what}: "
                           f"{n_threads} x {code} bytes")

@@ -96,7 +96,7 @@ def test_sdist_rules_take_every_source_and_no_generated_c():
     # Every C/Cython source and header of the package, wherever it lies under conv3dt/,
     # except the C that Cython generates from a .pyx of the same name.
     sources = {f for f in tree if f.startswith("conv3dt/")
-               and re.search(r"\.(c|h|pyx|pxd)$", f)}
+               and re.search(r"\.(c|h|pyx|pxd|pxi)$", f)}
     generated = {f for f in sources if f.endswith(".c") and f[:-2] + ".pyx" in tree}
     assert sources - generated <= selected, sorted(sources - generated - selected)
     assert not generated & selected, sorted(generated & selected)
@@ -119,7 +119,7 @@ def test_sdist_rules_cover_headers_and_sources_in_subfolders(tmp_path, monkeypat
     from setuptools.command.egg_info import FileList
 
     for rel in ("conv3dt/kernels/avx2.c", "conv3dt/kernels/simd.h", "conv3dt/_kernels.pyx",
-                "conv3dt/_kernels.c", "conv3dt/sub/x.pxd"):
+                "conv3dt/_kernels.c", "conv3dt/sub/x.pxd", "conv3dt/_kernels_forward.pxi"):
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("/* */\n")
@@ -132,7 +132,7 @@ def test_sdist_rules_cover_headers_and_sources_in_subfolders(tmp_path, monkeypat
             fl.process_template_line(line)
     files = {f.replace(os.sep, "/") for f in fl.files}
     assert {"conv3dt/kernels/avx2.c", "conv3dt/kernels/simd.h", "conv3dt/_kernels.pyx",
-            "conv3dt/sub/x.pxd"} <= files
+            "conv3dt/sub/x.pxd", "conv3dt/_kernels_forward.pxi"} <= files
     assert "conv3dt/_kernels.c" not in files
 
 
@@ -140,7 +140,7 @@ def test_wheel_rules_leave_sources_out():
     tool = _pyproject()["tool"]["setuptools"]
     assert set(tool["package-data"]["conv3dt"]) == {"data/*.npz", "py.typed"}
     excluded = tool["exclude-package-data"]["*"]
-    for pattern in ("*.c", "*.h", "*.pyx", "*.pxd", "**/*.c", "**/*.h"):
+    for pattern in ("*.c", "*.h", "*.pyx", "*.pxd", "*.pxi", "**/*.c", "**/*.h"):
         assert pattern in excluded
 
 
@@ -166,5 +166,5 @@ def test_installed_copy_holds_no_sources():
         pytest.skip("conv3dt is imported from the source tree (an editable or in-place "
                     "build), not from an installed wheel")
     found = [os.path.relpath(os.path.join(d, f), pkg) for d, _, files in os.walk(pkg)
-             for f in files if re.search(r"\.(c|h|pyx|pxd)$", f)]
+             for f in files if re.search(r"\.(c|h|pyx|pxd|pxi)$", f)]
     assert not found, found
