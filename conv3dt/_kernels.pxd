@@ -192,6 +192,8 @@ cdef struct ForwardWorkspace:
     Py_ssize_t* coff            # ... where its runs start in the product's output
     Py_ssize_t* tap             # a tile's kept taps and ...
     Py_ssize_t* tap_off         # ... their shifts in the window
+    Py_ssize_t nbytes           # the bytes of all of it (_workspace_buffer counts them)
+    bint ok                     # every allocation succeeded
 
 # One work item of the forward pass: output depths [od_lo, od_hi) of sample n, group g,
 # which read input depths [d_lo, d_hi).
@@ -266,6 +268,8 @@ cdef struct BackwardWorkspace:
     Py_ssize_t* coff
     Py_ssize_t* tap
     Py_ssize_t* tap_off
+    Py_ssize_t nbytes
+    bint ok
 
 # One work item of the gradients: input depths [d0, d0 + depths) of sample n, group g,
 # which read residue depths [a_lo, a_hi).

@@ -111,6 +111,18 @@ cdef inline Window _window(const Py_ssize_t[::1] window) noexcept:
     return win
 
 
+cdef inline void* _workspace_buffer(Py_ssize_t* nbytes, bint* ok, Py_ssize_t size,
+                                    bint zeroed) noexcept nogil:
+    """One buffer of a per-thread workspace: size bytes (zeroed or not), added to *nbytes
+    (what a kernel reports when the workspace could not be allocated); *ok cleared when the
+    allocation failed."""
+    cdef void* p = calloc(size, 1) if zeroed else malloc(size)
+    nbytes[0] += size
+    if p == NULL:
+        ok[0] = False
+    return p
+
+
 cdef inline Py_ssize_t _lanes(const conv3dt_isa* isa, Py_ssize_t itemsize) noexcept nogil:
     """Elements per vector of the variant."""
     return isa.vector_bytes // itemsize

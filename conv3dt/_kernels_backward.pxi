@@ -90,10 +90,9 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     if need_gw:
         acc0 = &gw_chunks[0, 0]
         bp.chunk_size = gw_chunks.shape[1]
-    cdef Py_ssize_t workspace = _backward_workspace_bytes(&bp, sizeof(floating))
     cdef Py_ssize_t ch, it
-    cdef int failed = 0
-    cdef int* failed_ptr = &failed
+    cdef Py_ssize_t failed = 0          # the workspace's bytes, where it could not be had
+    cdef Py_ssize_t* failed_ptr = &failed
     cdef floating* acc
     cdef BackwardWorkspace ws
     cdef BackwardItem item
@@ -101,10 +100,10 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     bp.interruptible = _catch_sigint()
     with nogil, parallel(num_threads=n_threads):
         ws = _backward_workspace(&bp, sizeof(floating))
-        if not _backward_workspace_ready(&ws):
-            failed_ptr[0] = 1
+        if not ws.ok:
+            failed_ptr[0] = ws.nbytes
         for ch in prange(n_chunks, schedule='dynamic'):
-            if not _backward_workspace_ready(&ws) or _interrupted(bp.interruptible):
+            if not ws.ok or _interrupted(bp.interruptible):
                 continue
             acc = acc0 + ch * bp.chunk_size if acc0 != NULL else NULL
             if acc != NULL:
@@ -118,7 +117,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
         _backward_workspace_free(&ws)
     if _release_sigint(bp.interruptible):
         return INTERRUPTED
-    return workspace if failed else 0
+    return failed
 
 
 cdef BackwardItem _backward_item(const BackwardPass* bp, Py_ssize_t it) noexcept nogil:
@@ -136,38 +135,29 @@ cdef BackwardItem _backward_item(const BackwardPass* bp, Py_ssize_t it) noexcept
     return item
 
 
-cdef Py_ssize_t _backward_workspace_bytes(const BackwardPass* bp,
-                                          Py_ssize_t itemsize) noexcept nogil:
-    """The bytes of one thread's BackwardWorkspace: the window, grad_x's tile
-    [cig x cols], the tile of x [ldx x cols], two row lists of kblock entries, the runs,
-    vectors and columns of a tile, its taps (2 x K)."""
-    return ((bp.win.elements + bp.cig * bp.cols + bp.ldx * bp.cols) * itemsize
-            + (2 * bp.n_taps + 2 * bp.kblock + 3 * bp.cols + bp.cols // bp.lanes + 1)
-            * sizeof(Py_ssize_t))
-
-
 cdef BackwardWorkspace _backward_workspace(const BackwardPass* bp,
                                            Py_ssize_t itemsize) noexcept nogil:
-    """One thread's workspace (its pointers NULL where an allocation failed, see
-    _backward_workspace_ready); _backward_workspace_free frees it."""
+    """One thread's workspace (ws.ok cleared where an allocation failed; ws.nbytes its
+    size): the window, grad_x's tile [cig x cols], the tile of x [ldx x cols], two row
+    lists of kblock entries, the runs, vectors and columns of a tile, its taps (2 x K);
+    _backward_workspace_free frees it."""
     cdef BackwardWorkspace ws
-    ws.window = calloc(bp.win.elements, itemsize)
-    ws.tap = <Py_ssize_t*>malloc(2 * bp.n_taps * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* n = &ws.nbytes
+    cdef bint* ok = &ws.ok
+    cdef Py_ssize_t idx = sizeof(Py_ssize_t)
+    ws.nbytes = 0
+    ws.ok = True
+    ws.window = _workspace_buffer(n, ok, bp.win.elements * itemsize, True)
+    ws.tap = <Py_ssize_t*>_workspace_buffer(n, ok, 2 * bp.n_taps * idx, False)
     ws.tap_off = ws.tap + bp.n_taps if ws.tap != NULL else NULL
-    ws.gx_tile = malloc(bp.cig * bp.cols * itemsize)
-    ws.x_tile = calloc(bp.ldx * bp.cols, itemsize)
-    ws.rows = <Py_ssize_t*>malloc(bp.kblock * sizeof(Py_ssize_t))
-    ws.aoff = <Py_ssize_t*>malloc(bp.kblock * sizeof(Py_ssize_t))
-    ws.roff = <Py_ssize_t*>malloc(bp.cols * sizeof(Py_ssize_t))
-    ws.voff = <Py_ssize_t*>malloc((bp.cols // bp.lanes + 1) * sizeof(Py_ssize_t))
-    ws.coff = <Py_ssize_t*>malloc(bp.cols * sizeof(Py_ssize_t))
+    ws.gx_tile = _workspace_buffer(n, ok, bp.cig * bp.cols * itemsize, False)
+    ws.x_tile = _workspace_buffer(n, ok, bp.ldx * bp.cols * itemsize, True)
+    ws.rows = <Py_ssize_t*>_workspace_buffer(n, ok, bp.kblock * idx, False)
+    ws.aoff = <Py_ssize_t*>_workspace_buffer(n, ok, bp.kblock * idx, False)
+    ws.roff = <Py_ssize_t*>_workspace_buffer(n, ok, bp.cols * idx, False)
+    ws.voff = <Py_ssize_t*>_workspace_buffer(n, ok, (bp.cols // bp.lanes + 1) * idx, False)
+    ws.coff = <Py_ssize_t*>_workspace_buffer(n, ok, bp.cols * idx, False)
     return ws
-
-
-cdef inline bint _backward_workspace_ready(const BackwardWorkspace* ws) noexcept nogil:
-    return (ws.window != NULL and ws.gx_tile != NULL and ws.x_tile != NULL
-            and ws.rows != NULL and ws.aoff != NULL and ws.roff != NULL and ws.voff != NULL
-            and ws.coff != NULL and ws.tap != NULL)
 
 
 cdef void _backward_workspace_free(BackwardWorkspace* ws) noexcept nogil:

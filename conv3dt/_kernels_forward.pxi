@@ -77,20 +77,19 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     # the packed weight the path reads
     cdef const floating* w0 = &wpack[0] if direct else &wpanel[0]
     cdef const floating* b0 = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef Py_ssize_t workspace = _forward_workspace_bytes(&fp, sizeof(floating))
     cdef Py_ssize_t it
-    cdef int failed = 0
-    cdef int* failed_ptr = &failed
+    cdef Py_ssize_t failed = 0          # the workspace's bytes, where it could not be had
+    cdef Py_ssize_t* failed_ptr = &failed
     cdef ForwardWorkspace ws
     cdef ForwardItem item
 
     fp.interruptible = _catch_sigint()
     with nogil, parallel(num_threads=n_threads):
         ws = _forward_workspace(&fp, sizeof(floating))
-        if not _forward_workspace_ready(&ws):
-            failed_ptr[0] = 1
+        if not ws.ok:
+            failed_ptr[0] = ws.nbytes
         for it in prange(n_items, schedule='dynamic'):
-            if not _forward_workspace_ready(&ws) or _interrupted(fp.interruptible):
+            if not ws.ok or _interrupted(fp.interruptible):
                 continue
             item = _forward_item(&fp, it)
             _forward_slab(&fp, &item, x0, w0, b0, y0, &ws)
@@ -98,7 +97,7 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
         _forward_workspace_free(&ws)
     if _release_sigint(fp.interruptible):
         return INTERRUPTED
-    return workspace if failed else 0
+    return failed
 
 
 cdef ForwardItem _forward_item(const ForwardPass* fp, Py_ssize_t it) noexcept nogil:
@@ -114,40 +113,28 @@ cdef ForwardItem _forward_item(const ForwardPass* fp, Py_ssize_t it) noexcept no
     return item
 
 
-cdef Py_ssize_t _forward_workspace_bytes(const ForwardPass* fp,
-                                         Py_ssize_t itemsize) noexcept nogil:
-    """The bytes of one thread's ForwardWorkspace (see forward)."""
-    cdef Py_ssize_t window = 1 if fp.direct else fp.win.elements
-    cdef Py_ssize_t ntap_max = fp.tap_rows * fp.tap_rows * fp.tap_rows
-    return ((window + fp.n_pw * fp.tile_size) * itemsize + fp.n_pw * sizeof(Phase3)
-            + fp.ncol * sizeof(Segment)
-            + (2 * ntap_max + 2 * fp.kblock + fp.cols // fp.lanes + 1 + fp.cols)
-            * sizeof(Py_ssize_t))
-
-
 cdef ForwardWorkspace _forward_workspace(const ForwardPass* fp,
                                          Py_ssize_t itemsize) noexcept nogil:
-    """One thread's workspace (its pointers NULL where an allocation failed, see
-    _forward_workspace_ready); _forward_workspace_free frees it."""
+    """One thread's workspace (ws.ok cleared where an allocation failed; ws.nbytes its
+    size); _forward_workspace_free frees it."""
     cdef ForwardWorkspace ws
     cdef Py_ssize_t ntap_max = fp.tap_rows * fp.tap_rows * fp.tap_rows
-    ws.window = calloc(1 if fp.direct else fp.win.elements, itemsize)
-    ws.tap = <Py_ssize_t*>malloc(2 * ntap_max * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* n = &ws.nbytes
+    cdef bint* ok = &ws.ok
+    cdef Py_ssize_t idx = sizeof(Py_ssize_t)
+    ws.nbytes = 0
+    ws.ok = True
+    ws.window = _workspace_buffer(n, ok, (1 if fp.direct else fp.win.elements) * itemsize, True)
+    ws.tap = <Py_ssize_t*>_workspace_buffer(n, ok, 2 * ntap_max * idx, False)
     ws.tap_off = ws.tap + ntap_max if ws.tap != NULL else NULL
-    ws.tiles = malloc(fp.n_pw * fp.tile_size * itemsize)
-    ws.phw = <Phase3*>malloc(fp.n_pw * sizeof(Phase3))
-    ws.segs = <Segment*>malloc(fp.ncol * sizeof(Segment))
-    ws.rows = <Py_ssize_t*>malloc(fp.kblock * sizeof(Py_ssize_t))
-    ws.aoff = <Py_ssize_t*>malloc(fp.kblock * sizeof(Py_ssize_t))
-    ws.voff = <Py_ssize_t*>malloc((fp.cols // fp.lanes + 1) * sizeof(Py_ssize_t))
-    ws.coff = <Py_ssize_t*>malloc(fp.cols * sizeof(Py_ssize_t))
+    ws.tiles = _workspace_buffer(n, ok, fp.n_pw * fp.tile_size * itemsize, False)
+    ws.phw = <Phase3*>_workspace_buffer(n, ok, fp.n_pw * sizeof(Phase3), False)
+    ws.segs = <Segment*>_workspace_buffer(n, ok, fp.ncol * sizeof(Segment), False)
+    ws.rows = <Py_ssize_t*>_workspace_buffer(n, ok, fp.kblock * idx, False)
+    ws.aoff = <Py_ssize_t*>_workspace_buffer(n, ok, fp.kblock * idx, False)
+    ws.voff = <Py_ssize_t*>_workspace_buffer(n, ok, (fp.cols // fp.lanes + 1) * idx, False)
+    ws.coff = <Py_ssize_t*>_workspace_buffer(n, ok, fp.cols * idx, False)
     return ws
-
-
-cdef inline bint _forward_workspace_ready(const ForwardWorkspace* ws) noexcept nogil:
-    return (ws.window != NULL and ws.tiles != NULL and ws.phw != NULL and ws.segs != NULL
-            and ws.rows != NULL and ws.aoff != NULL and ws.voff != NULL and ws.coff != NULL
-            and ws.tap != NULL)
 
 
 cdef void _forward_workspace_free(ForwardWorkspace* ws) noexcept nogil:
