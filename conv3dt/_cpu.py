@@ -195,32 +195,39 @@ def _slab_depths(table, in_d, out_d, stride_d, slab):
     return np.array(out, dtype=np.intp).reshape(-1, 2)
 
 
-def _tile_layout(hp, wp, count_h, count_w, ncol, lanes, panel_mv):
+def _tile_layout(hp, wp, count_h, count_w, ncol, lanes, panel_mv, thin=False):
     """How the forward pass or grad_x tiles planes of hp x wp holding count_h x count_w
     kept outputs: (compact, planes per tile; 1: tiles of rows of one plane).
 
     The panel product computes whole vectors of `lanes` elements, in register blocks of
     panel_mv vectors. A `compact` tile gives each row vectors of its own (count_w rounded
-    up to whole vectors), so that no gap column or row is computed: the choice when that
-    is at most wp columns. Otherwise a tile's vectors run over the window from its first
-    kept column to its last, the gaps included. Of the numbers of whole planes within ncol
-    columns, pick the one that computes the fewest vectors per output (a last register
-    block of a single vector runs at a fraction of the speed: it counts twice), the most
-    planes among equals (the kernels tile the planes at the borders of x, where some taps
-    read only zeros, on their own).
+    up to whole vectors), so that no gap column or row is computed; it can be when that is
+    at most wp columns. Otherwise a tile's vectors run over the window from its first kept
+    column to its last, the gaps included. Of the numbers of whole planes within ncol
+    columns, and of both layouts, pick the one that computes the fewest vectors per output
+    (a last register block of a single vector runs at a fraction of the speed: it counts
+    twice), the most planes among equals (the kernels tile the planes at the borders of x,
+    where some taps read only zeros, on their own), the compact layout among equals.
+
+    `thin`: the product has one column (one channel per group on the other side; see the
+    one-column block in kernels/microkernels.h). Its blocks are many vectors long and run
+    at full speed only over consecutive vectors; over a compact tile's rows they load
+    each vector's pointer besides its data, so compact vectors count twice.
     """
     pitch = -(-count_w // lanes) * lanes
-    compact = pitch <= wp
 
-    def cost(n):
+    def cost(compact, n):
         if compact:
             nv = n * count_h * pitch // lanes
         else:
             nv = -(-(((n - 1) * hp + count_h - 1) * wp + count_w) // lanes)
+        if thin:
+            return nv * (2 if compact else 1) / (n * count_h * count_w)
         return (nv + (nv % panel_mv == 1)) / (n * count_h * count_w)
 
-    n_max = max(1, ncol // (count_h * pitch if compact else hp * wp))
-    return compact, min(range(1, n_max + 1), key=lambda n: (cost(n), -n))
+    layouts = [(compact, n) for compact in ((True, False) if pitch <= wp else (False,))
+               for n in range(1, max(1, ncol // (count_h * pitch if compact else hp * wp)) + 1)]
+    return min(layouts, key=lambda c_n: (cost(*c_n), -c_n[1], not c_n[0]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,7 +307,7 @@ def _forward_schedule(plan, itemsize, isa, tuning):
     hp, wp = max(in_h + gap_h, count_h), max(in_w + gap_w, count_w)
     lead = gap_h * wp + gap_w
     compact, planes_per_tile = _tile_layout(hp, wp, count_h, count_w, tuning.ncol,
-                                            isa.lanes(itemsize), isa.panel_mv)
+                                            isa.lanes(itemsize), isa.panel_mv, cog == 1)
     slab_depths = _slab_depths(tables[0], in_d, plan.out_size[0], s_d, slab)
     depth = max(1, int((slab_depths[:, 1] - slab_depths[:, 0]).max(initial=1)))
     window = _window(hp, wp, lead, depth, 1, cig, isa, itemsize, tuning)
@@ -397,7 +404,7 @@ def _backward_schedule(plan, itemsize, isa, tuning):
     slab = -(-in_d // n_slabs)
     # grad_x tiles the slab on its own (see _kernels._grad_item).
     gx_compact, gx_planes = _tile_layout(hp, wp, in_h, in_w, tuning.ncol, isa.lanes(itemsize),
-                                         isa.panel_mv)
+                                         isa.panel_mv, plan.c_in == plan.groups)
     cnt_d = max(cd.values())
     i = np.arange(0, in_d, slab)
     depths = np.stack([np.maximum(0, i + int(ad.min())),

@@ -49,6 +49,8 @@ cdef extern from "kernels/isa.h" nogil:
                          int accumulate) noexcept nogil
         void (*store2_d)(double* dst, const double* a, const double* c, double b,
                          Py_ssize_t n, int accumulate) noexcept nogil
+        double (*fma_probe_f)(Py_ssize_t n, float* sink) noexcept nogil
+        double (*fma_probe_d)(Py_ssize_t n, double* sink) noexcept nogil
     int conv3dt_isa_count()
     const conv3dt_isa* conv3dt_isa_get(int index)
     int conv3dt_isa_supported(int index)

@@ -19,6 +19,29 @@ def isa_variants():
     return out
 
 
+def fma_probe(int isa_index, bint double, Py_ssize_t steps, int n_threads):
+    """Run variant isa_index's FMA probe (float, or double) for `steps` steps on each of
+    n_threads threads at once; returns the flop done in all (time the call for the rate).
+    Not a microkernel of the passes: the benchmark's measure of the machine's peak."""
+    cdef const conv3dt_isa* isa = conv3dt_isa_get(isa_index)
+    cdef double flop = 0
+    cdef int t
+    if steps < 0 or n_threads < 1:
+        raise ValueError(f"steps must be >= 0 and n_threads >= 1, got {steps}, {n_threads}")
+    # one result per thread, a cache line apart
+    cdef double* sink = <double*>calloc(8 * n_threads, sizeof(double))
+    if sink == NULL:
+        raise MemoryError
+    with nogil:
+        for t in prange(n_threads, num_threads=n_threads, schedule='static', chunksize=1):
+            if double:
+                flop += isa.fma_probe_d(steps, sink + 8 * t)
+            else:
+                flop += isa.fma_probe_f(steps, <float*>(sink + 8 * t))
+    free(sink)
+    return flop
+
+
 def microkernel_panel_gemm(int isa_index, Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,
                            const floating[::1] a, const Py_ssize_t[::1] aoff,
                            const Py_ssize_t[::1] voff, const floating[::1] wp, Py_ssize_t wps,

@@ -91,16 +91,34 @@ def test_panel_product(variant, dtype, seed):
     _check_panel_product(variant, dtype, seed, r, nv, n)
 
 
+def _vector_offsets(r, nv, lanes, layout):
+    """voff of nv vectors: at random offsets ("spread"), one after another ("run": a tile
+    over whole rows of the window), or in rows of 1 to 5 consecutive vectors with gaps
+    between them ("rows": a compact tile), so that some blocks are runs and some not."""
+    if layout == "spread":
+        return r.integers(0, 2000, size=nv).astype(np.intp)
+    if layout == "run":
+        return (int(r.integers(0, 200)) + lanes * np.arange(nv)).astype(np.intp)
+    row = int(r.integers(1, 6))
+    v = np.arange(nv)
+    return (int(r.integers(0, 50)) + (v // row) * (row * lanes + int(r.integers(1, 9)))
+            + (v % row) * lanes).astype(np.intp)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("nv", [1, 3, 7, 8, 11, 12, 13, 16, 23, 24, 25, 40, 49])
-def test_panel_product_one_column(variant, dtype, nv):
+@pytest.mark.parametrize("layout", ["spread", "run", "rows"])
+def test_panel_product_one_column(variant, dtype, nv, layout):
     """One weight column (one output channel per group) has a block of its own, of more
     vectors than the panel block's: every count of vectors up to two of its blocks and a
-    remainder (the widest variant's block is 24 vectors)."""
-    _check_panel_product(variant, dtype, nv, np.random.default_rng(100 + nv), nv, 1)
+    remainder (the widest variant's block is 24 vectors), over vectors at any offsets and
+    over consecutive ones (the block's form with one pointer)."""
+    r = np.random.default_rng(100 + nv)
+    voff = _vector_offsets(r, nv, variant.lanes(np.dtype(dtype).itemsize), layout)
+    _check_panel_product(variant, dtype, nv, r, nv, 1, voff)
 
 
-def _check_panel_product(variant, dtype, seed, r, nv, n):
+def _check_panel_product(variant, dtype, seed, r, nv, n, voff=None):
     lanes, nr = variant.lanes(np.dtype(dtype).itemsize), variant.panel_nr
     k_all = int(r.integers(1, 40))
     use_rows = bool(seed % 2)
@@ -110,7 +128,8 @@ def _check_panel_product(variant, dtype, seed, r, nv, n):
     k = len(rows)
     a = r.standard_normal(4000).astype(dtype)
     aoff = r.integers(0, 1000, size=k).astype(np.intp)
-    voff = r.integers(0, 2000, size=nv).astype(np.intp)
+    if voff is None:
+        voff = _vector_offsets(r, nv, lanes, "spread")
     panels = -(-n // nr)
     wps = k_all * nr
     wfull = np.zeros((panels * nr, k_all), dtype)

@@ -34,7 +34,9 @@
     /* the number of NaN or infinite elements of x[0 .. n) */                            \
     ptrdiff_t (*nonfinite_##S)(const T *x, ptrdiff_t n);                                   \
     /* dst[2u] = a[u] + b, dst[2u + 1] = c[u] + b (or +=): two w-phases of stride 2 */    \
-    void (*store2_##S)(T *dst, const T *a, const T *c, T b, ptrdiff_t n, int accumulate);
+    void (*store2_##S)(T *dst, const T *a, const T *c, T b, ptrdiff_t n, int accumulate); \
+    /* n steps of independent multiply-adds (the benchmark's FMA peak); returns the flop */ \
+    double (*fma_probe_##S)(ptrdiff_t n, T *sink);
 
 typedef struct conv3dt_isa {
     const char *name;     /* "generic", "avx2", "avx512" */

@@ -216,19 +216,25 @@
  * columns on the panel's zero padding. THIN_MV vectors at once (more than PANEL_MV x NR
  * would not fit the registers with NR broadcasts, but one broadcast leaves room for
  * them). Its terms are added in the same order as the panel block's, so the results are
- * bitwise the same as that block's column 0. */
-#define CONV3DT_THIN_STEP(T, V, NVB, off, wr, OP)                                 \
+ * bitwise the same as that block's column 0. PTR(v) is where vector v starts:
+ * CONV3DT_THIN_SPREAD, a pointer per vector (NVB of them, most on the stack, which costs
+ * a load per vector and step), or CONV3DT_THIN_RUN where the block's vectors follow one
+ * another (a tile of whole rows of the window: one pointer and constant displacements,
+ * one load per FMA). */
+#define CONV3DT_THIN_SPREAD(v, W) p[v]
+#define CONV3DT_THIN_RUN(v, W) (p[0] + (v) * (W))
+#define CONV3DT_THIN_STEP(T, V, W, NVB, PTR, off, wr, OP)                         \
     do {                                                                          \
         T b = *(wr);                                                              \
         _Pragma("GCC unroll 24")                                                  \
         for (int v = 0; v < NVB; v++) {                                           \
             V a;                                                                  \
-            __builtin_memcpy(&a, p[v] + (off), sizeof(V));                        \
+            __builtin_memcpy(&a, PTR(v, W) + (off), sizeof(V));                   \
             acc[v] OP a * b;                                                      \
         }                                                                         \
     } while (0)
 
-#define CONV3DT_THIN_BLOCK(T, V, W, NVB)                                          \
+#define CONV3DT_THIN_BLOCK(T, V, W, NVB, PTR)                                     \
     do {                                                                          \
         const T *p[NVB];                                                          \
         V acc[NVB];                                                               \
@@ -244,28 +250,28 @@
             }                                                                     \
             if (rows) {                                                           \
                 for (ptrdiff_t r = 0; r < k; r++)                                 \
-                    CONV3DT_THIN_STEP(T, V, NVB, aoff[r], Wp + rows[r] * CONV3DT_NR, +=); \
+                    CONV3DT_THIN_STEP(T, V, W, NVB, PTR, aoff[r], Wp + rows[r] * CONV3DT_NR, +=); \
             } else {                                                              \
                 for (ptrdiff_t r = 0; r < k; r++)                                 \
-                    CONV3DT_THIN_STEP(T, V, NVB, aoff[r], Wp + r * CONV3DT_NR, +=); \
+                    CONV3DT_THIN_STEP(T, V, W, NVB, PTR, aoff[r], Wp + r * CONV3DT_NR, +=); \
             }                                                                     \
         } else if (rows) {                                                        \
-            CONV3DT_THIN_STEP(T, V, NVB, aoff[0], Wp + rows[0] * CONV3DT_NR, =);  \
+            CONV3DT_THIN_STEP(T, V, W, NVB, PTR, aoff[0], Wp + rows[0] * CONV3DT_NR, =); \
             for (ptrdiff_t r = 1; r < k; r++)                                     \
-                CONV3DT_THIN_STEP(T, V, NVB, aoff[r], Wp + rows[r] * CONV3DT_NR, +=); \
+                CONV3DT_THIN_STEP(T, V, W, NVB, PTR, aoff[r], Wp + rows[r] * CONV3DT_NR, +=); \
         } else {                                                                  \
-            CONV3DT_THIN_STEP(T, V, NVB, aoff[0], Wp, =);                         \
+            CONV3DT_THIN_STEP(T, V, W, NVB, PTR, aoff[0], Wp, =);                 \
             for (ptrdiff_t r = 1; r < k; r++)                                     \
-                CONV3DT_THIN_STEP(T, V, NVB, aoff[r], Wp + r * CONV3DT_NR, +=);   \
+                CONV3DT_THIN_STEP(T, V, W, NVB, PTR, aoff[r], Wp + r * CONV3DT_NR, +=); \
         }                                                                         \
         _Pragma("GCC unroll 24")                                                  \
         for (int v = 0; v < NVB; v++)                                             \
             __builtin_memcpy(C + (vb + v) * W, &acc[v], sizeof(V));               \
     } while (0)
 
-#define CONV3DT_THIN_CASE(T, V, W, NVB)                                           \
+#define CONV3DT_THIN_CASE(T, V, W, NVB, PTR)                                      \
     case NVB:                                                                     \
-        CONV3DT_THIN_BLOCK(T, V, W, NVB);                                         \
+        CONV3DT_THIN_BLOCK(T, V, W, NVB, PTR);                                    \
         break;
 
 #define CONV3DT_PANEL_GEMM(S, T, V, W)                                            \
@@ -279,10 +285,21 @@
         if (n == 1) {                                                             \
             for (ptrdiff_t vb = 0; vb < nv; vb += CONV3DT_THIN_MV) {              \
                 ptrdiff_t nvb = nv - vb < CONV3DT_THIN_MV ? nv - vb : CONV3DT_THIN_MV; \
-                switch (nvb) {                                                    \
-                    CONV3DT_THIN_CASES(T, V, W)                                   \
-                    default:                                                      \
-                        CONV3DT_THIN_BLOCK(T, V, W, 1);                           \
+                int run = 1;                                                      \
+                for (ptrdiff_t v = 1; v < nvb; v++)                               \
+                    run &= voff[vb + v] == voff[vb] + v * W;                      \
+                if (run) {                                                        \
+                    switch (nvb) {                                                \
+                        CONV3DT_THIN_CASES(T, V, W, CONV3DT_THIN_RUN)             \
+                        default:                                                  \
+                            CONV3DT_THIN_BLOCK(T, V, W, 1, CONV3DT_THIN_RUN);     \
+                    }                                                             \
+                } else {                                                          \
+                    switch (nvb) {                                                \
+                        CONV3DT_THIN_CASES(T, V, W, CONV3DT_THIN_SPREAD)          \
+                        default:                                                  \
+                            CONV3DT_THIN_BLOCK(T, V, W, 1, CONV3DT_THIN_SPREAD);  \
+                    }                                                             \
                 }                                                                 \
             }                                                                     \
             return;                                                               \
@@ -319,21 +336,30 @@
 #endif
 
 /* The block sizes of the one-column product: THIN_MV down to 1 vectors. */
-#define CONV3DT_THIN_CASES_4(T, V, W) CONV3DT_THIN_CASE(T, V, W, 4) CONV3DT_THIN_CASE(T, V, W, 3) \
-    CONV3DT_THIN_CASE(T, V, W, 2)
-#define CONV3DT_THIN_CASES_8(T, V, W) CONV3DT_THIN_CASE(T, V, W, 8) CONV3DT_THIN_CASE(T, V, W, 7) \
-    CONV3DT_THIN_CASE(T, V, W, 6) CONV3DT_THIN_CASE(T, V, W, 5) CONV3DT_THIN_CASES_4(T, V, W)
-#define CONV3DT_THIN_CASES_12(T, V, W) CONV3DT_THIN_CASE(T, V, W, 12) CONV3DT_THIN_CASE(T, V, W, 11) \
-    CONV3DT_THIN_CASE(T, V, W, 10) CONV3DT_THIN_CASE(T, V, W, 9) CONV3DT_THIN_CASES_8(T, V, W)
-#define CONV3DT_THIN_CASES_16(T, V, W) CONV3DT_THIN_CASE(T, V, W, 16) CONV3DT_THIN_CASE(T, V, W, 15) \
-    CONV3DT_THIN_CASE(T, V, W, 14) CONV3DT_THIN_CASE(T, V, W, 13) CONV3DT_THIN_CASES_12(T, V, W)
-#define CONV3DT_THIN_CASES_24(T, V, W) CONV3DT_THIN_CASE(T, V, W, 24) CONV3DT_THIN_CASE(T, V, W, 23) \
-    CONV3DT_THIN_CASE(T, V, W, 22) CONV3DT_THIN_CASE(T, V, W, 21) CONV3DT_THIN_CASE(T, V, W, 20) \
-    CONV3DT_THIN_CASE(T, V, W, 19) CONV3DT_THIN_CASE(T, V, W, 18) CONV3DT_THIN_CASE(T, V, W, 17) \
-    CONV3DT_THIN_CASES_16(T, V, W)
+#define CONV3DT_THIN_CASES_4(T, V, W, PTR)                                        \
+    CONV3DT_THIN_CASE(T, V, W, 4, PTR) CONV3DT_THIN_CASE(T, V, W, 3, PTR)         \
+    CONV3DT_THIN_CASE(T, V, W, 2, PTR)
+#define CONV3DT_THIN_CASES_8(T, V, W, PTR)                                        \
+    CONV3DT_THIN_CASE(T, V, W, 8, PTR) CONV3DT_THIN_CASE(T, V, W, 7, PTR)         \
+    CONV3DT_THIN_CASE(T, V, W, 6, PTR) CONV3DT_THIN_CASE(T, V, W, 5, PTR)         \
+    CONV3DT_THIN_CASES_4(T, V, W, PTR)
+#define CONV3DT_THIN_CASES_12(T, V, W, PTR)                                       \
+    CONV3DT_THIN_CASE(T, V, W, 12, PTR) CONV3DT_THIN_CASE(T, V, W, 11, PTR)       \
+    CONV3DT_THIN_CASE(T, V, W, 10, PTR) CONV3DT_THIN_CASE(T, V, W, 9, PTR)        \
+    CONV3DT_THIN_CASES_8(T, V, W, PTR)
+#define CONV3DT_THIN_CASES_16(T, V, W, PTR)                                       \
+    CONV3DT_THIN_CASE(T, V, W, 16, PTR) CONV3DT_THIN_CASE(T, V, W, 15, PTR)       \
+    CONV3DT_THIN_CASE(T, V, W, 14, PTR) CONV3DT_THIN_CASE(T, V, W, 13, PTR)       \
+    CONV3DT_THIN_CASES_12(T, V, W, PTR)
+#define CONV3DT_THIN_CASES_24(T, V, W, PTR)                                       \
+    CONV3DT_THIN_CASE(T, V, W, 24, PTR) CONV3DT_THIN_CASE(T, V, W, 23, PTR)       \
+    CONV3DT_THIN_CASE(T, V, W, 22, PTR) CONV3DT_THIN_CASE(T, V, W, 21, PTR)       \
+    CONV3DT_THIN_CASE(T, V, W, 20, PTR) CONV3DT_THIN_CASE(T, V, W, 19, PTR)       \
+    CONV3DT_THIN_CASE(T, V, W, 18, PTR) CONV3DT_THIN_CASE(T, V, W, 17, PTR)       \
+    CONV3DT_THIN_CASES_16(T, V, W, PTR)
 #define CONV3DT_THIN_CASES_(N) CONV3DT_THIN_CASES_##N
 #define CONV3DT_THIN_CASES_N(N) CONV3DT_THIN_CASES_(N)
-#define CONV3DT_THIN_CASES(T, V, W) CONV3DT_THIN_CASES_N(CONV3DT_THIN_MV)(T, V, W)
+#define CONV3DT_THIN_CASES(T, V, W, PTR) CONV3DT_THIN_CASES_N(CONV3DT_THIN_MV)(T, V, W, PTR)
 
 /* ------------------------------------------------------- grad_weight product */
 
@@ -429,6 +455,31 @@ typedef double conv3dt_dot_vd __attribute__((vector_size(CONV3DT_DOT_VECTOR_BYTE
 #define CONV3DT_DOT_LANES_F (CONV3DT_DOT_VECTOR_BYTES / 4)
 #define CONV3DT_DOT_LANES_D (CONV3DT_DOT_VECTOR_BYTES / 8)
 
+/* ---------------------------------------------------------------- FMA probe */
+
+/* The machine's multiply-add peak for this variant, measured rather than assumed (the
+ * benchmark times it on every thread at once): n steps of CONV3DT_THIN_MV independent
+ * vector chains acc = acc * m + a (fused where the variant has FMA), as many chains as
+ * the one-column block has accumulators, more than an FMA's latency times the FMA units
+ * of today's x86 cores (4 x 2). m and a keep the values finite. *sink receives a sum of
+ * the results, so that no step can be left out; returns the flop done. */
+#define CONV3DT_FMA_PROBE(S, T, V, W)                                             \
+    CONV3DT_FN double fma_probe_##S(ptrdiff_t n, T *sink) {                       \
+        V acc[CONV3DT_THIN_MV];                                                   \
+        V m = (V){0} + (T)0.999, a = (V){0} + (T)0.001;                           \
+        _Pragma("GCC unroll 24")                                                  \
+        for (int i = 0; i < CONV3DT_THIN_MV; i++) acc[i] = (V){0} + (T)i;         \
+        for (ptrdiff_t s = 0; s < n; s++) {                                       \
+            _Pragma("GCC unroll 24")                                              \
+            for (int i = 0; i < CONV3DT_THIN_MV; i++) acc[i] = acc[i] * m + a;    \
+        }                                                                         \
+        T sum = 0;                                                                \
+        for (int i = 0; i < CONV3DT_THIN_MV; i++)                                 \
+            for (int j = 0; j < W; j++) sum += acc[i][j];                         \
+        *sink = sum;                                                              \
+        return 2.0 * W * CONV3DT_THIN_MV * (double)n;                             \
+    }
+
 /* The write-out of two w-phases of stride 2 interleaved in one row (memops.h), in 32-byte
  * vectors shuffled with this variant's instructions. */
 typedef int conv3dt_v8i __attribute__((vector_size(32)));
@@ -455,6 +506,8 @@ CONV3DT_PANEL_GEMM(f, float, conv3dt_vf, CONV3DT_LANES_F)
 CONV3DT_PANEL_GEMM(d, double, conv3dt_vd, CONV3DT_LANES_D)
 CONV3DT_WGRAD_GEMM(f, float, conv3dt_vf, CONV3DT_LANES_F)
 CONV3DT_WGRAD_GEMM(d, double, conv3dt_vd, CONV3DT_LANES_D)
+CONV3DT_FMA_PROBE(f, float, conv3dt_vf, CONV3DT_LANES_F)
+CONV3DT_FMA_PROBE(d, double, conv3dt_vd, CONV3DT_LANES_D)
 #ifndef CONV3DT_HAVE_NONFINITE
 CONV3DT_NONFINITE(f, float, unsigned int, 0x7f800000u)
 CONV3DT_NONFINITE(d, double, unsigned long long, 0x7ff0000000000000ull)
@@ -471,6 +524,8 @@ const conv3dt_isa CONV3DT_RECORD = {
     .direct_cout = CONV3DT_DIRECT_COUT,
     .panel_gemm_f = panel_gemm_f, .wgrad_gemm_f = wgrad_gemm_f, .dot_blocks_f = dot_blocks_f,
     .axpy_f = axpy_f, .nonfinite_f = nonfinite_f, .store2_f = store2_f,
+    .fma_probe_f = fma_probe_f,
     .panel_gemm_d = panel_gemm_d, .wgrad_gemm_d = wgrad_gemm_d, .dot_blocks_d = dot_blocks_d,
     .axpy_d = axpy_d, .nonfinite_d = nonfinite_d, .store2_d = store2_d,
+    .fma_probe_d = fma_probe_d,
 };
