@@ -11,9 +11,10 @@ one-node ``ConvTranspose`` model on its CPU provider). Each peer's forward outpu
 checked against conv3dt's before it is timed.
 
 Beside the libraries, in the same rounds, a 2048^3 matrix product through NumPy's BLAS
-(sgemm for float32) gives the machine's practical rate; the theoretical FMA peak is
-computed from the CPU's vector width, two FMA units per core (assumed) and the clock that
-``/proc/cpuinfo`` reports.
+(sgemm for float32) gives the machine's practical rate, and the FMA probe of the kernels'
+vector variant (independent multiply-add chains on every thread at once, no memory
+traffic) measures its FMA peak at the clock the cores actually run; the nominal peak at
+the clock that ``/proc/cpuinfo`` reports is recorded beside it.
 
 Used by ``benchmarks/bench_cpu.py`` and ``conv3dt bench``.
 """
@@ -297,22 +298,48 @@ def vector_isa(flags):
 
 
 def fma_peak(cpu, threads, dtype):
-    """The theoretical FMA peak in GFLOP/s of the kernels' variant in use (its vector
-    width): cores x lanes x 2 FMA units (assumed; some CPUs have one per core for their
-    widest vectors) x 2 flop x clock. Its ``gflops`` is None where the variant has no FMA
-    (generic) or the clock is unknown."""
+    """The FMA peak of the kernels' variant in use (its vector width) on ``threads``
+    threads, with its terms: cores, lanes, and the nominal peak, cores x lanes x 2 FMA
+    units (assumed) x 2 flop x the clock that /proc/cpuinfo reports (``nominal_gflops``;
+    None where the clock is unknown or the variant has no FMA: generic multiplies and adds
+    apart). The peak itself is measured on every row (``fma_gflops``, :func:`run` times
+    the probe); :func:`metadata` fills in ``gflops``, their median, and ``ghz``, the clock
+    it implies at 2 FMA units per core."""
     from . import _isa
 
     variant = _isa.current()
     isa, bits, has_fma = variant.name, 8 * variant.vector_bytes, variant.name != "generic"
     cores = min(threads, cpu["cores_available"])
-    lanes = bits // (8 * np.dtype(dtype).itemsize) if bits else None
-    peak = {"isa": isa, "lanes": lanes, "fma_units_per_core": 2, "cores": cores,
-            "ghz": None if cpu["mhz"] is None else cpu["mhz"] / 1e3,
-            "clock_source": cpu["mhz_source"], "gflops": None}
-    if lanes and has_fma and cpu["mhz"]:
-        peak["gflops"] = cores * lanes * 2 * 2 * cpu["mhz"] / 1e3
+    lanes = bits // (8 * np.dtype(dtype).itemsize)
+    peak = {"isa": isa, "has_fma": has_fma, "lanes": lanes, "fma_units_per_core": 2,
+            "cores": cores,
+            "threads": threads, "gflops": None, "ghz": None,
+            "method": f"FMA probe of the {isa} kernels on {threads} threads at once: "
+                      "independent multiply-add chains in registers",
+            "nominal_ghz": None if cpu["mhz"] is None else cpu["mhz"] / 1e3,
+            "clock_source": cpu["mhz_source"], "nominal_gflops": None}
+    if has_fma and cpu["mhz"]:
+        peak["nominal_gflops"] = cores * lanes * 2 * 2 * cpu["mhz"] / 1e3
     return peak
+
+
+def fma_probe(dtype, threads, seconds=0.02):
+    """(a function that runs the FMA probe of the kernels' variant on ``threads`` threads
+    for about ``seconds``, calibrated here; the flop it does per call)."""
+    from . import _isa, _kernels
+
+    index, double = _isa.current().index, np.dtype(dtype) == np.float64
+    steps = 1 << 14
+    while True:
+        t0 = time.perf_counter()
+        _kernels.fma_probe(index, double, steps, threads)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds / 8 or steps >= 1 << 34:
+            break
+        steps *= 4
+    steps = max(1, int(steps * seconds / max(elapsed, 1e-9)))
+    flop = _kernels.fma_probe(index, double, steps, threads)[0]
+    return (lambda: _kernels.fma_probe(index, double, steps, threads)), flop
 
 
 def blas_facts():
@@ -338,7 +365,7 @@ def conv3dt_isa():
 
 def metadata(rows, threads, dtype, peers, repeat, rounds, argv=None):
     """What the JSON records beside the rows: versions, CPU, ISA, threads per library, the
-    BLAS rate and the theoretical FMA peak, the load of the machine."""
+    BLAS rate and the FMA peak (measured, and nominal), the load of the machine."""
     import conv3dt
     from conv3dt._kernels import OPENMP
 
@@ -372,6 +399,12 @@ def metadata(rows, threads, dtype, peers, repeat, rounds, argv=None):
     meta["blas"].update(gemm=f"{gemm} {_MATMUL_N}^3 through numpy.matmul",
                         threads_used=min(threads, cpu["cores_available"]),
                         gflops=statistics.median(rates) if rates else None)
+    peak = meta["fma_peak"]
+    probes = [r["fma_gflops"] for r in rows if "fma_gflops" in r]
+    if probes:
+        peak["gflops"] = statistics.median(probes)
+        if peak["has_fma"]:
+            peak["ghz"] = peak["gflops"] / (peak["cores"] * peak["lanes"] * 2 * 2)
     try:
         meta["loadavg"] = list(os.getloadavg())
     except OSError:
@@ -456,7 +489,9 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
     half as often (at least 3); the calls are spread over ``rounds`` rounds that take the
     libraries in turn, so that a slow spell of a shared machine hits all of them, each
     round after one untimed call, and each time is the median of all calls. A 2048 x 2048
-    matrix product (NumPy's BLAS, held to ``threads`` threads) is timed in the same rounds.
+    matrix product (NumPy's BLAS, held to ``threads`` threads) and the FMA probe
+    (:func:`fma_probe`, on ``threads`` threads) are timed in the same rounds:
+    ``matmul_gflops`` and ``fma_gflops``.
     Every peer runs on ``threads`` threads; ``<lib>_cpu_per_wall`` is the process's CPU
     time over the wall time of that library's forward calls (about the number of busy
     threads), ``<peer>_max_rel_err`` its forward output's largest difference from
@@ -476,6 +511,7 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
         raise ValueError(f"unknown peers {unknown}; choose from {list(PEERS)}")
     threads = threads or conv3dt.get_num_threads()
     square = np.random.default_rng(1).standard_normal((_MATMUL_N, _MATMUL_N)).astype(dtype)
+    probe, probe_flop = fma_probe(dtype, threads)
     previous = conv3dt.get_num_threads()
     torch_previous = None
     conv3dt.set_num_threads(threads)
@@ -530,7 +566,8 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                 with _blas_limit(threads):
                     return square @ square
 
-            groups.append([("matmul_ms", matmul, threads)])
+            # (apart from the product: BLAS threads busy-wait after it, as OpenMP's do)
+            groups += [[("matmul_ms", matmul, threads)], [("fma_ms", probe, threads)]]
             calls = {"fwd": -(-repeat // rounds), "fwdbwd": -(-max(3, repeat // 2) // rounds)}
             samples, cpu = {}, {}
             for _ in range(rounds):
@@ -551,6 +588,7 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
             for lib, _, _ in libs:
                 row[f"{lib}_cpu_per_wall"] = statistics.median(cpu[f"{lib}_fwd_ms"])
             row["matmul_gflops"] = 2 * _MATMUL_N**3 / (row.pop("matmul_ms") * 1e6)
+            row["fma_gflops"] = probe_flop / (row.pop("fma_ms") * 1e6)
             if memory:
                 row["workspace_mib"] = workspace_mib(name, dtype, threads)
             results.append(row)
@@ -576,7 +614,7 @@ def _libs_in(results):
     return [p for p in PEERS if results and f"{p}_fwd_ms" in results[0]]
 
 
-def _columns(results, peak_gflops):
+def _columns(results, peak):
     """(group, header, priority, cell of a row) per column; the lowest priorities are left
     out first where the terminal is narrow."""
     def gflops(r):
@@ -591,8 +629,8 @@ def _columns(results, peak_gflops):
             ("conv3dt", "GFLOP/s", 60, lambda r: f"{gflops(r):.1f}"),
             ("conv3dt", "of BLAS", 70, share(lambda r: r["matmul_gflops"])),
             ("conv3dt", "f+b ms", 80, lambda r: f"{r['conv3dt_fwdbwd_ms']:.2f}")]
-    if peak_gflops:
-        cols.insert(4, ("conv3dt", "of peak", 55, share(lambda r: peak_gflops)))
+    if peak:
+        cols.insert(4, ("conv3dt", "of peak", 55, share(lambda r: r["fma_gflops"])))
     for rank, p in enumerate(_libs_in(results)):
         cols.append((SHORT[p], "fwd", 98 - rank, lambda r, p=p:
                      f"{r[f'{p}_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x"))
@@ -654,8 +692,7 @@ def table(results, meta=None, width=None):
     if width is None:
         width = shutil.get_terminal_size((100, 24)).columns
     width = max(width, 40)
-    peak = (meta or {}).get("fma_peak", {}).get("gflops")
-    cols = _columns(results, peak)
+    cols = _columns(results, "fma_gflops" in results[0])
     left_out = []
     lines = _render(cols, results)
     while len(lines[1]) > width and len(cols) > 2:
@@ -687,16 +724,17 @@ def table(results, meta=None, width=None):
     if meta:
         p = meta["fma_peak"]
         if p["gflops"]:
-            notes.append(f"FMA peak (theoretical, not measured): {p['cores']} cores x "
-                         f"{p['lanes']} {dtype} lanes ({p['isa']}) x 2 FMA units (assumed) "
-                         f"x 2 flop x {p['ghz']:.2f} GHz ({p['clock_source']}; turbo and "
-                         f"vector clocks differ) = {p['gflops']:.1f} GFLOP/s; 'of peak' is "
-                         "the share of it. The BLAS rate is "
-                         f"{mm / p['gflops']:.0%} of it.")
-        else:
-            clock = "unknown" if p["ghz"] is None else f"{p['ghz']:.2f} GHz"
-            notes.append(f"FMA peak (theoretical): unknown (vector ISA {p['isa']}, clock "
-                         f"{clock})")
+            nominal = (f"; the nominal peak at the {p['nominal_ghz']:.2f} GHz of "
+                       f"{p['clock_source']} would be {p['nominal_gflops']:.1f}"
+                       if p["nominal_gflops"] else "")
+            notes.append(f"FMA peak (measured): the {p['isa']} kernels' probe, independent "
+                         f"multiply-add chains on {p['threads']} threads at once, median over "
+                         f"the shapes' rounds: {p['gflops']:.1f} GFLOP/s"
+                         + (f" ({p['cores']} cores x {p['lanes']} {dtype} lanes x 2 FMA units x "
+                            f"2 flop x {p['ghz']:.2f} GHz)" if p["ghz"] else
+                            " (separate multiplies and adds: no FMA)")
+                         + f"{nominal}. 'of peak' is each shape's share of the peak measured "
+                         f"in its rounds; the BLAS rate is {mm / p['gflops']:.0%} of it.")
         libs = meta["threads_per_library"]
         notes.append("threads: " + ", ".join(
             f"{lib} {v['threads']}" + (f" (CPU/wall {v['cpu_per_wall_median']:.2f})"

@@ -21,10 +21,12 @@ def isa_variants():
 
 def fma_probe(int isa_index, bint double, Py_ssize_t steps, int n_threads):
     """Run variant isa_index's FMA probe (float, or double) for `steps` steps on each of
-    n_threads threads at once; returns the flop done in all (time the call for the rate).
-    Not a microkernel of the passes: the benchmark's measure of the machine's peak."""
+    n_threads threads at once (time the call for the rate). Returns (the flop done in all,
+    the sum of the threads' results: n_threads x lanes x sum over the chains i of
+    i * m**steps + a * (1 - m**steps) / (1 - m), m = 0.999, a = 0.001). Not a microkernel
+    of the passes: the benchmark's measure of the machine's peak."""
     cdef const conv3dt_isa* isa = conv3dt_isa_get(isa_index)
-    cdef double flop = 0
+    cdef double flop = 0, total = 0
     cdef int t
     if steps < 0 or n_threads < 1:
         raise ValueError(f"steps must be >= 0 and n_threads >= 1, got {steps}, {n_threads}")
@@ -38,8 +40,10 @@ def fma_probe(int isa_index, bint double, Py_ssize_t steps, int n_threads):
                 flop += isa.fma_probe_d(steps, sink + 8 * t)
             else:
                 flop += isa.fma_probe_f(steps, <float*>(sink + 8 * t))
+    for t in range(n_threads):
+        total += sink[8 * t] if double else (<float*>(sink + 8 * t))[0]
     free(sink)
-    return flop
+    return flop, total
 
 
 def microkernel_panel_gemm(int isa_index, Py_ssize_t nv, Py_ssize_t n, Py_ssize_t k,

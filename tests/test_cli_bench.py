@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import conv3dt
-from conv3dt import _bench, _cli, _memory, _threads
+from conv3dt import _bench, _cli, _kernels, _memory, _threads
 
 from reference import ref_conv3d_transpose, resolve
 from child import run_main
@@ -336,7 +336,8 @@ def _fake_rows(peers=("torch", "paddle", "onnxruntime")):
     for i, name in enumerate(["unet_up_k2s2", "dw_k3s2_g64", "tiny"]):
         row = {"shape": name, "dtype": "float32", "threads": 2,
                "gflop": _bench.flops(name) / 1e9, "conv3dt_fwd_ms": 10.0 + i,
-               "conv3dt_fwdbwd_ms": 30.0 + i, "matmul_gflops": 150.0, "conv3dt_threads": 2,
+               "conv3dt_fwdbwd_ms": 30.0 + i, "matmul_gflops": 150.0,
+               "fma_gflops": 200.0 + 20 * i, "conv3dt_threads": 2,
                "conv3dt_cpu_per_wall": 1.9}
         for j, p in enumerate(peers):
             row[f"{p}_fwd_ms"] = (j + 2) * row["conv3dt_fwd_ms"]
@@ -366,9 +367,18 @@ def test_table_fits_the_width_and_names_what_it_leaves_out():
     # the share of the BLAS rate only for the dense shape
     gflops = rows[0]["gflop"] / rows[0]["conv3dt_fwd_ms"] * 1e3
     assert f"{gflops / 150:.0%}" in lines[3] and lines[4].split()[3] == "-"
-    assert "geometric mean onnxruntime/conv3dt: forward 4.00x" in " ".join(lines)
-    assert "BLAS rate (measured): sgemm 2048^3" in " ".join(lines)
-    assert "FMA peak (theoretical" in " ".join(lines)
+    # ... and of the FMA peak measured in the shape's own rounds
+    assert lines[3].split()[4] == f"{gflops / 200:.0%}" and lines[4].split()[4] == "-"
+    notes = " ".join(lines)
+    assert "geometric mean onnxruntime/conv3dt: forward 4.00x" in notes
+    assert "BLAS rate (measured): sgemm 2048^3" in notes
+    # the peak: the median of the rows' probes, and the clock it implies
+    assert "FMA peak (measured)" in notes and "220.0 GFLOP/s" in notes, notes
+    assert meta["fma_peak"]["gflops"] == 220.0
+    if meta["fma_peak"]["has_fma"]:
+        lanes = meta["fma_peak"]["lanes"]
+        assert meta["fma_peak"]["ghz"] == pytest.approx(220.0 / (2 * lanes * 2 * 2))
+        assert f"{meta['fma_peak']['ghz']:.2f} GHz" in notes
 
 
 def test_table_with_the_terminal_width(monkeypatch):
@@ -377,8 +387,9 @@ def test_table_with_the_terminal_width(monkeypatch):
     assert max(len(line) for line in text.splitlines()) <= 70
 
 
-def test_fma_peak_arithmetic():
-    """The peak of the variant in use: its vector width, 2 FMA units, the clock."""
+def test_fma_peak_terms():
+    """The peak's terms for the variant in use: its vector width, the cores, and the
+    nominal peak at the reported clock with 2 FMA units (none without FMA or a clock)."""
     cpu = {"flags": ["sse2", "avx", "avx2", "fma", "avx512f"], "mhz": 2500.0,
            "mhz_source": "test", "cores_available": 4}
     previous = conv3dt.get_isa()
@@ -388,17 +399,45 @@ def test_fma_peak_arithmetic():
             lanes = conv3dt._isa.current().lanes(4)
             peak = _bench.fma_peak(cpu, 2, "float32")
             assert peak["isa"] == name and peak["lanes"] == lanes and peak["cores"] == 2
+            assert peak["gflops"] is None  # measured by run(), filled in by metadata()
             if name == "generic":
-                assert peak["gflops"] is None  # no FMA
+                assert peak["nominal_gflops"] is None and not peak["has_fma"]
             else:
-                assert peak["gflops"] == pytest.approx(2 * lanes * 2 * 2 * 2.5)
-                assert _bench.fma_peak(cpu, 8, "float64")["gflops"] == pytest.approx(
+                assert peak["nominal_gflops"] == pytest.approx(2 * lanes * 2 * 2 * 2.5)
+                assert _bench.fma_peak(cpu, 8, "float64")["nominal_gflops"] == pytest.approx(
                     4 * lanes // 2 * 2 * 2 * 2.5)
                 cpu["mhz"] = None
-                assert _bench.fma_peak(cpu, 2, "float32")["gflops"] is None
+                assert _bench.fma_peak(cpu, 2, "float32")["nominal_gflops"] is None
                 cpu["mhz"] = 2500.0
     finally:
         conv3dt.set_isa(previous)
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_fma_probe_computes_its_chains(double):
+    """Every variant's probe does the flop it reports, on every thread, and its chains
+    end where the recurrence acc = acc * m + a says (chain i starts at i)."""
+    m, a = 0.999, 0.001
+    for variant in _kernels.isa_variants():
+        if not variant["supported"]:
+            continue
+        lanes = variant["vector_bytes"] // (8 if double else 4)
+        flop1, total1 = _kernels.fma_probe(variant["index"], double, 1000, 1)
+        flop3, total3 = _kernels.fma_probe(variant["index"], double, 1000, 3)
+        assert flop3 == 3 * flop1 and total3 == pytest.approx(3 * total1)
+        chains = flop1 / (2 * lanes * 1000)
+        assert chains == int(chains) and chains >= 8, variant  # enough to hide the latency
+        assert _kernels.fma_probe(variant["index"], double, 2000, 1)[0] == 2 * flop1
+        mn = m ** 1000
+        expected = lanes * sum(i * mn + a * (1 - mn) / (1 - m) for i in range(int(chains)))
+        assert total1 == pytest.approx(expected, rel=1e-3 if not double else 1e-9), variant
+    with pytest.raises(ValueError, match="n_threads"):
+        _kernels.fma_probe(0, double, 10, 0)
+
+
+def test_fma_probe_is_calibrated_to_its_duration():
+    fn, flop = _bench.fma_probe("float32", 1, seconds=0.01)
+    assert flop == fn()[0] > 0
 
 
 def test_plot_draws_both_passes_on_a_log_scale(tmp_path):
@@ -439,7 +478,8 @@ def test_tiny_bench_writes_json_with_the_metadata(tmp_path):
     assert meta["threads_per_library"]["conv3dt"]["threads"] == 1
     assert meta["blas"]["gflops"] == pytest.approx(row["matmul_gflops"])
     assert meta["blas"]["gemm"].startswith("sgemm")
-    assert {"isa", "lanes", "ghz", "cores", "gflops"} <= set(meta["fma_peak"])
+    assert {"isa", "lanes", "ghz", "cores", "gflops", "nominal_gflops"} <= set(meta["fma_peak"])
+    assert row["fma_gflops"] > 0 and meta["fma_peak"]["gflops"] == row["fma_gflops"]
     assert meta["dtype"] == "float32" and meta["repeat"] == 1 and meta["rounds"] == 1
 
 
