@@ -248,6 +248,7 @@ class ForwardSchedule:
     n_pw: int                # combinations per (d, h) phase pair (w-phases tiled together)
     kblock: int              # rows of W per product call
     window: Window
+    tables: "_kernels.ForwardTables"  # the arrays above and the window, for the kernels
 
 
 @functools.lru_cache(maxsize=128)
@@ -313,9 +314,11 @@ def _forward_schedule(plan, itemsize, isa, tuning):
     window = _window(hp, wp, lead, depth, 1, cig, isa, itemsize, tuning)
     for arr in (phases, taps, combos, tap_dest, slab_depths):
         arr.setflags(write=False)
+    tables = _kernels.ForwardTables(phases, taps, combos, slab_depths, tap_dest,
+                                    window.as_array)
     return ForwardSchedule(phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill,
                            slab, slab_depths, planes_per_tile, compact, n_pw,
-                           min(kc_max, tuning.kblock), window)
+                           min(kc_max, tuning.kblock), window, tables)
 
 
 def forward(plan, x, w, bias, out):
@@ -327,14 +330,12 @@ def forward(plan, x, w, bias, out):
     cog = plan.c_out // plan.groups
     direct_cout = isa.direct_cout if tuning.direct_cout is None else tuning.direct_cout
     direct = cog <= direct_cout and x.strides[4] == dtype.itemsize
-    wpack = np.empty(sched.wpack_size if direct else 1, dtype=dtype)
-    wpanel = np.empty(1 if direct else sched.panel_size, dtype=dtype)
-    _kernels.pack_forward_weight(w, wpack, wpanel, plan.groups, sched.tap_dest, not direct,
+    # the weight in panels, or row-major for the direct path
+    wpacked = np.empty(sched.wpack_size if direct else sched.panel_size, dtype=dtype)
+    _kernels.pack_forward_weight(w, wpacked, plan.groups, sched.tables, not direct,
                                  isa.index, n_threads)
-    bias = np.empty(0, dtype=dtype) if bias is None else bias
-    code = _kernels.forward(x, wpack, wpanel, bias, out, plan.groups, sched.phases,
-                            sched.taps, sched.combos, *plan.stride, sched.fill, sched.slab,
-                            sched.slab_depths, sched.window.as_array, direct, tuning.ncol,
+    code = _kernels.forward(x, wpacked, bias, out, sched.tables, plan.groups, *plan.stride,
+                            sched.fill, sched.slab, direct, tuning.ncol,
                             sched.planes_per_tile, sched.compact, sched.n_pw, sched.kblock,
                             isa.index, n_threads)
     _raise_if_failed(code, "the forward pass", n_threads)
@@ -353,6 +354,7 @@ class BackwardSchedule:
     window: Window
     inner: np.ndarray        # input depths and rows where every tap reads inside grad_output
     kblock: int
+    tables: "_kernels.BackwardTables"  # the arrays above, the stride and the window
 
 
 @functools.lru_cache(maxsize=128)
@@ -426,8 +428,10 @@ def _backward_schedule(plan, itemsize, isa, tuning):
     for arr in (res, tap_table, depths, inner):
         arr.setflags(write=False)
     kblock = min(cog * int(np.prod(plan.kernel)), tuning.kblock)
+    tables = _kernels.BackwardTables(np.array(plan.stride, dtype=np.intp), res, tap_table,
+                                     depths, window.as_array, inner)
     return BackwardSchedule(res, tap_table, slab, gx_planes, gx_compact, depths, window,
-                            inner, kblock)
+                            inner, kblock, tables)
 
 
 def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
@@ -461,9 +465,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     else:
         wpanel = np.empty(1, dtype)
     code = _kernels.backward(gy, x, wpanel, gx, chunks, gx_out is not None,
-                             gw_out is not None, plan.groups,
-                             np.array(plan.stride, dtype=np.intp), sched.res, sched.tap_table,
-                             sched.slab, sched.depths, sched.window.as_array, sched.inner,
+                             gw_out is not None, plan.groups, sched.tables, sched.slab,
                              tuning.ncol, sched.gx_planes, sched.gx_compact, sched.kblock,
                              n_chunks, tuning.small_cin, isa.index, n_threads)
     _raise_if_failed(code, "the backward pass", n_threads)

@@ -99,8 +99,7 @@ cdef inline Strides4 _strides(Py_ssize_t* byte_strides, Py_ssize_t itemsize) noe
 
 
 cdef inline Window _window(const Py_ssize_t[::1] window) noexcept:
-    """The Window of the planner's array (_cpu.Window.as_array: hp, wp, lead, cs,
-    channels, elements)."""
+    """The Window of the planner's array (hp, wp, lead, cs, channels, elements)."""
     cdef Window win
     win.hp = window[0]
     win.wp = window[1]
@@ -109,6 +108,62 @@ cdef inline Window _window(const Py_ssize_t[::1] window) noexcept:
     win.channels = window[4]
     win.elements = window[5]
     return win
+
+
+cdef class ForwardTables:
+    """The forward pass's tables of one schedule (conv3dt._cpu.ForwardSchedule), read once
+    into typed memoryviews, so that a call hands them over as one object instead of
+    acquiring a buffer per array (each costs about half a microsecond, a visible share of a
+    tiny pass). See forward and pack_forward_weight for what each holds."""
+    cdef const Py_ssize_t[:, :, ::1] phases
+    cdef const Py_ssize_t[:, :, ::1] taps
+    cdef const Py_ssize_t[:, ::1] combos
+    cdef const Py_ssize_t[:, ::1] slab_depths
+    cdef const Py_ssize_t[:, ::1] tap_dest
+    cdef Window win
+
+    def __init__(self, const Py_ssize_t[:, :, ::1] phases not None,
+                 const Py_ssize_t[:, :, ::1] taps not None,
+                 const Py_ssize_t[:, ::1] combos not None,
+                 const Py_ssize_t[:, ::1] slab_depths not None,
+                 const Py_ssize_t[:, ::1] tap_dest not None,
+                 const Py_ssize_t[::1] window not None):
+        if phases.shape[0] != 3 or taps.shape[0] != 3 or phases.shape[2] != 5 or \
+                taps.shape[2] != 2 or combos.shape[1] != 4 or slab_depths.shape[1] != 2 or \
+                tap_dest.shape[1] != 4 or window.shape[0] != 6:
+            raise ValueError("ForwardTables: the arrays' shapes do not match a schedule")
+        self.phases, self.taps, self.combos = phases, taps, combos
+        self.slab_depths, self.tap_dest = slab_depths, tap_dest
+        self.win = _window(window)
+
+
+cdef class BackwardTables:
+    """The gradients' tables of one schedule (conv3dt._cpu.BackwardSchedule), read once
+    into typed memoryviews (see ForwardTables; backward says what each holds)."""
+    cdef Py_ssize_t stride[3]
+    cdef const Py_ssize_t[:, ::1] res
+    cdef const Py_ssize_t[:, ::1] tap_table
+    cdef const Py_ssize_t[:, ::1] depths
+    cdef Py_ssize_t inner[4]
+    cdef Window win
+
+    def __init__(self, const Py_ssize_t[::1] stride not None,
+                 const Py_ssize_t[:, ::1] res not None,
+                 const Py_ssize_t[:, ::1] tap_table not None,
+                 const Py_ssize_t[:, ::1] depths not None,
+                 const Py_ssize_t[::1] window not None,
+                 const Py_ssize_t[::1] inner not None):
+        if stride.shape[0] != 3 or res.shape[1] != 6 or tap_table.shape[0] < 1 or \
+                tap_table.shape[1] != 4 or depths.shape[1] != 2 or window.shape[0] != 6 or \
+                inner.shape[0] != 4:
+            raise ValueError("BackwardTables: the arrays' shapes do not match a schedule")
+        cdef int a
+        for a in range(3):
+            self.stride[a] = stride[a]
+        for a in range(4):
+            self.inner[a] = inner[a]
+        self.res, self.tap_table, self.depths = res, tap_table, depths
+        self.win = _window(window)
 
 
 cdef inline void* _workspace_buffer(Py_ssize_t* nbytes, bint* ok, Py_ssize_t size,

@@ -13,16 +13,8 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
              floating[:, ::1] gw_chunks,              # OUT (n_chunks, w.size) (if need_gw)
                                                       #     [G][C_out_g * K][C_in_g] each
              bint need_gx, bint need_gw, Py_ssize_t groups,
-             const Py_ssize_t[::1] stride,            # IN  stride (d, h, w)
-             const Py_ssize_t[:, ::1] res,            # IN  (n_res, 6) r_d, r_h, r_w, cnt_d, cnt_h, cnt_w
-             const Py_ssize_t[:, ::1] tap_table,      # IN  (K, 4) residue, offsets d, h, w
+             BackwardTables tables not None,          # IN  the schedule's tables
              Py_ssize_t slab,                         # input depths per work item
-             const Py_ssize_t[:, ::1] depths,         # IN  (n_slabs, 2) residue depths [lo, hi)
-             const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, channels,
-                                                      #     elements
-             const Py_ssize_t[::1] inner,             # IN  depths [d_lo, d_hi) and rows
-                                                      #     [h_lo, h_hi) where all taps read
-                                                      #     inside grad_output
              Py_ssize_t ncol, Py_ssize_t gx_planes,
              bint compact,                            # grad_x's tiles: kept columns only
              Py_ssize_t kblock, Py_ssize_t n_chunks, int small_n, int isa_index,
@@ -31,6 +23,11 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     came: the outputs are unfinished), or the bytes of the per-thread workspace when
     allocating it failed.
 
+    The tables (BackwardTables): stride (d, h, w); res (n_res, 6), the residue
+    combinations (r_d, r_h, r_w, cnt_d, cnt_h, cnt_w); tap_table (K, 4), per tap its
+    residue combination and offsets a_d, a_h, a_w; depths (n_slabs, 2), the residue depths
+    [lo, hi) each slab reads; the window; inner, the input depths [d_lo, d_hi) and rows
+    [h_lo, h_hi) where every tap reads inside grad_output.
     Kernel tap t reads grad_output at i * s + t * dil - lo = (i + a_t) * s + r_t per
     dimension: residue grid r_t at offset a_t (tap_table), so each tap is a shifted view of
     a padded window of residue grids (_copy_gy_window), read in place.
@@ -52,18 +49,19 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     bp.xs = _strides(x.strides, sizeof(floating))
     bp.gy_batch = gy.strides[0] // sizeof(floating)
     bp.x_batch = x.strides[0] // sizeof(floating)
-    bp.stride[0], bp.stride[1], bp.stride[2] = stride[0], stride[1], stride[2]
+    bp.stride[0], bp.stride[1], bp.stride[2] = \
+        tables.stride[0], tables.stride[1], tables.stride[2]
     bp.need_gx = need_gx
     bp.need_gw = need_gw
-    bp.res = &res[0, 0] if res.shape[0] > 0 else NULL
-    bp.n_res = res.shape[0]
-    bp.tap_table = &tap_table[0, 0]
-    bp.n_taps = tap_table.shape[0]
+    bp.res = &tables.res[0, 0] if tables.res.shape[0] > 0 else NULL
+    bp.n_res = tables.res.shape[0]
+    bp.tap_table = &tables.tap_table[0, 0]
+    bp.n_taps = tables.tap_table.shape[0]
     bp.kc = bp.cog * bp.n_taps
-    bp.inner[0], bp.inner[1], bp.inner[2], bp.inner[3] = inner[0], inner[1], inner[2], inner[3]
+    bp.inner = tables.inner
     bp.slab = slab
     bp.n_slabs = (bp.in_size[0] + slab - 1) // slab
-    bp.depths = &depths[0, 0] if depths.shape[0] > 0 else NULL
+    bp.depths = &tables.depths[0, 0] if tables.depths.shape[0] > 0 else NULL
     bp.n_items = groups * bp.n_batch * bp.n_slabs
     bp.n_chunks = n_chunks
     bp.compact = compact
@@ -71,7 +69,7 @@ def backward(const floating[:, :, :, :, :] gy,        # IN  [N, C_out, oD, oH, o
     bp.gx_planes = gx_planes
     bp.kblock = kblock
     bp.small_n = small_n
-    bp.win = _window(window)
+    bp.win = tables.win
     # A tile's columns, the last vector of grad_x's included.
     bp.cols = max(ncol, bp.win.wp) + bp.lanes
     # Transposed x tiles are padded to whole register blocks (wgrad_mv vectors) of channels.

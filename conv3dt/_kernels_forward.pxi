@@ -6,20 +6,14 @@
 
 
 def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
-            const floating[::1] wpack,               # IN  pack_forward_weight's outputs
-            const floating[::1] wpanel,
-            const floating[::1] bias,                # IN  [C_out], or empty: no bias
+            const floating[::1] wpacked,             # IN  pack_forward_weight's output
+            const floating[::1] bias,                # IN  [C_out], or None: no bias
             floating[:, :, :, :, :] y,               # OUT [N, C_out, oD, oH, oW]
+            ForwardTables tables not None,           # IN  the schedule's tables
             Py_ssize_t groups,
-            const Py_ssize_t[:, :, ::1] phases,      # IN  (3, P, 5) phase tables
-            const Py_ssize_t[:, :, ::1] taps,        # IN  (3, T, 2) tap tables
-            const Py_ssize_t[:, ::1] combos,         # IN  (C, 4) phases + weight offset
             Py_ssize_t stride_d, Py_ssize_t stride_h, Py_ssize_t stride_w,
             bint fill,                               # some outputs get no tap: fill first
             Py_ssize_t slab,                         # output depths per work item
-            const Py_ssize_t[:, ::1] slab_depths,    # IN  (n_slabs, 2) input depths read
-            const Py_ssize_t[::1] window,            # IN  hp, wp, lead, cs, channels,
-                                                     #     elements
             bint direct, Py_ssize_t ncol, Py_ssize_t planes_per_tile,
             bint compact,                            # tiles of kept columns only
             Py_ssize_t n_pw,                         # combinations per (d, h) phase pair
@@ -27,6 +21,10 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     """y = conv3d_transpose(x, w) (+ bias). Returns 0, INTERRUPTED (Ctrl-C came: y is
     unfinished), or the bytes of the per-thread workspace when allocating it failed.
 
+    The tables (ForwardTables): phases (3, P, 5) and taps (3, T, 2), the phase and tap
+    tables per dimension, padded; combos (C, 4), the phase combinations and their weight
+    offsets; slab_depths (n_slabs, 2), the input depths each slab reads; the window.
+    wpacked: the weight in panels, or row-major with `direct`.
     Work item it = (n * groups + g) * n_slabs + s: output depths [s * slab, (s + 1) * slab)
     of sample n, group g, which read input depths slab_depths[s]. Per thread
     (_forward_workspace): the padded window of x (`window`, see _copy_window; not with
@@ -51,15 +49,15 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     fp.x_batch = x.strides[0] // sizeof(floating)
     fp.y_batch = y.strides[0] // sizeof(floating)
     fp.stride[0], fp.stride[1], fp.stride[2] = stride_d, stride_h, stride_w
-    fp.phases = &phases[0, 0, 0]
-    fp.phase_rows = phases.shape[1]
-    fp.taps = &taps[0, 0, 0]
-    fp.tap_rows = taps.shape[1]
-    fp.combos = &combos[0, 0] if combos.shape[0] > 0 else NULL
-    fp.n_combos = combos.shape[0]
+    fp.phases = &tables.phases[0, 0, 0]
+    fp.phase_rows = tables.phases.shape[1]
+    fp.taps = &tables.taps[0, 0, 0]
+    fp.tap_rows = tables.taps.shape[1]
+    fp.combos = &tables.combos[0, 0] if tables.combos.shape[0] > 0 else NULL
+    fp.n_combos = tables.combos.shape[0]
     fp.slab = slab
     fp.n_slabs = (y.shape[2] + slab - 1) // slab
-    fp.slab_depths = &slab_depths[0, 0] if slab_depths.shape[0] > 0 else NULL
+    fp.slab_depths = &tables.slab_depths[0, 0] if tables.slab_depths.shape[0] > 0 else NULL
     fp.fill = fill
     fp.direct = direct
     fp.compact = compact
@@ -67,16 +65,15 @@ def forward(const floating[:, :, :, :, :] x,        # IN  [N, C_in, D, H, W]
     fp.planes_per_tile = planes_per_tile
     fp.kblock = kblock
     fp.n_pw = n_pw
-    fp.win = _window(window)
+    fp.win = tables.win
     fp.cols = max(ncol, fp.win.wp) + fp.lanes
     fp.tile_size = fp.cog * fp.cols
 
     cdef Py_ssize_t n_items = fp.n_batch * groups * fp.n_slabs
     cdef const floating* x0 = &x[0, 0, 0, 0, 0]
     cdef floating* y0 = &y[0, 0, 0, 0, 0]
-    # the packed weight the path reads
-    cdef const floating* w0 = &wpack[0] if direct else &wpanel[0]
-    cdef const floating* b0 = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef const floating* w0 = &wpacked[0]
+    cdef const floating* b0 = &bias[0] if bias is not None and bias.shape[0] > 0 else NULL
     cdef Py_ssize_t it
     cdef Py_ssize_t failed = 0          # the workspace's bytes, where it could not be had
     cdef Py_ssize_t* failed_ptr = &failed

@@ -5,10 +5,9 @@
 
 
 def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_g, kD, kH, kW]
-                        floating[::1] wpack,                  # OUT row-major blocks (or unused)
-                        floating[::1] wpanel,                 # OUT in panels (or unused)
+                        floating[::1] dst,                    # OUT wpanel, or wpack
                         Py_ssize_t groups,
-                        const Py_ssize_t[:, ::1] tap_dest,    # IN  (K, 4) see below
+                        ForwardTables tables not None,        # IN  its tap_dest (K, 4)
                         bint panels,                          # write wpanel, else wpack
                         int isa_index, int n_threads):
     """Gather each phase combination's weight W_c [C_out_g x C_in_g * nt] per group, in
@@ -26,12 +25,13 @@ def pack_forward_weight(const floating[:, :, :, :, ::1] w,   # IN  [C_in, C_out_
     cdef Py_ssize_t cig = w.shape[0] // groups, cog = w.shape[1]
     cdef Py_ssize_t kk = w.shape[2] * w.shape[3] * w.shape[4]
     cdef const floating* w0 = &w[0, 0, 0, 0, 0]
-    cdef floating* dst = &wpanel[0] if panels else &wpack[0]
+    cdef floating* d0 = &dst[0]
+    cdef const Py_ssize_t* tap_dest = &tables.tap_dest[0, 0]
     cdef Py_ssize_t c_in
     with nogil:
         for c_in in prange(w.shape[0], num_threads=n_threads, schedule='static'):
-            _pack_weight_channel(w0 + c_in * cog * kk, dst, panels, c_in, cig, cog, kk,
-                                 &tap_dest[0, 0], isa.panel_nr)
+            _pack_weight_channel(w0 + c_in * cog * kk, d0, panels, c_in, cig, cog, kk,
+                                 tap_dest, isa.panel_nr)
 
 
 cdef void _pack_weight_channel(const floating* src, floating* dst, bint panels,

@@ -15,9 +15,10 @@ does not survive a fork, and a child that started a parallel region would wait f
 the parent's threads. 'spawn' and 'forkserver' children start afresh and use every core.
 """
 
+import contextlib
 import os
 import threading
-from typing import Any, Optional, SupportsIndex
+from typing import Any, Iterator, Optional, SupportsIndex
 
 __all__ = ["set_num_threads", "get_num_threads", "thread_source"]
 
@@ -25,6 +26,8 @@ ENV_VAR = "CONV3DT_NUM_THREADS"
 OMP_ENV_VAR = "OMP_NUM_THREADS"
 _lock = threading.Lock()
 _num_threads: Optional[int] = None
+# A count for the kernels called from one thread only (thread_threads), e.g. a Dask task's.
+_local = threading.local()
 # Whether this process has run a kernel on several threads (an OpenMP team exists), and
 # whether it is a child forked from a process that had.
 _team_started = False
@@ -107,10 +110,13 @@ if hasattr(os, "register_at_fork"):
 
 def thread_source() -> str:
     """Where the thread count comes from: ``'set_num_threads'``, ``'CONV3DT_NUM_THREADS'``,
-    ``'OMP_NUM_THREADS'``, ``'cores'``, or ``'fork'`` (one thread in a child forked after
+    ``'OMP_NUM_THREADS'``, ``'cores'``, ``'thread'`` (a count for the calling thread only,
+    as conv3dt.dask sets for its tasks), or ``'fork'`` (one thread in a child forked after
     the kernels ran on several threads)."""
     if _forked_after_team:
         return "fork"
+    if getattr(_local, "n", None) is not None:
+        return "thread"
     if _num_threads is not None:
         return "set_num_threads"
     for name in (ENV_VAR, OMP_ENV_VAR):
@@ -135,7 +141,9 @@ def get_num_threads() -> int:
     """
     if _forked_after_team:
         return 1
-    n = _num_threads
+    n = getattr(_local, "n", None)
+    if n is None:
+        n = _num_threads
     if n is not None:
         return n
     for name in (ENV_VAR, OMP_ENV_VAR):
@@ -143,6 +151,23 @@ def get_num_threads() -> int:
         if value:
             return _from_env(name, value)
     return _available_cores()
+
+
+@contextlib.contextmanager
+def thread_threads(n: Optional[int]) -> Iterator[None]:
+    """The kernels called from this thread run on ``n`` threads inside the block (None:
+    as they are); other threads, and the setting of :func:`set_num_threads`, are not
+    touched, so concurrent callers (the tasks of a thread pool) each keep their own."""
+    if n is None:
+        yield
+        return
+    n = _check(n, "num_threads")
+    previous = getattr(_local, "n", None)
+    _local.n = n
+    try:
+        yield
+    finally:
+        _local.n = previous
 
 
 def _register_threadpoolctl() -> None:

@@ -33,13 +33,12 @@ True
 from __future__ import annotations
 
 import bisect
-import contextlib
 import math
 import multiprocessing
 import operator
 import os
 import threading
-from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Literal, Mapping,
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping,
                     Optional, Sequence, Tuple, TypeVar, Union, overload)
 
 import numpy as np
@@ -404,11 +403,6 @@ def _concat(blocks: Any) -> Any:
 # --------------------------------------------------------------------------- threads
 
 
-_override_lock = threading.Lock()
-_override_users = 0
-_override_saved: Optional[int] = None
-
-
 def _task_threads(blocks: Optional[int] = None) -> Optional[int]:
     """Kernel threads for a task of a graph of ``blocks`` tasks: the user's choice
     (``CONV3DT_NUM_THREADS`` or :func:`conv3dt.set_num_threads`) if any; else
@@ -417,11 +411,8 @@ def _task_threads(blocks: Optional[int] = None) -> Optional[int]:
     schedulers run one task per core), the cores shared among the tasks that run at once
     (1 when there are at least as many tasks as cores); else None (all cores: the
     synchronous scheduler)."""
-    if os.environ.get(_threads.ENV_VAR, "").strip():
+    if os.environ.get(_threads.ENV_VAR, "").strip() or _threads._num_threads is not None:
         return None
-    with _override_lock:
-        if _override_users == 0 and _threads._num_threads is not None:
-            return None
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
     if omp:
         try:
@@ -433,31 +424,6 @@ def _task_threads(blocks: Optional[int] = None) -> Optional[int]:
         cores = _threads._available_cores()
         return max(1, cores // max(1, min(blocks or cores, cores)))
     return None
-
-
-@contextlib.contextmanager
-def _kernel_threads(n: Optional[int]) -> Iterator[None]:
-    """Run the kernels on ``n`` threads inside the block (None: leave them as they are).
-
-    Every task of a process asks for the same count, so concurrent tasks share one
-    setting: the first to enter sets it, the last to leave restores the previous one.
-    """
-    global _override_users, _override_saved
-    if n is None:
-        yield
-        return
-    with _override_lock:
-        if _override_users == 0:
-            _override_saved = _threads._num_threads
-            _threads._num_threads = n
-        _override_users += 1
-    try:
-        yield
-    finally:
-        with _override_lock:
-            _override_users -= 1
-            if _override_users == 0:
-                _threads._num_threads = _override_saved
 
 
 _worker_checked = False
@@ -492,7 +458,7 @@ def _run(func: Callable[..., _T], *args: Any, blocks: Optional[int] = None,
     """func(*args, **kwargs) on the kernel threads a task of a graph of ``blocks`` tasks
     should use (see _task_threads)."""
     _fit_cache_to_worker()
-    with _kernel_threads(_task_threads(blocks)):
+    with _threads.thread_threads(_task_threads(blocks)):
         return func(*args, **kwargs)
 
 

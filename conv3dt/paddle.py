@@ -29,7 +29,7 @@ the program: use it in dynamic mode (Paddle's default).
 """
 
 import numbers
-from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Sequence, Union
 
 import numpy as np
 
@@ -144,7 +144,10 @@ class Conv3DTransposeFunction(paddle.autograd.PyLayer):  # type: ignore[misc, un
         return result
 
     @staticmethod
-    def backward(ctx: Any, grad_output: paddle.Tensor) -> Tuple[Optional[paddle.Tensor], ...]:
+    def backward(ctx: Any, *grad_outputs: paddle.Tensor) -> Any:
+        # (PyLayer's signature: one gradient per output, here one; the result holds None
+        # where Paddle's stub says tensors only.)
+        (grad_output,) = grad_outputs
         x, weight = ctx.saved_tensor()
         grads: List[Optional[paddle.Tensor]] = [None, None, None]
         if any(ctx.needs):

@@ -516,12 +516,34 @@ def test_task_threads_policy(monkeypatch):
     monkeypatch.setenv(_threads.ENV_VAR, "2")
     assert cd._task_threads() is None  # the user's setting stands
     monkeypatch.delenv(_threads.ENV_VAR)
-    with cd._kernel_threads(1):
-        assert conv3dt.get_num_threads() == 1
-        with cd._kernel_threads(1):
-            assert conv3dt.get_num_threads() == 1
-        assert conv3dt.get_num_threads() == 1
-    assert _threads._num_threads is None
+    # A task's count holds for its own thread only: another thread's calls, and the
+    # process's setting, are untouched.
+    before = conv3dt.get_num_threads()
+    other = []
+    inside, release = threading.Event(), threading.Event()
+
+    def task():
+        with _threads.thread_threads(1):
+            other.append((conv3dt.get_num_threads(), _threads.thread_source()))
+            inside.set()
+            release.wait(10)
+        other.append(conv3dt.get_num_threads())
+
+    with _threads.thread_threads(3):
+        t = threading.Thread(target=task)
+        t.start()
+        assert inside.wait(10)
+        assert conv3dt.get_num_threads() == 3 and _threads.thread_source() == "thread"
+        with _threads.thread_threads(2):
+            assert conv3dt.get_num_threads() == 2
+        assert conv3dt.get_num_threads() == 3
+        release.set()
+        t.join()
+    assert other == [(1, "thread"), before]
+    assert conv3dt.get_num_threads() == before and _threads._num_threads is None
+    with pytest.raises(ValueError, match="num_threads"):
+        with _threads.thread_threads(0):
+            pass
 
 
 # --------------------------------------------------------------------------- distributed
