@@ -232,23 +232,22 @@ def _tile_layout(hp, wp, count_h, count_w, ncol, lanes, panel_mv, thin=False):
 
 @dataclasses.dataclass(frozen=True)
 class ForwardSchedule:
-    """How the forward pass of one plan runs (see _kernels.forward for each array)."""
+    """How the forward pass of one plan runs. Its arrays are in `tables`, as the kernels
+    take them (see _kernels.forward): the phase and tap tables, padded, (3, P, 5) and
+    (3, T, 2); the phase combinations (C, 4): (pd, ph, pw, weight offset); where each
+    kernel tap lands in the packed weight (K, 4); the input depths each slab reads
+    (n_slabs, 2); and the window."""
 
-    phases: np.ndarray       # (3, P, 5) phase tables, padded
-    taps: np.ndarray         # (3, T, 2) tap tables, padded
-    combos: np.ndarray       # (C, 4) phase combinations: (pd, ph, pw, weight offset)
-    tap_dest: np.ndarray     # (K, 4) where each kernel tap lands in the packed weight
     wpack_size: int          # elements of the row-major packed weight (direct path)
     panel_size: int          # elements of the weight in panels
     fill: bool               # some outputs get no tap: fill them with the bias first
     slab: int                # output depths per work item
-    slab_depths: np.ndarray  # (n_slabs, 2) the input depths each slab reads
     planes_per_tile: int
     compact: bool            # tiles of kept columns only
     n_pw: int                # combinations per (d, h) phase pair (w-phases tiled together)
     kblock: int              # rows of W per product call
     window: Window
-    tables: "_kernels.ForwardTables"  # the arrays above and the window, for the kernels
+    tables: "_kernels.ForwardTables"
 
 
 @functools.lru_cache(maxsize=128)
@@ -316,9 +315,8 @@ def _forward_schedule(plan, itemsize, isa, tuning):
         arr.setflags(write=False)
     tables = _kernels.ForwardTables(phases, taps, combos, slab_depths, tap_dest,
                                     window.as_array)
-    return ForwardSchedule(phases, taps, combos, tap_dest, max(offset, 1), panel_size, fill,
-                           slab, slab_depths, planes_per_tile, compact, n_pw,
-                           min(kc_max, tuning.kblock), window, tables)
+    return ForwardSchedule(max(offset, 1), panel_size, fill, slab, planes_per_tile, compact,
+                           n_pw, min(kc_max, tuning.kblock), window, tables)
 
 
 def forward(plan, x, w, bias, out):
@@ -343,18 +341,19 @@ def forward(plan, x, w, bias, out):
 
 @dataclasses.dataclass(frozen=True)
 class BackwardSchedule:
-    """How the gradients of one plan run (see _kernels.backward for each array)."""
+    """How the gradients of one plan run. Its arrays are in `tables`, as the kernels take
+    them (see _kernels.backward): the residue combinations (n_res, 6): (r_d, r_h, r_w,
+    counts); per tap its residue combination and offsets a_d, a_h, a_w (K, 4); the
+    residue-grid depths each slab reads (n_slabs, 2); the input depths and rows where
+    every tap reads inside grad_output; the stride and the window."""
 
-    res: np.ndarray          # (n_res, 6) residue combinations: (r_d, r_h, r_w, counts)
-    tap_table: np.ndarray    # (K, 4) per tap: residue combination, offsets a_d, a_h, a_w
     slab: int                # input depths per work item
+    n_slabs: int
     gx_planes: int           # grad_x's tiles (_tile_layout)
     gx_compact: bool
-    depths: np.ndarray       # (n_slabs, 2) the residue-grid depths each slab reads
     window: Window
-    inner: np.ndarray        # input depths and rows where every tap reads inside grad_output
     kblock: int
-    tables: "_kernels.BackwardTables"  # the arrays above, the stride and the window
+    tables: "_kernels.BackwardTables"
 
 
 @functools.lru_cache(maxsize=128)
@@ -362,12 +361,12 @@ def _backward_schedule(plan, itemsize, isa, tuning):
     """Residue grids of grad_output, the tap table and the padded window's geometry.
 
     Per dimension, tap t reads grad_output at i * s + e_t (e_t = t * dil - lo), which is
-    (i + a_t) * s + r_t: residue grid r_t at offset a_t. Returns
+    (i + a_t) * s + r_t: residue grid r_t at offset a_t. Computes
     res (n_res, 6): (r_d, r_h, r_w, cnt_d, cnt_h, cnt_w) of each residue combination used;
     tap_table (K, 4): (residue combination, a_d, a_h, a_w) per tap; slab: input depths per
     work item; gx_planes, gx_compact: grad_x's tiles (_tile_layout); depths (n_slabs, 2):
-    the residue-grid depths each slab reads; window and inner (see _kernels.backward); as
-    a BackwardSchedule.
+    the residue-grid depths each slab reads; window and inner (see _kernels.backward);
+    returns them as a BackwardSchedule (the arrays in its tables).
     """
     per_dim = []
     for a in range(3):
@@ -430,8 +429,7 @@ def _backward_schedule(plan, itemsize, isa, tuning):
     kblock = min(cog * int(np.prod(plan.kernel)), tuning.kblock)
     tables = _kernels.BackwardTables(np.array(plan.stride, dtype=np.intp), res, tap_table,
                                      depths, window.as_array, inner)
-    return BackwardSchedule(res, tap_table, slab, gx_planes, gx_compact, depths, window,
-                            inner, kblock, tables)
+    return BackwardSchedule(slab, len(depths), gx_planes, gx_compact, window, kblock, tables)
 
 
 def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
@@ -449,7 +447,7 @@ def backward(plan, gy, x, w, gx_out, gw_out, gb_out):
     sched = _backward_schedule(plan, dtype.itemsize, isa, tuning)
     cig, cog = plan.c_in // plan.groups, plan.c_out // plan.groups
     kc = cog * math.prod(plan.kernel)
-    n_items = plan.groups * plan.n * len(sched.depths)
+    n_items = plan.groups * plan.n * sched.n_slabs
     if gw_out is not None:
         budget = max(1, tuning.chunk_bytes // (w.size * dtype.itemsize))
         n_chunks = max(1, min(n_items, tuning.max_chunks, budget))
