@@ -63,6 +63,11 @@ THREADS_SET_WITH = {
     "onnxruntime": "SessionOptions.intra_op_num_threads (inter_op_num_threads 1, sequential)",
 }
 _SETTLE_S = 0.5
+#: each timed key's calls in a round last at least this long (seconds): a short call is
+#: repeated until they do, so that a call of microseconds is timed as a loop runs it, not
+#: as the first calls after the settle sleep (cold caches and branch predictors)
+_MIN_ROUND_S = 0.02
+_MAX_CALLS = 2000
 _MATMUL_N = 2048
 
 
@@ -375,6 +380,7 @@ def metadata(rows, threads, dtype, peers, repeat, rounds, argv=None):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": None if argv is None else "conv3dt bench " + " ".join(argv),
         "dtype": dtype, "threads": threads, "repeat": repeat, "rounds": rounds,
+        "min_round_s": _MIN_ROUND_S,
         "python": platform.python_version(), "platform": platform.platform(),
         "versions": {"conv3dt": conv3dt.__version__, "numpy": np.__version__},
         "cpu": cpu,
@@ -455,15 +461,18 @@ def workspace_mib(name, dtype, threads):
     return float(res.stdout.strip().splitlines()[-1])
 
 
-def _timed(fn, n):
-    """(wall times in ms, CPU time of the process / wall time) of ``n`` calls."""
+def _timed(fn, n, min_s=0.0):
+    """(wall times in ms, CPU time of the process / wall time) of ``n`` calls, or of more
+    (at most ``_MAX_CALLS``) until they have taken ``min_s`` seconds."""
     times = []
     c0, t0 = time.process_time(), time.perf_counter()
-    for _ in range(n):
+    wall = 0.0
+    while len(times) < n or (wall < min_s and len(times) < _MAX_CALLS):
         t1 = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t1) * 1e3)
-    wall = time.perf_counter() - t0
+        t2 = time.perf_counter()
+        times.append((t2 - t1) * 1e3)
+        wall = t2 - t0
     return times, (time.process_time() - c0) / wall if wall > 0 else float("nan")
 
 
@@ -488,7 +497,10 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
     Per shape, each library's forward pass is timed ``repeat`` times and forward + backward
     half as often (at least 3); the calls are spread over ``rounds`` rounds that take the
     libraries in turn, so that a slow spell of a shared machine hits all of them, each
-    round after one untimed call, and each time is the median of all calls. A 2048 x 2048
+    round after one untimed call, and each time is the median of all calls. A pass whose
+    calls in a round take less than ``_MIN_ROUND_S`` is called again until they have taken
+    that long (``timed_calls``: the calls timed per key): calls of microseconds are timed
+    as a loop runs them. A 2048 x 2048
     matrix product (NumPy's BLAS, held to ``threads`` threads) and the FMA probe
     (:func:`fma_probe`, on ``threads`` threads) are timed in the same rounds:
     ``matmul_gflops`` and ``fma_gflops``.
@@ -580,11 +592,12 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                         conv3dt.set_num_threads(n_threads)
                         fn()  # warm-up: wakes the threads, brings the data into cache
                         n = calls["fwdbwd" if key.endswith("fwdbwd_ms") else "fwd"]
-                        times, util = _timed(fn, n)
+                        times, util = _timed(fn, n, _MIN_ROUND_S)
                         samples.setdefault(key, []).extend(times)
                         cpu.setdefault(key, []).append(util)
                     conv3dt.set_num_threads(threads)
             row.update({key: statistics.median(v) for key, v in samples.items()})
+            row["timed_calls"] = {key: len(v) for key, v in samples.items()}
             for lib, _, _ in libs:
                 row[f"{lib}_cpu_per_wall"] = statistics.median(cpu[f"{lib}_fwd_ms"])
             row["matmul_gflops"] = 2 * _MATMUL_N**3 / (row.pop("matmul_ms") * 1e6)
@@ -881,7 +894,9 @@ def build_parser():
                         help="dtype of the data (default float32)")
     parser.add_argument("--repeat", type=int, default=7, metavar="N",
                         help="timed forward passes per library and shape; forward + "
-                             "backward half as many, at least 3 (default 7)")
+                             "backward half as many, at least 3 (default 7); more where "
+                             "a round's calls would take under "
+                             f"{_MIN_ROUND_S * 1e3:.0f} ms")
     parser.add_argument("--rounds", type=int, default=3, metavar="R",
                         help="rounds the timed calls are spread over, the libraries in "
                              "turn (default 3)")

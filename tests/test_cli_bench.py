@@ -483,6 +483,18 @@ def test_tiny_bench_writes_json_with_the_metadata(tmp_path):
     assert meta["dtype"] == "float32" and meta["repeat"] == 1 and meta["rounds"] == 1
 
 
+def test_short_calls_are_timed_in_a_loop(monkeypatch):
+    # tiny's forward pass takes microseconds: a round calls it until 20 ms have passed
+    row, = _bench.run(["tiny"], repeat=1, rounds=2, threads=1)
+    calls = row["timed_calls"]
+    assert calls["conv3dt_fwd_ms"] > 2 * 20 and calls["conv3dt_fwdbwd_ms"] > 2 * 10
+    assert calls["matmul_ms"] >= 2 and calls["fma_ms"] >= 2
+    monkeypatch.setattr(_bench, "_MIN_ROUND_S", 0.0)  # then repeat / rounds, rounded up
+    row, = _bench.run(["tiny"], repeat=5, rounds=2, threads=1)
+    assert row["timed_calls"]["conv3dt_fwd_ms"] == 2 * 3
+    assert row["timed_calls"]["conv3dt_fwdbwd_ms"] == 2 * 2
+
+
 def test_tiny_bench_with_the_installed_peers(tmp_path):
     import importlib.util
 
