@@ -67,7 +67,7 @@ _SETTLE_S = 0.5
 #: repeated until they do, so that a call of microseconds is timed as a loop runs it, not
 #: as the first calls after the settle sleep (cold caches and branch predictors)
 _MIN_ROUND_S = 0.02
-_MAX_CALLS = 2000
+_MAX_CALLS = 2000  # calls a round times at most for that
 _MATMUL_N = 2048
 
 
@@ -500,8 +500,8 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
     round after one untimed call, and each time is the median of all calls. A pass whose
     calls in a round take less than ``_MIN_ROUND_S`` is called again until they have taken
     that long (``timed_calls``: the calls timed per key): calls of microseconds are timed
-    as a loop runs them. A 2048 x 2048
-    matrix product (NumPy's BLAS, held to ``threads`` threads) and the FMA probe
+    as a loop runs them. A 2048 x 2048 matrix product (NumPy's BLAS, held to ``threads``
+    threads) and the FMA probe
     (:func:`fma_probe`, on ``threads`` threads) are timed in the same rounds:
     ``matmul_gflops`` and ``fma_gflops``.
     Every peer runs on ``threads`` threads; ``<lib>_cpu_per_wall`` is the process's CPU
