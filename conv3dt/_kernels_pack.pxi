@@ -41,17 +41,22 @@ cdef void _pack_weight_channel(const floating* src, floating* dst, bint panels,
     """The rows of input channel c_in (src = w[c_in], [cog][kk], which stays in the L1
     cache) in every combination's weight, tap by tap, into dst: wpanel (`panels`) or
     wpack (see pack_forward_weight)."""
-    cdef Py_ssize_t t, nt, kc, co, base, g = c_in // cig, ci = c_in - g * cig
+    cdef Py_ssize_t t, nt, kc, co, q, lane, base, g = c_in // cig, ci = c_in - g * cig
     cdef Py_ssize_t cogp = _round_up(cog, nr)
+    cdef floating* d
     for t in range(kk):
         if tap_dest[4 * t] < 0:
             continue
         nt = tap_dest[4 * t + 2]
         kc = cig * nt
         if panels:
-            base = tap_dest[4 * t + 1] + g * cogp * kc + (ci * nt + tap_dest[4 * t + 3]) * nr
-            for co in range(cogp):
-                dst[base + (co // nr) * kc * nr + co % nr] = src[co * kk + t] if co < cog else 0
+            # panel by panel, nr columns at a time: no division per element
+            d = dst + tap_dest[4 * t + 1] + g * cogp * kc + (ci * nt + tap_dest[4 * t + 3]) * nr
+            for q in range(cogp // nr):
+                for lane in range(nr):
+                    co = q * nr + lane
+                    d[lane] = src[co * kk + t] if co < cog else 0
+                d += kc * nr
         else:
             base = tap_dest[4 * t] + (g * cog * cig + ci) * nt + tap_dest[4 * t + 3]
             for co in range(cog):
