@@ -302,17 +302,15 @@ def vector_isa(flags):
     return "unknown", None, False
 
 
-def fma_peak(cpu, threads, dtype):
-    """The FMA peak of the kernels' variant in use (its vector width) on ``threads``
-    threads, with its terms: cores, lanes, and the nominal peak, cores x lanes x 2 FMA
-    units (assumed) x 2 flop x the clock that /proc/cpuinfo reports (``nominal_gflops``;
-    None where the clock is unknown or the variant has no FMA: generic multiplies and adds
-    apart). The peak itself is measured on every row (``fma_gflops``, :func:`run` times
-    the probe); :func:`metadata` fills in ``gflops``, their median, and ``ghz``, the clock
-    it implies at 2 FMA units per core."""
-    from . import _isa
-
-    variant = _isa.current()
+def fma_peak(cpu, threads, dtype, isa=None):
+    """The FMA peak of the kernels' variant ``isa`` (default: the one in use; its vector
+    width) on ``threads`` threads, with its terms: cores, lanes, and the nominal peak,
+    cores x lanes x 2 FMA units (assumed) x 2 flop x the clock that /proc/cpuinfo reports
+    (``nominal_gflops``; None where the clock is unknown or the variant has no FMA:
+    generic multiplies and adds apart). The peak itself is measured on every row
+    (``fma_gflops``, :func:`run` times the probe); :func:`metadata` fills in ``gflops``,
+    their median, and ``ghz``, the clock it implies at 2 FMA units per core."""
+    variant = _variant(isa)
     isa, bits, has_fma = variant.name, 8 * variant.vector_bytes, variant.name != "generic"
     cores = min(threads, cpu["cores_available"])
     lanes = bits // (8 * np.dtype(dtype).itemsize)
@@ -328,12 +326,21 @@ def fma_peak(cpu, threads, dtype):
     return peak
 
 
-def fma_probe(dtype, threads, seconds=0.02):
-    """(a function that runs the FMA probe of the kernels' variant on ``threads`` threads
-    for about ``seconds``, calibrated here; the flop it does per call)."""
-    from . import _isa, _kernels
+def _variant(name=None):
+    """The :class:`conv3dt._isa.Isa` record of the variant ``name`` (default: the one in
+    use); ValueError where this build or CPU lacks it."""
+    from . import _isa
 
-    index, double = _isa.current().index, np.dtype(dtype) == np.float64
+    return _isa.current() if name is None else _isa.lookup(name, "isa")
+
+
+def fma_probe(dtype, threads, seconds=0.02, isa=None):
+    """(a function that runs the FMA probe of the kernels' variant ``isa`` (default: the
+    one in use) on ``threads`` threads for about ``seconds``, calibrated here; the flop it
+    does per call)."""
+    from . import _kernels
+
+    index, double = _variant(isa).index, np.dtype(dtype) == np.float64
     steps = 1 << 14
     while True:
         t0 = time.perf_counter()
@@ -369,13 +376,16 @@ def conv3dt_isa():
 
 
 def metadata(rows, threads, dtype, peers, repeat, rounds, argv=None):
-    """What the JSON records beside the rows: versions, CPU, ISA, threads per library, the
-    BLAS rate and the FMA peak (measured, and nominal), the load of the machine."""
+    """What the JSON records beside the rows: versions, CPU, the kernels' variants
+    (``conv3dt_isa``, the first of ``isas``), threads per library, the BLAS rate and the
+    FMA peak (measured, and nominal) of each variant (``fma_peaks``; ``fma_peak``: the
+    first's), the load of the machine."""
     import conv3dt
     from conv3dt._kernels import OPENMP
 
     cpu = cpu_facts()
     libs = ["conv3dt"] + list(peers)
+    isas = rows[0]["isas"] if rows and "isas" in rows[0] else [conv3dt_isa()]
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": None if argv is None else "conv3dt bench " + " ".join(argv),
@@ -384,12 +394,14 @@ def metadata(rows, threads, dtype, peers, repeat, rounds, argv=None):
         "python": platform.python_version(), "platform": platform.platform(),
         "versions": {"conv3dt": conv3dt.__version__, "numpy": np.__version__},
         "cpu": cpu,
-        "conv3dt_isa": conv3dt_isa(),
+        "conv3dt_isa": isas[0],
+        "isas": isas,
         "openmp": bool(OPENMP),
         "threads_per_library": {},
         "blas": blas_facts(),
-        "fma_peak": fma_peak(cpu, threads, dtype),
+        "fma_peaks": {v: fma_peak(cpu, threads, dtype, isa=v) for v in isas},
     }
+    meta["fma_peak"] = meta["fma_peaks"][isas[0]]
     for peer in peers:
         for module in PEER_MODULES[peer]:
             meta["versions"][module] = _version(module)
@@ -405,12 +417,13 @@ def metadata(rows, threads, dtype, peers, repeat, rounds, argv=None):
     meta["blas"].update(gemm=f"{gemm} {_MATMUL_N}^3 through numpy.matmul",
                         threads_used=min(threads, cpu["cores_available"]),
                         gflops=statistics.median(rates) if rates else None)
-    peak = meta["fma_peak"]
-    probes = [r["fma_gflops"] for r in rows if "fma_gflops" in r]
-    if probes:
-        peak["gflops"] = statistics.median(probes)
-        if peak["has_fma"]:
-            peak["ghz"] = peak["gflops"] / (peak["cores"] * peak["lanes"] * 2 * 2)
+    for v, peak in meta["fma_peaks"].items():
+        key = _fma_key(v, isas) + "_gflops"
+        probes = [r[key] for r in rows if key in r]
+        if probes:
+            peak["gflops"] = statistics.median(probes)
+            if peak["has_fma"]:
+                peak["ghz"] = peak["gflops"] / (peak["cores"] * peak["lanes"] * 2 * 2)
     try:
         meta["loadavg"] = list(os.getloadavg())
     except OSError:
@@ -490,8 +503,70 @@ def _blas_limit(threads):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
+def check_isas(isas):
+    """The variant names ``isas`` (None or empty: the one in use), checked and normalised:
+    "all" for every variant this CPU runs; ValueError naming a variant this build or CPU
+    lacks, or one given twice."""
+    from . import _isa
+
+    if not isas:
+        return [_isa.get_isa()]
+    if isinstance(isas, str):
+        isas = [isas]
+    if any(isinstance(v, str) and v.strip().lower() == "all" for v in isas):
+        if len(isas) > 1:
+            raise ValueError(f"isa: 'all' names every variant this CPU runs, alone; got "
+                             f"{','.join(isas)}")
+        return _isa.available_isas()
+    names = [_isa.lookup(v, "isa").name for v in isas]
+    twice = sorted({v for v in names if names.count(v) > 1})
+    if twice:
+        raise ValueError(f"isa: each variant once; {', '.join(twice)} is given twice")
+    return names
+
+
+def _fma_key(isa, isas):
+    """The row key of the FMA probe of variant ``isa`` (less "_gflops"): the first one's
+    is "fma"."""
+    return "fma" if isa == isas[0] else f"fma_{isa}"
+
+
+def _label(lib, isas=None):
+    """A library's name in messages: "conv3dt (avx2)" for a variant's key "conv3dt_avx2",
+    and for conv3dt itself where several variants are timed."""
+    if lib.startswith("conv3dt_"):
+        return f"conv3dt ({lib.partition('_')[2]})"
+    if lib == "conv3dt" and isas and len(isas) > 1:
+        return f"conv3dt ({isas[0]})"
+    return lib
+
+
+def variant_rows(results, isa):
+    """The rows of variant ``isa`` as those of the first (``conv3dt_fwd_ms``,
+    ``fma_gflops``, ...), for :func:`table` and :func:`figure`; with ``vs_fwd_ms`` and
+    ``vs_fwdbwd_ms``, the first variant's times, where ``isa`` is not the first. The first
+    variant's rows are returned as they are."""
+    isas = results[0].get("isas", []) if results else []
+    if not results or isas[:1] == [isa]:
+        return results
+    if isa not in isas:
+        raise ValueError(f"isa: the results have the variants {isas}, not {isa!r}")
+    rows = []
+    for r in results:
+        row = {k: v for k, v in r.items()
+               if not k.startswith(("t1_", "f64_", "conv3dt_", "fma_"))}
+        row.update({"isas": [isa], "vs_isa": r["isas"][0],
+                    "conv3dt_threads": r["conv3dt_threads"],
+                    "vs_fwd_ms": r["conv3dt_fwd_ms"], "vs_fwdbwd_ms": r["conv3dt_fwdbwd_ms"]})
+        for key in ("fwd_ms", "fwdbwd_ms", "cpu_per_wall"):
+            row[f"conv3dt_{key}"] = r[f"conv3dt_{isa}_{key}"]
+        row["fma_gflops"] = r[f"fma_{isa}_gflops"]
+        rows.append(row)
+    return rows
+
+
 def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory=False,
-        progress=None, float64=False, scaling=False, rounds=3, warn=None):
+        progress=None, float64=False, scaling=False, rounds=3, warn=None, isas=None):
     """Benchmark ``shapes`` (default: all); returns a list of result dicts.
 
     Per shape, each library's forward pass is timed ``repeat`` times and forward + backward
@@ -511,6 +586,13 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
     ``float64`` times it in float64 too (``f64_fwd_ms``, ``f64_fwdbwd_ms``); ``scaling``
     times its forward pass on one thread (``t1_fwd_ms``). ``warn(message)`` is told of a
     peer whose output differs.
+
+    ``isas``: the kernels' instruction-set variants to time (default: the one in use). The
+    first is "conv3dt" above; each other variant ``v`` is timed in the same rounds, under
+    ``conv3dt_<v>_fwd_ms``, ``conv3dt_<v>_fwdbwd_ms``, ``conv3dt_<v>_cpu_per_wall``, with
+    its own FMA probe (``fma_<v>_gflops``) and its forward output's difference from the
+    first variant's (``conv3dt_<v>_max_rel_err``). Every row records ``isas``;
+    :func:`variant_rows` gives the rows of one variant as the first's keys.
     """
     import conv3dt
 
@@ -521,10 +603,11 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
     unknown = [p for p in compare if p not in PEERS]
     if unknown:
         raise ValueError(f"unknown peers {unknown}; choose from {list(PEERS)}")
+    isas = check_isas(isas)
     threads = threads or conv3dt.get_num_threads()
     square = np.random.default_rng(1).standard_normal((_MATMUL_N, _MATMUL_N)).astype(dtype)
-    probe, probe_flop = fma_probe(dtype, threads)
-    previous = conv3dt.get_num_threads()
+    probes = {v: fma_probe(dtype, threads, isa=v) for v in isas}
+    previous, previous_isa = conv3dt.get_num_threads(), conv3dt.get_isa()
     torch_previous = None
     conv3dt.set_num_threads(threads)
     peers = [p for p in PEERS if p in compare and peer_available(p)]
@@ -545,33 +628,42 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
             if progress:
                 progress(i, len(shapes), name)
             x, w, b, gy, kwargs = shape_arrays(name, dtype)
-            row = {"shape": name, "dtype": dtype, "threads": threads, "gflop": flops(name) / 1e9}
+            row = {"shape": name, "dtype": dtype, "threads": threads, "gflop": flops(name) / 1e9,
+                   "isas": list(isas)}
+            # (name in the keys, forward, forward + backward, the variant it runs with)
             libs = []
             ref = None
-            for lib in ["conv3dt"] + peers:
-                fwd, fwd_bwd, lib_threads = _FNS[lib](x, w, b, gy, kwargs, threads)
-                row[f"{lib}_threads"] = lib_threads
+            for lib in ["conv3dt"] + [f"conv3dt_{v}" for v in isas[1:]] + peers:
+                isa = isas[0] if lib in PEERS else lib.partition("_")[2] or isas[0]
+                conv3dt.set_isa(isa)
+                fwd, fwd_bwd, lib_threads = _FNS[lib if lib in PEERS else "conv3dt"](
+                    x, w, b, gy, kwargs, threads)
+                if lib == "conv3dt" or lib in PEERS:
+                    row[f"{lib}_threads"] = lib_threads
                 out = np.asarray(fwd(), dtype=np.float64)
                 if ref is None:
                     ref = out
                 else:
                     err = row[f"{lib}_max_rel_err"] = _max_rel_err(out, ref)
                     if warn and not err <= tol:
-                        warn(f"{lib}'s forward output on {name} differs from conv3dt's by "
-                             f"{err:.2g} of its largest value")
-                libs.append((lib, fwd, fwd_bwd))
+                        warn(f"{_label(lib)}'s forward output on {name} differs from "
+                             f"{_label('conv3dt', isas)}'s by {err:.2g} of its largest value")
+                libs.append((lib, fwd, fwd_bwd, isa))
             del out, ref
-            # (key, function, conv3dt's threads) per library, timed together in each round
+            conv3dt.set_isa(isas[0])
+            # (key, function, conv3dt's threads, variant) per library, timed together in
+            # each round
             groups = []
-            for lib, fwd, fwd_bwd in libs:
-                timed = [(f"{lib}_fwd_ms", fwd, threads)]
+            for lib, fwd, fwd_bwd, isa in libs:
+                timed = [(f"{lib}_fwd_ms", fwd, threads, isa)]
                 if fwd_bwd is not None:
-                    timed.append((f"{lib}_fwdbwd_ms", fwd_bwd, threads))
+                    timed.append((f"{lib}_fwdbwd_ms", fwd_bwd, threads, isa))
                 if lib == "conv3dt" and scaling:
-                    timed.append(("t1_fwd_ms", fwd, 1))
+                    timed.append(("t1_fwd_ms", fwd, 1, isa))
                 if lib == "conv3dt" and float64:
                     f64, f64_bwd, _ = _conv3dt_fns(*shape_arrays(name, "float64"))
-                    timed += [("f64_fwd_ms", f64, threads), ("f64_fwdbwd_ms", f64_bwd, threads)]
+                    timed += [("f64_fwd_ms", f64, threads, isa),
+                              ("f64_fwdbwd_ms", f64_bwd, threads, isa)]
                 groups.append(timed)
 
             def matmul():
@@ -579,7 +671,8 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                     return square @ square
 
             # (apart from the product: BLAS threads busy-wait after it, as OpenMP's do)
-            groups += [[("matmul_ms", matmul, threads)], [("fma_ms", probe, threads)]]
+            groups.append([("matmul_ms", matmul, threads, isas[0])])
+            groups += [[(_fma_key(v, isas) + "_ms", probes[v][0], threads, v)] for v in isas]
             calls = {"fwd": -(-repeat // rounds), "fwdbwd": -(-max(3, repeat // 2) // rounds)}
             samples, cpu = {}, {}
             for _ in range(rounds):
@@ -588,20 +681,24 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                     # runtimes busy-wait for up to ~0.2 s after a parallel region) so that
                     # they do not take cores from the library being timed.
                     time.sleep(_SETTLE_S)
-                    for key, fn, n_threads in timed:
+                    for key, fn, n_threads, isa in timed:
                         conv3dt.set_num_threads(n_threads)
+                        conv3dt.set_isa(isa)
                         fn()  # warm-up: wakes the threads, brings the data into cache
                         n = calls["fwdbwd" if key.endswith("fwdbwd_ms") else "fwd"]
                         times, util = _timed(fn, n, _MIN_ROUND_S)
                         samples.setdefault(key, []).extend(times)
                         cpu.setdefault(key, []).append(util)
                     conv3dt.set_num_threads(threads)
+                    conv3dt.set_isa(isas[0])
             row.update({key: statistics.median(v) for key, v in samples.items()})
             row["timed_calls"] = {key: len(v) for key, v in samples.items()}
-            for lib, _, _ in libs:
+            for lib, _, _, _ in libs:
                 row[f"{lib}_cpu_per_wall"] = statistics.median(cpu[f"{lib}_fwd_ms"])
             row["matmul_gflops"] = 2 * _MATMUL_N**3 / (row.pop("matmul_ms") * 1e6)
-            row["fma_gflops"] = probe_flop / (row.pop("fma_ms") * 1e6)
+            for v in isas:
+                key = _fma_key(v, isas)
+                row[key + "_gflops"] = probes[v][1] / (row.pop(key + "_ms") * 1e6)
             if memory:
                 row["workspace_mib"] = workspace_mib(name, dtype, threads)
             results.append(row)
@@ -609,6 +706,7 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
             progress(len(shapes), len(shapes), "")
     finally:
         conv3dt.set_num_threads(previous)
+        conv3dt.set_isa(previous_isa)
         if torch_previous is not None:
             import torch
 
@@ -650,6 +748,11 @@ def _columns(results, peak):
         if f"{p}_fwdbwd_ms" in results[0]:
             cols.append((SHORT[p], "f+b", 90 - rank, lambda r, p=p:
                          f"{r[f'{p}_fwdbwd_ms'] / r['conv3dt_fwdbwd_ms']:.2f}x"))
+    if "vs_fwd_ms" in results[0]:
+        group = f"{results[0]['vs_isa']}/this"
+        cols.append((group, "fwd", 85, lambda r: f"{r['vs_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x"))
+        cols.append((group, "f+b", 84,
+                     lambda r: f"{r['vs_fwdbwd_ms'] / r['conv3dt_fwdbwd_ms']:.2f}x"))
     if "t1_fwd_ms" in results[0]:
         cols.append(("1 thread", "speedup", 45,
                      lambda r: f"{r['t1_fwd_ms'] / r['conv3dt_fwd_ms']:.2f}x"))
@@ -695,13 +798,23 @@ def _render(cols, results):
     return lines
 
 
-def table(results, meta=None, width=None):
+def table(results, meta=None, width=None, isa=None):
     """The results as a text table no wider than ``width`` (default: the terminal's):
     conv3dt's times, its forward GFLOP/s as a share of the BLAS rate and of the FMA peak,
     and each peer's time over conv3dt's; columns of low priority are left out (and named
-    below the table) where they do not fit; the raw times are in the JSON."""
+    below the table) where they do not fit; the raw times are in the JSON.
+
+    ``isa``: the table of that variant (:func:`variant_rows`; default: the first), with
+    its own FMA peak; a later variant's table has a column of the first variant's time
+    over its own, and leaves out the notes on the machine that the first one gives."""
     if not results:
         return "no results"
+    first = results[0].get("isas", [None])[0]
+    if isa is not None and isa != first:
+        results = variant_rows(results, isa)
+        if meta:
+            meta = dict(meta, conv3dt_isa=isa, fma_peak=meta["fma_peaks"][isa])
+    brief = "vs_fwd_ms" in results[0]
     if width is None:
         width = shutil.get_terminal_size((100, 24)).columns
     width = max(width, 40)
@@ -730,10 +843,15 @@ def table(results, meta=None, width=None):
     gemm = "sgemm" if dtype == "float32" else "dgemm"
     blas = (meta or {}).get("blas") or {}
     which = " ".join(str(v) for v in (blas.get("internal_api"), blas.get("version")) if v)
-    notes.append(f"BLAS rate (measured): {gemm} {_MATMUL_N}^3 through numpy.matmul"
-                 f"{' (' + which + ')' if which else ''} on {results[0]['threads']} threads, "
-                 f"median over the shapes' rounds: {mm:.1f} GFLOP/s. 'of BLAS' is conv3dt's "
-                 "forward GFLOP/s as a share of it, for the dense shapes (no groups).")
+    if brief:
+        notes.append(f"{results[0]['vs_isa']}/this: the {results[0]['vs_isa']} kernels' "
+                     "time over these kernels' (above 1: these are faster).")
+    else:
+        notes.append(f"BLAS rate (measured): {gemm} {_MATMUL_N}^3 through numpy.matmul"
+                     f"{' (' + which + ')' if which else ''} on {results[0]['threads']} "
+                     f"threads, median over the shapes' rounds: {mm:.1f} GFLOP/s. 'of BLAS' "
+                     "is conv3dt's forward GFLOP/s as a share of it, for the dense shapes "
+                     "(no groups).")
     if meta:
         p = meta["fma_peak"]
         if p["gflops"]:
@@ -748,6 +866,7 @@ def table(results, meta=None, width=None):
                             " (separate multiplies and adds: no FMA)")
                          + f"{nominal}. 'of peak' is each shape's share of the peak measured "
                          f"in its rounds; the BLAS rate is {mm / p['gflops']:.0%} of it.")
+    if meta and not brief:
         libs = meta["threads_per_library"]
         notes.append("threads: " + ", ".join(
             f"{lib} {v['threads']}" + (f" (CPU/wall {v['cpu_per_wall_median']:.2f})"
@@ -757,9 +876,12 @@ def table(results, meta=None, width=None):
               "median over the shapes (conv3dt runs passes under about 2^20 multiply-adds on "
               "one thread).")
         cpu = meta["cpu"]
+        later = meta.get("isas", [])[1:]
+        kernels = meta["conv3dt_isa"] + (f" (this table; {', '.join(later)} below)"
+                                         if later else "")
         notes.append(f"CPU: {cpu['model'] or 'unknown'}, {cpu['cores_available']} cores "
                      f"available, widest vector ISA {vector_isa(cpu['flags'])[0]}; conv3dt's "
-                     f"kernels: {meta['conv3dt_isa']}.")
+                     f"kernels: {kernels}.")
         if meta.get("loadavg"):
             load = meta["loadavg"][0]
             busy = load > 1.5 * (os.cpu_count() or 1)
@@ -800,12 +922,13 @@ def plot(results, path):
 
 def figure(results):
     """The matplotlib figure that :func:`plot` saves: two log-scale axes (forward,
-    forward + backward), one bar per shape and library."""
+    forward + backward), one bar per shape and library (and kernel variant)."""
     try:
         plt = _pyplot()
     except ImportError:
         raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from None
-    libs = ["conv3dt"] + _libs_in(results)
+    isas = results[0].get("isas", [])
+    libs = ["conv3dt"] + [f"conv3dt_{v}" for v in isas[1:]] + _libs_in(results)
     names = [r["shape"] for r in results]
     xs = np.arange(len(names))
     width = 0.8 / len(libs)
@@ -817,7 +940,7 @@ def figure(results):
             if key not in results[0]:
                 continue
             ax.bar(xs + i * width, [passes * r["gflop"] / r[key] * 1e3 for r in results],
-                   width, label=lib, color=f"C{i}")
+                   width, label=_label(lib, isas), color=f"C{i}")
         ax.set_yscale("log")
         ax.set_ylabel(f"{label}\nGFLOP/s (log)")
         ax.grid(axis="y", which="both", alpha=0.3)
@@ -906,6 +1029,11 @@ def build_parser():
                         help="also time conv3dt's forward pass on one thread: the speed-up")
     parser.add_argument("--float64", action="store_true",
                         help="also time conv3dt in float64: the ratio float64 / float32")
+    parser.add_argument("--isa", default="", metavar="VARIANTS",
+                        help="comma-separated instruction-set variants of the kernels to "
+                             "time in the same rounds, a table each (peers against every "
+                             "one), or 'all' for every variant this CPU runs (default: the "
+                             "one in use; see conv3dt info)")
     parser.add_argument("--json", metavar="FILE",
                         help="write the results and the machine's facts (versions, CPU "
                              "model and flags, ISA, threads per library) as JSON")
@@ -928,6 +1056,10 @@ def main(argv=None):
         value = getattr(args, opt)
         if value is not None and value < 1:
             parser.error(f"--{opt} must be at least 1, got {value}")
+    try:
+        isas = check_isas([v.strip() for v in args.isa.split(",") if v.strip()])
+    except (TypeError, ValueError) as exc:
+        parser.error(f"--{exc}")
     if args.float64 and args.dtype != "float32":
         parser.error("--float64 compares with float32; leave out --dtype float64")
     if args.shapes:
@@ -959,11 +1091,14 @@ def main(argv=None):
 
     results = run(args.shapes, args.dtype, args.threads, args.repeat, compare, args.memory,
                   progress, float64=args.float64, scaling=args.scaling, rounds=args.rounds,
-                  warn=warn)
+                  warn=warn, isas=isas)
     threads = results[0]["threads"]
     peers = [p for p in PEERS if f"{p}_fwd_ms" in results[0]]
     meta = metadata(results, threads, args.dtype, peers, args.repeat, args.rounds, argv)
-    print(table(results, meta))
+    for i, isa in enumerate(isas):
+        if len(isas) > 1:
+            print(f"{'' if i == 0 else chr(10)}conv3dt's {isa} kernels")
+        print(table(results, meta, isa=isa))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": results}, f, indent=2)

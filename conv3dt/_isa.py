@@ -21,7 +21,7 @@ from typing import Any, List, Literal
 
 from ._kernels import isa_variants
 
-__all__ = ["get_isa", "set_isa", "available_isas", "Isa", "current"]
+__all__ = ["get_isa", "set_isa", "available_isas", "Isa", "current", "lookup"]
 
 ENV_VAR = "CONV3DT_ISA"
 
@@ -67,7 +67,10 @@ def available_isas() -> List[str]:
     return [isa.name for isa in _VARIANTS if isa.supported]
 
 
-def _lookup(name: Any, source: str) -> Isa:
+def lookup(name: Any, source: str) -> Isa:
+    """The :class:`Isa` of the variant ``name`` (case-insensitive); TypeError or ValueError
+    naming ``source`` (the argument or variable it came from) where it is not a str, this
+    build has no such variant or this CPU does not run it."""
     if not isinstance(name, str):
         raise TypeError(f"{source} must be a str naming an instruction-set variant, got "
                         f"{type(name).__name__}: {name!r}")
@@ -85,7 +88,7 @@ def _lookup(name: Any, source: str) -> Isa:
 def _initial() -> Isa:
     value = os.environ.get(ENV_VAR, "").strip()
     if value:
-        return _lookup(value, ENV_VAR)
+        return lookup(value, ENV_VAR)
     return next(isa for isa in _VARIANTS if isa.supported)
 
 
@@ -135,6 +138,6 @@ def set_isa(name: IsaName) -> None:
     >>> conv3dt.set_isa(previous)
     """
     global _current
-    isa = _lookup(name, "isa")
+    isa = lookup(name, "isa")
     with _lock:
         _current = isa

@@ -137,6 +137,120 @@ def test_plot_format_checked_before_timing(capsys, tmp_path, no_timing):
     assert ".png" in line
 
 
+@pytest.mark.parametrize("value, message", [
+    ("avx9", "--isa must be one of the variants of this build, avx512, avx2, generic; got "
+             "'avx9'"),
+    ("generic,GENERIC", "--isa: each variant once; generic is given twice"),
+    ("all,generic", "--isa: 'all' names every variant this CPU runs, alone; got all,generic"),
+    ("unsupported", "this CPU does not run the"),
+])
+def test_isa_option_errors_before_timing(capsys, no_timing, value, message):
+    if value == "unsupported":
+        missing = [v["name"] for v in _kernels.isa_variants() if not v["supported"]]
+        if not missing:
+            pytest.skip("this CPU runs every variant of the build")
+        value = missing[0]
+    code, out, err = run_main(capsys, "bench", "--shapes", "tiny", "--isa", value)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-1].startswith("conv3dt bench: error: --isa")
+    assert message in err, err
+
+
+def test_check_isas():
+    assert _bench.check_isas(None) == _bench.check_isas([]) == [conv3dt.get_isa()]
+    assert _bench.check_isas("all") == _bench.check_isas([" ALL"]) == conv3dt.available_isas()
+    assert _bench.check_isas([" Generic "]) == ["generic"]
+    with pytest.raises(ValueError, match="given twice"):
+        _bench.check_isas(["generic", "generic"])
+
+
+def _fake_variant_rows():
+    """_fake_rows with a second variant, "generic", twice as slow (1.5x forward +
+    backward) with its own FMA probe."""
+    rows = _fake_rows()
+    for r in rows:
+        r["isas"] = ["avx2", "generic"]
+        r["conv3dt_generic_fwd_ms"] = 2 * r["conv3dt_fwd_ms"]
+        r["conv3dt_generic_fwdbwd_ms"] = 1.5 * r["conv3dt_fwdbwd_ms"]
+        r["conv3dt_generic_cpu_per_wall"] = 1.7
+        r["fma_generic_gflops"] = 50.0
+    return rows
+
+
+def test_variant_rows_and_tables():
+    rows = _fake_variant_rows()
+    assert _bench.variant_rows(rows, "avx2") is rows
+    gen = _bench.variant_rows(rows, "generic")
+    assert [r["conv3dt_fwd_ms"] for r in gen] == [20.0, 22.0, 24.0]
+    assert [r["vs_fwd_ms"] for r in gen] == [10.0, 11.0, 12.0]
+    assert all(r["fma_gflops"] == 50.0 and r["isas"] == ["generic"] for r in gen)
+    assert gen[0]["torch_fwd_ms"] == rows[0]["torch_fwd_ms"]  # the same peers' times
+    with pytest.raises(ValueError, match="not 'avx512'"):
+        _bench.variant_rows(rows, "avx512")
+    meta = _bench.metadata(rows, 2, "float32", [], 1, 1)
+    assert meta["isas"] == ["avx2", "generic"] and meta["conv3dt_isa"] == "avx2"
+    assert meta["fma_peaks"]["generic"]["gflops"] == 50.0
+    assert meta["fma_peak"] is meta["fma_peaks"]["avx2"]
+    assert meta["fma_peak"]["gflops"] == 220.0  # the median of the first variant's probes
+    first = _bench.table(rows, meta, width=200)
+    later = _bench.table(rows, meta, width=200, isa="generic")
+    assert "avx2/this" not in first and "generic below" in " ".join(first.split())
+    lines = later.splitlines()
+    assert "avx2/this" in lines[0]
+    cells = lines[3].split()
+    # torch forward: 20 ms against generic's 20 ms; avx2 over generic: 0.50x and 0.67x
+    assert cells[0] == "unet_up_k2s2" and cells[1] == "20.00" and "1.00x" in cells
+    assert cells[-2:] == ["0.50x", "0.67x"]
+    notes = " ".join(later.split())
+    assert "the generic kernels' probe" in notes and "50.0 GFLOP/s" in notes
+    assert "widest vector ISA" not in notes and "BLAS rate (measured)" not in notes
+    assert "geometric mean torch/conv3dt: forward 1.00x" in notes
+
+
+def test_plot_has_a_bar_per_variant():
+    pytest.importorskip("matplotlib")
+    rows = _fake_variant_rows()
+    fwd, fwdbwd = _bench.figure(rows).axes
+    assert len(fwd.patches) == 5 * len(rows)   # two variants and three peers
+    labels = [t.get_text() for t in fwd.get_legend().get_texts()]
+    assert labels[:2] == ["conv3dt (avx2)", "conv3dt (generic)"]
+    heights = [p.get_height() for p in fwd.patches[len(rows):2 * len(rows)]]
+    np.testing.assert_allclose(heights, [r["gflop"] / r["conv3dt_generic_fwd_ms"] * 1e3
+                                         for r in rows])
+
+
+def test_every_variant_is_timed_with_its_own_kernels(monkeypatch):
+    isas = conv3dt.available_isas()
+    if len(isas) < 2:
+        pytest.skip("this CPU runs one variant")
+    real, seen = _bench._conv3dt_fns, []
+
+    def spy(*args, **kwargs):
+        made_with = conv3dt.get_isa()
+        fwd, fwd_bwd, threads = real(*args, **kwargs)
+
+        def forward():
+            seen.append((made_with, conv3dt.get_isa()))
+            return fwd()
+
+        return forward, fwd_bwd, threads
+
+    monkeypatch.setattr(_bench, "_conv3dt_fns", spy)
+    monkeypatch.setitem(_bench._FNS, "conv3dt", spy)
+    before = conv3dt.get_isa()
+    order = isas[::-1]  # the first variant need not be the best
+    row, = _bench.run(["tiny"], repeat=1, rounds=1, threads=1, isas=order)
+    assert conv3dt.get_isa() == before
+    assert row["isas"] == order
+    assert {made for made, _ in seen} == set(order)
+    assert all(made == during for made, during in seen), seen
+    for v in order[1:]:
+        assert row[f"conv3dt_{v}_fwd_ms"] > 0 and row[f"conv3dt_{v}_fwdbwd_ms"] > 0
+        assert row[f"conv3dt_{v}_max_rel_err"] < 1e-5  # the same function
+        assert row[f"fma_{v}_gflops"] > 0
+    assert row["fma_gflops"] > 0 and f"fma_{order[0]}_gflops" not in row
+
+
 # ------------------------------------------------------------------------ one-line errors
 
 
