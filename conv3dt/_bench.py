@@ -431,8 +431,9 @@ def metadata(rows, threads, dtype, peers, repeat, rounds, argv=None):
     return meta
 
 
-def workspace_mib(name, dtype, threads):
-    """Peak extra memory of one forward + backward pass, in MiB, measured in a child process.
+def workspace_mib(name, dtype, threads, isa=None):
+    """Peak extra memory of one forward + backward pass, in MiB, measured in a child process
+    (with the kernels' variant ``isa``; default: the one in use).
 
     The child allocates the inputs first, then resets the kernel's peak resident-set mark
     (Linux: /proc/self/clear_refs) and reports how far the peak rose during the passes,
@@ -466,7 +467,7 @@ def workspace_mib(name, dtype, threads):
     # the measured call starts. (Idle blocks that the cache keeps between calls are bounded
     # by its limit, conv3dt.get_cache_limit(), and not counted here.)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072",
-               CONV3DT_CACHE_MIB="0")
+               CONV3DT_CACHE_MIB="0", CONV3DT_ISA=_variant(isa).name)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env)
     if res.returncode != 0:
@@ -553,8 +554,8 @@ def variant_rows(results, isa):
         raise ValueError(f"isa: the results have the variants {isas}, not {isa!r}")
     rows = []
     for r in results:
-        row = {k: v for k, v in r.items()
-               if not k.startswith(("t1_", "f64_", "conv3dt_", "fma_"))}
+        row = {k: v for k, v in r.items()  # (--scaling, --float64, --memory: the first's)
+               if not k.startswith(("t1_", "f64_", "conv3dt_", "fma_", "workspace_"))}
         row.update({"isas": [isa], "vs_isa": r["isas"][0],
                     "conv3dt_threads": r["conv3dt_threads"],
                     "vs_fwd_ms": r["conv3dt_fwd_ms"], "vs_fwdbwd_ms": r["conv3dt_fwdbwd_ms"]})
@@ -630,15 +631,16 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
             x, w, b, gy, kwargs = shape_arrays(name, dtype)
             row = {"shape": name, "dtype": dtype, "threads": threads, "gflop": flops(name) / 1e9,
                    "isas": list(isas)}
-            # (name in the keys, forward, forward + backward, the variant it runs with)
+            # (name in the keys, forward, forward + backward, conv3dt's variant meanwhile)
             libs = []
             ref = None
-            for lib in ["conv3dt"] + [f"conv3dt_{v}" for v in isas[1:]] + peers:
-                isa = isas[0] if lib in PEERS else lib.partition("_")[2] or isas[0]
+            entries = ([("conv3dt", "conv3dt", isas[0])]
+                       + [(f"conv3dt_{v}", "conv3dt", v) for v in isas[1:]]
+                       + [(p, p, isas[0]) for p in peers])
+            for lib, fns, isa in entries:
                 conv3dt.set_isa(isa)
-                fwd, fwd_bwd, lib_threads = _FNS[lib if lib in PEERS else "conv3dt"](
-                    x, w, b, gy, kwargs, threads)
-                if lib == "conv3dt" or lib in PEERS:
+                fwd, fwd_bwd, lib_threads = _FNS[fns](x, w, b, gy, kwargs, threads)
+                if lib == fns:
                     row[f"{lib}_threads"] = lib_threads
                 out = np.asarray(fwd(), dtype=np.float64)
                 if ref is None:
@@ -700,7 +702,7 @@ def run(shapes=None, dtype="float32", threads=None, repeat=7, compare=(), memory
                 key = _fma_key(v, isas)
                 row[key + "_gflops"] = probes[v][1] / (row.pop(key + "_ms") * 1e6)
             if memory:
-                row["workspace_mib"] = workspace_mib(name, dtype, threads)
+                row["workspace_mib"] = workspace_mib(name, dtype, threads, isas[0])
             results.append(row)
         if progress:
             progress(len(shapes), len(shapes), "")

@@ -174,6 +174,7 @@ def _fake_variant_rows():
         r["conv3dt_generic_fwdbwd_ms"] = 1.5 * r["conv3dt_fwdbwd_ms"]
         r["conv3dt_generic_cpu_per_wall"] = 1.7
         r["fma_generic_gflops"] = 50.0
+        r["workspace_mib"], r["t1_fwd_ms"] = 3.0, 2 * r["conv3dt_fwd_ms"]
     return rows
 
 
@@ -184,6 +185,8 @@ def test_variant_rows_and_tables():
     assert [r["conv3dt_fwd_ms"] for r in gen] == [20.0, 22.0, 24.0]
     assert [r["vs_fwd_ms"] for r in gen] == [10.0, 11.0, 12.0]
     assert all(r["fma_gflops"] == 50.0 and r["isas"] == ["generic"] for r in gen)
+    # --memory and --scaling measured the first variant only
+    assert not any("workspace_mib" in r or "t1_fwd_ms" in r for r in gen)
     assert gen[0]["torch_fwd_ms"] == rows[0]["torch_fwd_ms"]  # the same peers' times
     with pytest.raises(ValueError, match="not 'avx512'"):
         _bench.variant_rows(rows, "avx512")
