@@ -811,12 +811,11 @@ def table(results, meta=None, width=None, isa=None):
     over its own, and leaves out the notes on the machine that the first one gives."""
     if not results:
         return "no results"
-    first = results[0].get("isas", [None])[0]
-    if isa is not None and isa != first:
+    if isa is not None:
         results = variant_rows(results, isa)
-        if meta:
-            meta = dict(meta, conv3dt_isa=isa, fma_peak=meta["fma_peaks"][isa])
-    brief = "vs_fwd_ms" in results[0]
+    brief = "vs_fwd_ms" in results[0]  # a later variant's rows
+    if brief and meta:
+        meta = dict(meta, conv3dt_isa=isa, fma_peak=meta["fma_peaks"][isa])
     if width is None:
         width = shutil.get_terminal_size((100, 24)).columns
     width = max(width, 40)
@@ -1098,8 +1097,10 @@ def main(argv=None):
     peers = [p for p in PEERS if f"{p}_fwd_ms" in results[0]]
     meta = metadata(results, threads, args.dtype, peers, args.repeat, args.rounds, argv)
     for i, isa in enumerate(isas):
+        if i > 0:
+            print()
         if len(isas) > 1:
-            print(f"{'' if i == 0 else chr(10)}conv3dt's {isa} kernels")
+            print(f"conv3dt's {isa} kernels")
         print(table(results, meta, isa=isa))
     if args.json:
         with open(args.json, "w") as f:
